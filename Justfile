@@ -1,0 +1,36 @@
+# cvrl tasks. `just --list` shows them. Every recipe that builds first runs the idempotent
+# setup (FFmpeg dev packages, the project venv with torch==2.11.0, just), so a fresh Debian
+# machine needs nothing else.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+demo_dir := "data/demo"
+
+# Show the recipes.
+default:
+    @just --list
+
+# Install system packages and the project venv (idempotent; seconds when done).
+setup:
+    @bash scripts/setup.sh
+
+# End to end on generated sample videos: shard them, inspect the set, verify it, draw a contact sheet.
+demo: setup
+    bash scripts/make-test-videos.sh {{demo_dir}}
+    cargo build --release -p cvrl-tools
+    ./target/release/cvrl-shard build {{demo_dir}}/videos {{demo_dir}}/shards --short-side 128 --force
+    ./target/release/cvrl-inspect {{demo_dir}}/shards
+    ./target/release/cvrl-inspect {{demo_dir}}/shards --verify
+    ./target/release/cvrl-inspect {{demo_dir}}/shards --video "$(ls {{demo_dir}}/videos | head -1)/$(ls {{demo_dir}}/videos/$(ls {{demo_dir}}/videos | head -1) | head -1 | sed 's/\.[^.]*$//')" --contact-sheet {{demo_dir}}/contact-sheet.png
+    @echo "demo done: shards in {{demo_dir}}/shards, contact sheet {{demo_dir}}/contact-sheet.png"
+
+# The whole test suite: formatting, clippy with warnings as errors, every test.
+test: setup
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo test --workspace
+
+# Sharder benchmark: throughput against ffmpeg decode+scale, bytes/frame against mp4, FFV1, JPEG.
+bench-shard: setup
+    cargo build --release -p cvrl-tools --examples
+    bash scripts/bench-shard.sh

@@ -1,0 +1,431 @@
+//! The Parquet index of a shard set: one row per stored video (`index.parquet`) and one per
+//! video that could not be stored (`failures.parquet`). Column names and types are fixed
+//! by FORMAT.md §4 so pyarrow, pandas and duckdb read them with no help from cvrl.
+
+use crate::error::{FormatError, Result};
+use crate::shard::ChunkEntry;
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int32Array, ListArray, RecordBatch, StringArray,
+    StructArray, UInt32Array, UInt64Array,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Fields, Float64Type, Int32Type, Schema, UInt32Type, UInt64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+/// One stored video: where its record is and what it holds.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct VideoRow {
+    /// Unique id within the set: `<label>/<file stem>` for class folders, the file stem otherwise.
+    pub video_id: String,
+    /// The source file, as given to `cvrl-shard build`.
+    pub source_path: String,
+    pub label: Option<String>,
+    /// Position of `label` in the manifest's class list.
+    pub label_index: Option<i32>,
+    pub split: Option<String>,
+    /// Shard file name, relative to the set directory.
+    pub shard: String,
+    /// Byte range of the record in the shard.
+    pub offset: u64,
+    pub length: u64,
+    pub num_frames: u32,
+    pub width: u32,
+    pub height: u32,
+    pub fps_num: u32,
+    pub fps_den: u32,
+    pub duration_s: f64,
+    /// FFmpeg name of the stored pixel format.
+    pub pixel_format: String,
+    pub source_bytes: u64,
+    pub source_codec: String,
+    /// Trim window applied to the source (Kinetics CSV), seconds.
+    pub time_start_s: Option<f64>,
+    pub time_end_s: Option<f64>,
+    pub chunks: Vec<ChunkEntry>,
+    /// CRC-32C of the whole record.
+    pub checksum: u32,
+}
+
+impl VideoRow {
+    /// Frames per second as a float.
+    pub fn fps(&self) -> f64 {
+        f64::from(self.fps_num) / f64::from(self.fps_den.max(1))
+    }
+}
+
+/// One input that could not be stored, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FailureRow {
+    pub source_path: String,
+    pub video_id: Option<String>,
+    pub label: Option<String>,
+    /// Where it failed: missing, open, probe, decode, scale, encode, write.
+    pub stage: String,
+    pub error: String,
+}
+
+fn chunk_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("offset", DataType::UInt64, false),
+        Field::new("length", DataType::UInt32, false),
+        Field::new("first_frame", DataType::UInt32, false),
+        Field::new("num_frames", DataType::UInt32, false),
+        Field::new("crc32c", DataType::UInt32, false),
+    ])
+}
+
+/// The Arrow schema of `index.parquet`.
+pub fn index_schema() -> Arc<Schema> {
+    let s = |n: &str, null| Field::new(n, DataType::Utf8, null);
+    let u32f = |n: &str| Field::new(n, DataType::UInt32, false);
+    let u64f = |n: &str| Field::new(n, DataType::UInt64, false);
+    let f64f = |n: &str, null| Field::new(n, DataType::Float64, null);
+    let chunk = Field::new("item", DataType::Struct(chunk_fields()), false);
+    Arc::new(Schema::new(vec![
+        s("video_id", false),
+        s("source_path", false),
+        s("label", true),
+        Field::new("label_index", DataType::Int32, true),
+        s("split", true),
+        s("shard", false),
+        u64f("offset"),
+        u64f("length"),
+        u32f("num_frames"),
+        u32f("width"),
+        u32f("height"),
+        u32f("fps_num"),
+        u32f("fps_den"),
+        f64f("fps", false),
+        f64f("duration_s", false),
+        s("pixel_format", false),
+        u64f("source_bytes"),
+        s("source_codec", false),
+        f64f("time_start_s", true),
+        f64f("time_end_s", true),
+        Field::new("chunks", DataType::List(Arc::new(chunk)), false),
+        u32f("checksum"),
+    ]))
+}
+
+/// The Arrow schema of `failures.parquet`.
+pub fn failures_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("source_path", DataType::Utf8, false),
+        Field::new("video_id", DataType::Utf8, true),
+        Field::new("label", DataType::Utf8, true),
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+    ]))
+}
+
+fn strings<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(v))
+}
+
+fn opt_strings<'a>(v: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(v.collect::<StringArray>())
+}
+
+fn chunks_array(rows: &[VideoRow]) -> ArrayRef {
+    let all = || rows.iter().flat_map(|r| r.chunks.iter());
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from_iter_values(all().map(|c| c.offset))),
+        Arc::new(UInt32Array::from_iter_values(all().map(|c| c.length))),
+        Arc::new(UInt32Array::from_iter_values(all().map(|c| c.first_frame))),
+        Arc::new(UInt32Array::from_iter_values(all().map(|c| c.num_frames))),
+        Arc::new(UInt32Array::from_iter_values(all().map(|c| c.crc32c))),
+    ];
+    let values = StructArray::new(chunk_fields(), cols, None);
+    let offsets = OffsetBuffer::from_lengths(rows.iter().map(|r| r.chunks.len()));
+    let item = Arc::new(Field::new("item", DataType::Struct(chunk_fields()), false));
+    Arc::new(ListArray::new(item, offsets, Arc::new(values), None))
+}
+
+fn index_batch(rows: &[VideoRow]) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let u32s = |f: fn(&VideoRow) -> u32| -> ArrayRef { Arc::new(UInt32Array::from_iter_values(rows.iter().map(f))) };
+    let u64s = |f: fn(&VideoRow) -> u64| -> ArrayRef { Arc::new(UInt64Array::from_iter_values(rows.iter().map(f))) };
+    let cols: Vec<ArrayRef> = vec![
+        strings(rows.iter().map(|r| r.video_id.as_str())),
+        strings(rows.iter().map(|r| r.source_path.as_str())),
+        opt_strings(rows.iter().map(|r| r.label.as_deref())),
+        Arc::new(rows.iter().map(|r| r.label_index).collect::<Int32Array>()),
+        opt_strings(rows.iter().map(|r| r.split.as_deref())),
+        strings(rows.iter().map(|r| r.shard.as_str())),
+        u64s(|r| r.offset),
+        u64s(|r| r.length),
+        u32s(|r| r.num_frames),
+        u32s(|r| r.width),
+        u32s(|r| r.height),
+        u32s(|r| r.fps_num),
+        u32s(|r| r.fps_den),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(VideoRow::fps))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.duration_s))),
+        strings(rows.iter().map(|r| r.pixel_format.as_str())),
+        u64s(|r| r.source_bytes),
+        strings(rows.iter().map(|r| r.source_codec.as_str())),
+        Arc::new(rows.iter().map(|r| r.time_start_s).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| r.time_end_s).collect::<Float64Array>()),
+        chunks_array(rows),
+        u32s(|r| r.checksum),
+    ];
+    RecordBatch::try_new(index_schema(), cols)
+}
+
+fn failures_batch(rows: &[FailureRow]) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let cols: Vec<ArrayRef> = vec![
+        strings(rows.iter().map(|r| r.source_path.as_str())),
+        opt_strings(rows.iter().map(|r| r.video_id.as_deref())),
+        opt_strings(rows.iter().map(|r| r.label.as_deref())),
+        strings(rows.iter().map(|r| r.stage.as_str())),
+        strings(rows.iter().map(|r| r.error.as_str())),
+    ];
+    RecordBatch::try_new(failures_schema(), cols)
+}
+
+fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .build();
+    let mut err = None;
+    crate::shard::atomic_write(path, |file| {
+        let run = || -> std::result::Result<(), parquet::errors::ParquetError> {
+            let mut w = ArrowWriter::try_new(file.try_clone()?, batch.schema(), Some(props))?;
+            w.write(&batch)?;
+            w.close()?;
+            Ok(())
+        };
+        run().map_err(|e| {
+            let msg = e.to_string();
+            err = Some(e);
+            std::io::Error::other(msg)
+        })
+    })
+    .map_err(|e| match err {
+        Some(source) => FormatError::Parquet { path: path.to_path_buf(), source },
+        None => e,
+    })
+}
+
+/// Writes `index.parquet` atomically.
+pub fn write_index(path: &Path, rows: &[VideoRow]) -> Result<()> {
+    let batch = index_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
+    write_batch(path, batch)
+}
+
+/// Writes `failures.parquet` atomically.
+pub fn write_failures(path: &Path, rows: &[FailureRow]) -> Result<()> {
+    let batch = failures_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
+    write_batch(path, batch)
+}
+
+fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|source| FormatError::Io { path: path.into(), source })?;
+    let pq = |source| FormatError::Parquet { path: path.into(), source };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+    let schema = builder.schema().clone();
+    for field in expected.fields() {
+        let Ok(found) = schema.field_with_name(field.name()) else {
+            return Err(bad_index(path, format!("missing column {:?}", field.name())));
+        };
+        if found.data_type() != field.data_type() {
+            let (name, found, want) = (field.name(), found.data_type(), field.data_type());
+            return Err(bad_index(path, format!("column {name:?} has type {found}, expected {want}")));
+        }
+    }
+    builder
+        .build()
+        .map_err(pq)?
+        .map(|batch| batch.map_err(|source| FormatError::Arrow { path: path.into(), source }))
+        .collect()
+}
+
+fn bad_index(path: &Path, reason: String) -> FormatError {
+    FormatError::BadIndex { path: path.to_path_buf(), reason }
+}
+
+/// Typed column access; the schema was checked in `read_batches`, so these casts hold.
+struct Cols<'a>(&'a RecordBatch);
+
+impl<'a> Cols<'a> {
+    fn col(&self, name: &str) -> &'a ArrayRef {
+        self.0.column_by_name(name).expect("schema checked")
+    }
+    fn s(&self, name: &str, i: usize) -> Option<String> {
+        let a = self.col(name).as_string::<i32>();
+        a.is_valid(i).then(|| a.value(i).to_string())
+    }
+    fn u32(&self, name: &str, i: usize) -> u32 {
+        self.col(name).as_primitive::<UInt32Type>().value(i)
+    }
+    fn u64(&self, name: &str, i: usize) -> u64 {
+        self.col(name).as_primitive::<UInt64Type>().value(i)
+    }
+    fn f64(&self, name: &str, i: usize) -> Option<f64> {
+        let a = self.col(name).as_primitive::<Float64Type>();
+        a.is_valid(i).then(|| a.value(i))
+    }
+    fn i32(&self, name: &str, i: usize) -> Option<i32> {
+        let a = self.col(name).as_primitive::<Int32Type>();
+        a.is_valid(i).then(|| a.value(i))
+    }
+    fn chunks(&self, i: usize) -> Vec<ChunkEntry> {
+        let list = self.col("chunks").as_list::<i32>();
+        let v = list.value(i);
+        let s = v.as_struct();
+        let c = |n: &str| s.column_by_name(n).expect("schema checked").clone();
+        let (off, len, first, num, crc) = (c("offset"), c("length"), c("first_frame"), c("num_frames"), c("crc32c"));
+        (0..s.len())
+            .map(|j| ChunkEntry {
+                offset: off.as_primitive::<UInt64Type>().value(j),
+                length: len.as_primitive::<UInt32Type>().value(j),
+                first_frame: first.as_primitive::<UInt32Type>().value(j),
+                num_frames: num.as_primitive::<UInt32Type>().value(j),
+                crc32c: crc.as_primitive::<UInt32Type>().value(j),
+            })
+            .collect()
+    }
+}
+
+/// Reads `index.parquet`. Rejects missing columns, wrong types and nulls where FORMAT.md
+/// forbids them; row contents are checked against the shards by [`crate::set::ShardSet`].
+pub fn read_index(path: &Path) -> Result<Vec<VideoRow>> {
+    let schema = index_schema();
+    let mut rows = Vec::new();
+    for batch in read_batches(path, &schema)? {
+        for field in schema.fields().iter().filter(|f| !f.is_nullable()) {
+            if batch.column_by_name(field.name()).is_some_and(|c| c.null_count() > 0) {
+                return Err(bad_index(path, format!("column {:?} has nulls", field.name())));
+            }
+        }
+        let c = Cols(&batch);
+        for i in 0..batch.num_rows() {
+            let req = |n: &str| c.s(n, i).unwrap_or_default();
+            rows.push(VideoRow {
+                video_id: req("video_id"),
+                source_path: req("source_path"),
+                label: c.s("label", i),
+                label_index: c.i32("label_index", i),
+                split: c.s("split", i),
+                shard: req("shard"),
+                offset: c.u64("offset", i),
+                length: c.u64("length", i),
+                num_frames: c.u32("num_frames", i),
+                width: c.u32("width", i),
+                height: c.u32("height", i),
+                fps_num: c.u32("fps_num", i),
+                fps_den: c.u32("fps_den", i),
+                duration_s: c.f64("duration_s", i).unwrap_or_default(),
+                pixel_format: req("pixel_format"),
+                source_bytes: c.u64("source_bytes", i),
+                source_codec: req("source_codec"),
+                time_start_s: c.f64("time_start_s", i),
+                time_end_s: c.f64("time_end_s", i),
+                chunks: c.chunks(i),
+                checksum: c.u32("checksum", i),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Reads `failures.parquet`.
+pub fn read_failures(path: &Path) -> Result<Vec<FailureRow>> {
+    let mut rows = Vec::new();
+    for batch in read_batches(path, &failures_schema())? {
+        let c = Cols(&batch);
+        for i in 0..batch.num_rows() {
+            rows.push(FailureRow {
+                source_path: c.s("source_path", i).unwrap_or_default(),
+                video_id: c.s("video_id", i),
+                label: c.s("label", i),
+                stage: c.s("stage", i).unwrap_or_default(),
+                error: c.s("error", i).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: u32) -> VideoRow {
+        VideoRow {
+            video_id: format!("class{}/v{i}", i % 3),
+            source_path: format!("videos/class{}/v{i}.mp4", i % 3),
+            label: i.is_multiple_of(2).then(|| format!("class{}", i % 3)),
+            label_index: i.is_multiple_of(2).then_some((i % 3) as i32),
+            split: Some("train".into()),
+            shard: "shard-00000.cvrs".into(),
+            offset: 32 + u64::from(i) * 1000,
+            length: 999,
+            num_frames: 10 + i,
+            width: 342,
+            height: 256,
+            fps_num: 30000,
+            fps_den: 1001,
+            duration_s: 1.5,
+            pixel_format: "yuv420p".into(),
+            source_bytes: 12345,
+            source_codec: "h264".into(),
+            time_start_s: None,
+            time_end_s: Some(2.0),
+            chunks: (0..i % 4 + 1)
+                .map(|c| ChunkEntry { offset: 100 + u64::from(c), length: c, first_frame: c * 16, num_frames: 16, crc32c: c ^ 0xdead })
+                .collect(),
+            checksum: i * 7,
+        }
+    }
+
+    #[test]
+    fn index_round_trips_through_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.parquet");
+        let rows: Vec<_> = (0..7).map(row).collect();
+        write_index(&path, &rows).unwrap();
+        assert_eq!(read_index(&path).unwrap(), rows);
+        assert!(!crate::shard::tmp_path(&path).exists());
+    }
+
+    #[test]
+    fn failures_round_trip_through_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("failures.parquet");
+        let rows = vec![FailureRow {
+            source_path: "a/b.mp4".into(),
+            video_id: None,
+            label: Some("a".into()),
+            stage: "decode".into(),
+            error: "truncated".into(),
+        }];
+        write_failures(&path, &rows).unwrap();
+        assert_eq!(read_failures(&path).unwrap(), rows);
+        write_failures(&path, &[]).unwrap();
+        assert!(read_failures(&path).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failures_file_is_not_accepted_as_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("failures.parquet");
+        write_failures(&path, &[]).unwrap();
+        let err = read_index(&path).unwrap_err().to_string();
+        assert!(err.contains("bad index: missing column \"label_index\""), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_a_parquet_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.parquet");
+        std::fs::write(&path, b"not parquet at all").unwrap();
+        let err = read_index(&path).unwrap_err().to_string();
+        assert!(err.contains("index.parquet"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! cvrl-formats: the on-disk shard format of cvrl and its Parquet index (FORMAT.md).
+//!
+//! A shard set is a directory: `manifest.json` (build parameters, classes), `index.parquet`
+//! (one row per video: where its record is, its chunk table), `failures.parquet` (inputs
+//! that could not be stored, and why) and `shard-NNNNN.cvrs` files of video records. This
+//! crate writes and reads them and knows nothing of FFmpeg or torch: the sharder in
+//! `cvrl-tools` feeds it decoded frames, the trainer reads frames back through [`ShardSet`].
+
+pub mod codec;
+pub mod error;
+pub mod index;
+pub mod manifest;
+pub mod pixel;
+pub mod set;
+pub mod shard;
+
+pub use error::{FormatError, Result};
+pub use index::{FailureRow, VideoRow};
+pub use manifest::{BuildParams, Manifest, Part, SetFiles};
+pub use pixel::{FrameLayout, PixelFormat, Plane};
+pub use set::{merge_parts, FrameReader, ShardSet};
+pub use shard::{ChunkEntry, EncodedRecord, RecordBuilder, ShardWriter, VideoSpec};

@@ -1,0 +1,155 @@
+//! `manifest.json`: the build parameters, class list, format version and file list of a
+//! shard set (FORMAT.md §5), and the file names of a set and of a part of one.
+
+use crate::error::{FormatError, IoContext, Result};
+use crate::pixel::PixelFormat;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+/// Value of the manifest's `format` field.
+pub const FORMAT_NAME: &str = "cvrl-shards";
+
+/// How the frames were decoded and stored; equal for every part of one set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildParams {
+    /// Frames scaled so the shorter side is this many pixels; `None` kept the source size.
+    pub short_side: Option<u32>,
+    /// Constant frame rate frames were resampled to; `None` kept each source's average rate.
+    pub fps: Option<f64>,
+    pub pixel_format: PixelFormat,
+    /// Frames per chunk (the last chunk of a video may hold fewer).
+    pub chunk_frames: u32,
+    pub zstd_level: i32,
+    /// Predictor mode of the chunk codec (`adaptive`, `med`, `temporal`, `raw`).
+    pub predictor: String,
+    /// Target shard size in bytes; a shard closes once it reaches this.
+    pub shard_bytes: u64,
+}
+
+/// Which slice of the inputs a part build covers: videos whose position in the sorted input
+/// list is `index` modulo `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Part {
+    /// Parses `i/n` with `0 <= i < n`.
+    pub fn parse(s: &str) -> std::result::Result<Part, String> {
+        let err = || format!("--part {s:?}: expected I/N with 0 <= I < N, e.g. 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(err)?;
+        let (index, count) = (i.trim().parse().map_err(|_| err())?, n.trim().parse().map_err(|_| err())?);
+        if count == 0 || index >= count {
+            return Err(err());
+        }
+        Ok(Part { index, count })
+    }
+
+    /// File name prefix of this part's files: `part-0001-of-0004.`.
+    pub fn prefix(self) -> String {
+        format!("part-{:04}-of-{:04}.", self.index, self.count)
+    }
+}
+
+/// File names of a set, or of one part of a set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetFiles {
+    prefix: String,
+}
+
+impl SetFiles {
+    pub fn new(part: Option<Part>) -> Self {
+        SetFiles { prefix: part.map(Part::prefix).unwrap_or_default() }
+    }
+    pub fn manifest(&self) -> String {
+        format!("{}manifest.json", self.prefix)
+    }
+    pub fn index(&self) -> String {
+        format!("{}index.parquet", self.prefix)
+    }
+    pub fn failures(&self) -> String {
+        format!("{}failures.parquet", self.prefix)
+    }
+    pub fn shard(&self, n: usize) -> String {
+        format!("{}shard-{n:05}.cvrs", self.prefix)
+    }
+}
+
+/// One shard file of the set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub file: String,
+    pub bytes: u64,
+    pub videos: u64,
+}
+
+/// Totals over the set, for a quick look without opening the index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub videos: u64,
+    pub failures: u64,
+    pub frames: u64,
+    pub source_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+/// Contents of `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    /// The program and version that wrote the set.
+    pub tool: String,
+    pub params: BuildParams,
+    /// Class names; a video's `label_index` indexes this list.
+    pub classes: Vec<String>,
+    pub part: Option<Part>,
+    pub index: String,
+    pub failures: String,
+    pub shards: Vec<ShardInfo>,
+    pub counts: Counts,
+}
+
+impl Manifest {
+    /// Reads and checks a manifest: its format name and version must be ones this build reads.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let bad = |reason: String| FormatError::BadManifest { path: path.to_path_buf(), reason };
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if m.format != FORMAT_NAME {
+            return Err(bad(format!("format {:?}, expected {FORMAT_NAME:?}", m.format)));
+        }
+        if m.format_version != crate::shard::FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: m.format_version,
+                supported: crate::shard::FORMAT_VERSION,
+            });
+        }
+        Ok(m)
+    }
+
+    /// Writes the manifest atomically (pretty JSON).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        crate::shard::atomic_write(path, |f| f.write_all(&json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_parses_and_names_files() {
+        let p = Part::parse("1/4").unwrap();
+        assert_eq!(p, Part { index: 1, count: 4 });
+        assert_eq!(SetFiles::new(Some(p)).shard(3), "part-0001-of-0004.shard-00003.cvrs");
+        assert_eq!(SetFiles::new(None).index(), "index.parquet");
+        for bad in ["4/4", "1", "a/b", "0/0", "-1/3"] {
+            assert!(Part::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! Opening a shard set and reading frames from it: the validating, memory-mapped reader.
+//!
+//! [`ShardSet::open`] loads the manifest and index, memory-maps every shard, and checks
+//! every index row against the shard it points into (ranges, chunk tables, sizes), so that
+//! later reads can trust offsets. [`FrameReader`] then gives random access to any frames of
+//! any video, decompressing only the chunks they lie in, into reused buffers; every chunk's
+//! CRC-32C is checked before it is decompressed.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), cvrl_formats::FormatError> {
+//! let set = cvrl_formats::ShardSet::open("out/".as_ref())?;
+//! let mut reader = set.reader()?;
+//! let mut frames = Vec::new();
+//! reader.read_frames(0, 10, 16, 2, &mut frames)?; // 16 frames from frame 10 at stride 2
+//! # Ok(()) }
+//! ```
+
+use crate::codec::ChunkDecoder;
+use crate::error::{FormatError, IoContext, Result};
+use crate::index::{read_failures, read_index, write_failures, write_index, FailureRow, VideoRow};
+use crate::manifest::{Counts, Manifest, SetFiles};
+use crate::pixel::FrameLayout;
+use crate::shard::{check_chunk_table, header_len, parse_file_header, parse_record, RECORD_MAGIC};
+use memmap2::Mmap;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// A memory-mapped shard file.
+struct MappedShard {
+    path: PathBuf,
+    map: Mmap,
+}
+
+/// An open, validated shard set (one directory, or several opened together).
+pub struct ShardSet {
+    manifest: Manifest,
+    videos: Vec<VideoRow>,
+    layouts: Vec<FrameLayout>,
+    video_shard: Vec<u32>,
+    shards: Vec<MappedShard>,
+    failures: Vec<FailureRow>,
+}
+
+impl ShardSet {
+    /// Opens the set in `dir`: `manifest.json` + `index.parquet`, or, where those are absent,
+    /// all `part-I-of-N.*` files of a partitioned build (every part must be there).
+    pub fn open(dir: &Path) -> Result<ShardSet> {
+        let (manifest, videos, failures) = load_dir(dir)?;
+        let mut set = ShardSet {
+            manifest,
+            videos: Vec::new(),
+            layouts: Vec::new(),
+            video_shard: Vec::new(),
+            shards: Vec::new(),
+            failures,
+        };
+        set.add_videos(dir, videos)?;
+        Ok(set)
+    }
+
+    /// Opens several sets as one (train + val, or parts kept in separate directories). Their
+    /// class lists and pixel formats must agree; video ids must be unique across them.
+    pub fn open_many(dirs: &[PathBuf]) -> Result<ShardSet> {
+        let (first, rest) = dirs.split_first().ok_or_else(|| FormatError::Invalid {
+            what: "shard sets".into(),
+            reason: "no directory given".into(),
+        })?;
+        let mut set = ShardSet::open(first)?;
+        for dir in rest {
+            let (m, videos, failures) = load_dir(dir)?;
+            check_compatible(&set.manifest, &m).map_err(|reason| FormatError::IncompatibleSets {
+                dir: dir.clone(),
+                reason: format!("cannot be opened with {}: {reason}", first.display()),
+            })?;
+            set.failures.extend(failures);
+            set.add_videos(dir, videos)?;
+            set.manifest.counts = sum_counts(&set.manifest.counts, &m.counts);
+            set.manifest.shards.extend(m.shards);
+        }
+        Ok(set)
+    }
+
+    fn add_videos(&mut self, dir: &Path, videos: Vec<VideoRow>) -> Result<()> {
+        let index_path = dir.join(&self.manifest.index);
+        let mut shard_ids: HashMap<String, u32> = HashMap::new();
+        let mut seen: HashSet<String> = self.videos.iter().map(|v| v.video_id.clone()).collect();
+        for row in videos {
+            if !seen.insert(row.video_id.clone()) {
+                return Err(bad_row(&index_path, &row, "video id appears twice".into()));
+            }
+            let shard = match shard_ids.get(&row.shard) {
+                Some(&s) => s,
+                None => {
+                    let s = self.map_shard(dir, &index_path, &row)?;
+                    shard_ids.insert(row.shard.clone(), s);
+                    s
+                }
+            };
+            let layout = self.check_row(&index_path, &row, shard)?;
+            self.layouts.push(layout);
+            self.video_shard.push(shard);
+            self.videos.push(row);
+        }
+        Ok(())
+    }
+
+    fn map_shard(&mut self, dir: &Path, index_path: &Path, row: &VideoRow) -> Result<u32> {
+        let plain = Path::new(&row.shard).file_name().is_some_and(|n| n == row.shard.as_str());
+        if !plain {
+            return Err(bad_row(index_path, row, format!("shard {:?} is not a file name", row.shard)));
+        }
+        let path = dir.join(&row.shard);
+        let file = File::open(&path).at(&path)?;
+        // SAFETY: shards are immutable once renamed into place; cvrl never rewrites one. A
+        // file truncated by another process under the map would fault, as with any mmap.
+        let map = unsafe { Mmap::map(&file) }.at(&path)?;
+        parse_file_header(&path, &map)?;
+        self.shards.push(MappedShard { path, map });
+        Ok((self.shards.len() - 1) as u32)
+    }
+
+    /// Checks an index row against its shard without reading chunk data.
+    fn check_row(&self, index_path: &Path, row: &VideoRow, shard: u32) -> Result<FrameLayout> {
+        let bad = |reason: String| bad_row(index_path, row, reason);
+        let map = &self.shards[shard as usize].map;
+        let end = row.offset.checked_add(row.length).ok_or_else(|| bad("byte range overflows".into()))?;
+        if end > map.len() as u64 || !row.offset.is_multiple_of(8) || row.offset < crate::shard::FILE_HEADER_LEN as u64 {
+            return Err(bad(format!("record {}..{end} outside shard of {} bytes", row.offset, map.len())));
+        }
+        let format = row.pixel_format.parse().map_err(&bad)?;
+        let layout = FrameLayout::new(row.width, row.height, format).map_err(&bad)?;
+        let data_start = header_len(row.video_id.len(), row.chunks.len()) as u64;
+        check_chunk_table(&row.chunks, data_start, row.length, row.num_frames).map_err(&bad)?;
+        if row.fps_num == 0 || row.fps_den == 0 {
+            return Err(bad("frame rate is zero".into()));
+        }
+        if let Some(i) = row.label_index {
+            if i < 0 || i as usize >= self.manifest.classes.len() {
+                return Err(bad(format!("label index {i} outside the {} classes", self.manifest.classes.len())));
+            }
+        }
+        Ok(layout)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    pub fn classes(&self) -> &[String] {
+        &self.manifest.classes
+    }
+    pub fn videos(&self) -> &[VideoRow] {
+        &self.videos
+    }
+    pub fn failures(&self) -> &[FailureRow] {
+        &self.failures
+    }
+    pub fn len(&self) -> usize {
+        self.videos.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.videos.is_empty()
+    }
+    /// The frame layout of video `i`.
+    pub fn layout(&self, i: usize) -> FrameLayout {
+        self.layouts[i]
+    }
+    /// Position of a video by id.
+    pub fn find(&self, video_id: &str) -> Option<usize> {
+        self.videos.iter().position(|v| v.video_id == video_id)
+    }
+    /// The path of the shard holding video `i`.
+    pub fn shard_path(&self, i: usize) -> &Path {
+        &self.shards[self.video_shard[i] as usize].path
+    }
+
+    /// The bytes of video `i`'s record.
+    fn record(&self, i: usize) -> &[u8] {
+        let row = &self.videos[i];
+        let map = &self.shards[self.video_shard[i] as usize].map;
+        // In range: checked in `check_row` at open.
+        &map[row.offset as usize..(row.offset + row.length) as usize]
+    }
+
+    /// A reader with its own decompression buffers; make one per thread.
+    pub fn reader(&self) -> Result<FrameReader<'_>> {
+        let decoder = ChunkDecoder::new().map_err(|e| FormatError::Invalid {
+            what: "zstd decoder".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(FrameReader { set: self, decoder, chunk: Vec::new(), cached: None })
+    }
+
+    /// Recomputes every checksum of video `i`: the whole record against the index, the
+    /// record header against the index row, and every chunk by decoding it.
+    pub fn verify_video(&self, i: usize, reader: &mut FrameReader<'_>) -> Result<()> {
+        let row = &self.videos[i];
+        let path = self.shard_path(i);
+        let actual = crc32c::crc32c(self.record(i));
+        if actual != row.checksum {
+            return Err(FormatError::RecordChecksum { path: path.into(), video: row.video_id.clone(), expected: row.checksum, actual });
+        }
+        let map = &self.shards[self.video_shard[i] as usize].map;
+        let header = parse_record(path, map, row.offset)?;
+        let same = header.video_id == row.video_id
+            && header.num_frames == row.num_frames
+            && header.chunks == row.chunks
+            && header.record_len == row.length
+            && header.layout == self.layouts[i];
+        if !same {
+            return Err(FormatError::BadRecord {
+                path: path.into(),
+                video: row.video_id.clone(),
+                offset: row.offset,
+                reason: "record header does not match the index row".into(),
+            });
+        }
+        for c in 0..row.chunks.len() {
+            reader.load_chunk(i, c)?;
+        }
+        Ok(())
+    }
+}
+
+fn bad_row(index_path: &Path, row: &VideoRow, reason: String) -> FormatError {
+    FormatError::BadIndex { path: index_path.to_path_buf(), reason: format!("video {:?}: {reason}", row.video_id) }
+}
+
+fn sum_counts(a: &Counts, b: &Counts) -> Counts {
+    Counts {
+        videos: a.videos + b.videos,
+        failures: a.failures + b.failures,
+        frames: a.frames + b.frames,
+        source_bytes: a.source_bytes + b.source_bytes,
+        stored_bytes: a.stored_bytes + b.stored_bytes,
+    }
+}
+
+fn check_compatible(a: &Manifest, b: &Manifest) -> std::result::Result<(), String> {
+    if a.classes != b.classes {
+        let only_a: Vec<_> = a.classes.iter().filter(|c| !b.classes.contains(c)).take(5).collect();
+        let only_b: Vec<_> = b.classes.iter().filter(|c| !a.classes.contains(c)).take(5).collect();
+        return Err(format!(
+            "class lists differ ({} vs {} classes; only in the first: {only_a:?}; only in the second: {only_b:?}{})",
+            a.classes.len(),
+            b.classes.len(),
+            if only_a.is_empty() && only_b.is_empty() { "; same names in another order" } else { "" }
+        ));
+    }
+    if a.params.pixel_format != b.params.pixel_format {
+        return Err(format!("pixel formats differ ({} vs {})", a.params.pixel_format, b.params.pixel_format));
+    }
+    Ok(())
+}
+
+/// Loads manifest, index and failures of one directory, joining parts when needed.
+fn load_dir(dir: &Path) -> Result<(Manifest, Vec<VideoRow>, Vec<FailureRow>)> {
+    let whole = SetFiles::new(None);
+    let manifest_path = dir.join(whole.manifest());
+    if manifest_path.exists() {
+        let m = Manifest::load(&manifest_path)?;
+        let videos = read_index(&dir.join(&m.index))?;
+        let failures = read_failures(&dir.join(&m.failures))?;
+        return Ok((m, videos, failures));
+    }
+    let parts = load_parts(dir)?;
+    join_parts(dir, parts)
+}
+
+type PartData = (Manifest, Vec<VideoRow>, Vec<FailureRow>);
+
+fn load_parts(dir: &Path) -> Result<Vec<PartData>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("part-") && n.ends_with(".manifest.json"))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(FormatError::NotAShardSet { dir: dir.to_path_buf() });
+    }
+    names
+        .iter()
+        .map(|n| {
+            let m = Manifest::load(&dir.join(n))?;
+            let videos = read_index(&dir.join(&m.index))?;
+            let failures = read_failures(&dir.join(&m.failures))?;
+            Ok((m, videos, failures))
+        })
+        .collect()
+}
+
+fn join_parts(dir: &Path, parts: Vec<PartData>) -> Result<PartData> {
+    let incompatible = |reason: String| FormatError::IncompatibleSets { dir: dir.to_path_buf(), reason };
+    let count = parts[0].0.part.map(|p| p.count).unwrap_or(1);
+    let mut present: Vec<u32> = parts.iter().filter_map(|p| p.0.part.map(|p| p.index)).collect();
+    present.sort();
+    let expected: Vec<u32> = (0..count).collect();
+    if present != expected {
+        let missing: Vec<u32> = expected.iter().copied().filter(|i| !present.contains(i)).collect();
+        return Err(incompatible(format!(
+            "a build in {count} parts, but parts {missing:?} are missing; build them with --part I/{count}"
+        )));
+    }
+    let mut iter = parts.into_iter();
+    let (mut manifest, mut videos, mut failures) = iter.next().expect("at least one part");
+    for (m, v, f) in iter {
+        if m.params != manifest.params || m.part.map(|p| p.count) != Some(count) {
+            return Err(incompatible(format!("{} was built with other parameters", m.index)));
+        }
+        check_compatible(&manifest, &m).map_err(incompatible)?;
+        manifest.counts = sum_counts(&manifest.counts, &m.counts);
+        manifest.shards.extend(m.shards);
+        videos.extend(v);
+        failures.extend(f);
+    }
+    videos.sort_by(|a, b| a.video_id.cmp(&b.video_id));
+    let whole = SetFiles::new(None);
+    manifest.part = None;
+    manifest.index = whole.index();
+    manifest.failures = whole.failures();
+    Ok((manifest, videos, failures))
+}
+
+/// Joins the part files of a partitioned build in `dir` into `index.parquet`,
+/// `failures.parquet` and `manifest.json` (written atomically, manifest last). The part
+/// files stay; shards are not moved. Returns the joined manifest.
+pub fn merge_parts(dir: &Path) -> Result<Manifest> {
+    let (manifest, videos, failures) = join_parts(dir, load_parts(dir)?)?;
+    write_index(&dir.join(&manifest.index), &videos)?;
+    write_failures(&dir.join(&manifest.failures), &failures)?;
+    manifest.save(&dir.join(SetFiles::new(None).manifest()))?;
+    Ok(manifest)
+}
+
+/// Random access to frames of a [`ShardSet`], with reused buffers. Not `Sync`: one per thread.
+pub struct FrameReader<'s> {
+    set: &'s ShardSet,
+    decoder: ChunkDecoder,
+    chunk: Vec<u8>,
+    cached: Option<(usize, usize)>,
+}
+
+impl<'s> FrameReader<'s> {
+    /// Appends frames `start, start+stride, ...` (`count` of them) of video `video` to `out`,
+    /// each `layout(video).frame_bytes()` bytes. Each chunk touched is decompressed once.
+    pub fn read_frames(&mut self, video: usize, start: u32, count: u32, stride: u32, out: &mut Vec<u8>) -> Result<()> {
+        let row = self.video_row(video)?;
+        let stride = stride.max(1);
+        let last = u64::from(start) + u64::from(count.saturating_sub(1)) * u64::from(stride);
+        if count > 0 && last >= u64::from(row.num_frames) {
+            return Err(FormatError::FrameOutOfRange {
+                video: row.video_id.clone(),
+                start: u64::from(start),
+                end: last + 1,
+                num_frames: row.num_frames,
+            });
+        }
+        let frame_bytes = self.set.layouts[video].frame_bytes();
+        out.reserve(frame_bytes * count as usize);
+        for k in 0..count {
+            let frame = start + k * stride;
+            let c = chunk_of(&row.chunks, frame);
+            self.load_chunk(video, c)?;
+            let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
+            out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
+        }
+        Ok(())
+    }
+
+    /// Returns frame `frame` of video `video`, borrowed from the reader's chunk buffer.
+    pub fn frame(&mut self, video: usize, frame: u32) -> Result<&[u8]> {
+        let row = self.video_row(video)?;
+        if frame >= row.num_frames {
+            let (start, end, num_frames) = (u64::from(frame), u64::from(frame) + 1, row.num_frames);
+            return Err(FormatError::FrameOutOfRange { video: row.video_id.clone(), start, end, num_frames });
+        }
+        let c = chunk_of(&row.chunks, frame);
+        self.load_chunk(video, c)?;
+        let frame_bytes = self.set.layouts[video].frame_bytes();
+        let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
+        Ok(&self.chunk[at..at + frame_bytes])
+    }
+
+    fn video_row(&self, video: usize) -> Result<&'s VideoRow> {
+        self.set.videos.get(video).ok_or_else(|| FormatError::Invalid {
+            what: format!("video {video}"),
+            reason: format!("the set has {} videos", self.set.videos.len()),
+        })
+    }
+
+    /// Decompresses chunk `c` of `video` into the chunk buffer unless it is already there.
+    fn load_chunk(&mut self, video: usize, c: usize) -> Result<()> {
+        if self.cached == Some((video, c)) {
+            return Ok(());
+        }
+        self.cached = None;
+        let set = self.set;
+        let row = &set.videos[video];
+        let record = set.record(video);
+        let path = set.shard_path(video);
+        if !record.starts_with(RECORD_MAGIC) {
+            return Err(FormatError::BadRecord {
+                path: path.into(),
+                video: row.video_id.clone(),
+                offset: row.offset,
+                reason: "no record magic where the index points".into(),
+            });
+        }
+        let entry = row.chunks[c];
+        let data = &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
+        let actual = crc32c::crc32c(data);
+        if actual != entry.crc32c {
+            return Err(FormatError::ChunkChecksum { path: path.into(), video: row.video_id.clone(), chunk: c, expected: entry.crc32c, actual });
+        }
+        let layout = set.layouts[video];
+        self.chunk.resize(layout.frame_bytes() * entry.num_frames as usize, 0);
+        self.decoder
+            .decode(&layout, entry.num_frames as usize, data, &mut self.chunk)
+            .map_err(|source| FormatError::ChunkDecode { path: path.into(), video: row.video_id.clone(), chunk: c, source })?;
+        self.cached = Some((video, c));
+        Ok(())
+    }
+}
+
+/// Index of the chunk holding `frame` (chunks are contiguous and sorted by first frame).
+fn chunk_of(chunks: &[crate::shard::ChunkEntry], frame: u32) -> usize {
+    chunks.partition_point(|c| c.first_frame <= frame) - 1
+}

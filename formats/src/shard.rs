@@ -1,0 +1,491 @@
+//! Shard files: a 32-byte file header, then video records back to back (FORMAT.md §2-3).
+//!
+//! A record holds one whole video: a header (size, fps, pixel format, video id, chunk table,
+//! header checksum) followed by its chunks, each an independent zstd frame made by
+//! [`crate::codec`]. Records start at multiples of 8 so every header field is aligned in a
+//! memory map. Writers append to `<name>.tmp` and rename on [`ShardWriter::finish`], so a
+//! file with the final name is always complete.
+
+use crate::codec::ChunkEncoder;
+use crate::error::{FormatError, IoContext, Result};
+use crate::pixel::{FrameLayout, PixelFormat};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Magic bytes at the start of every shard file.
+pub const SHARD_MAGIC: &[u8; 8] = b"CVRLSHRD";
+/// Magic bytes at the start of every video record.
+pub const RECORD_MAGIC: &[u8; 8] = b"CVRLVID1";
+/// The shard format version this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the shard file header.
+pub const FILE_HEADER_LEN: usize = 32;
+/// Size of the fixed part of a record header (before the video id).
+pub const RECORD_FIXED_LEN: usize = 48;
+/// Size of one chunk table entry.
+pub const CHUNK_ENTRY_LEN: usize = 24;
+/// Codec id of the predictive zstd chunk codec ([`crate::codec`]).
+pub const CODEC_PREDICTIVE_ZSTD: u8 = 1;
+/// Longest video id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 4096;
+
+/// Where one chunk lies in its record and which frames it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChunkEntry {
+    /// Byte offset from the start of the record.
+    pub offset: u64,
+    /// Compressed length in bytes.
+    pub length: u32,
+    /// Index of the chunk's first frame in the video.
+    pub first_frame: u32,
+    /// Number of frames in the chunk (at least 1).
+    pub num_frames: u32,
+    /// CRC-32C of the compressed bytes.
+    pub crc32c: u32,
+}
+
+/// The decoded header of one video record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordHeader {
+    pub video_id: String,
+    pub layout: FrameLayout,
+    pub num_frames: u32,
+    pub fps_num: u32,
+    pub fps_den: u32,
+    /// Total bytes of the record, header and chunks.
+    pub record_len: u64,
+    pub chunks: Vec<ChunkEntry>,
+}
+
+/// Metadata of a video about to be encoded.
+#[derive(Clone, Debug)]
+pub struct VideoSpec {
+    pub video_id: String,
+    pub layout: FrameLayout,
+    pub fps_num: u32,
+    pub fps_den: u32,
+}
+
+/// A video record encoded in memory, ready to append to a shard.
+#[derive(Debug)]
+pub struct EncodedRecord {
+    pub header: RecordHeader,
+    /// The whole record: header then chunks.
+    pub bytes: Vec<u8>,
+    /// CRC-32C of `bytes`.
+    pub checksum: u32,
+}
+
+/// Builds one record frame by frame: frames are buffered per chunk and compressed as each
+/// chunk fills, so memory is one chunk of raw frames plus the compressed video.
+pub struct RecordBuilder<'e> {
+    spec: VideoSpec,
+    encoder: &'e mut ChunkEncoder,
+    chunk_frames: u32,
+    pending: Vec<u8>,
+    pending_frames: u32,
+    num_frames: u32,
+    chunks: Vec<(u32, u32, Vec<u8>)>,
+}
+
+impl<'e> RecordBuilder<'e> {
+    /// Starts a record. `chunk_frames` is the number of frames per chunk (the last may be shorter).
+    pub fn new(spec: VideoSpec, chunk_frames: u32, encoder: &'e mut ChunkEncoder) -> Result<Self> {
+        if spec.video_id.is_empty() || spec.video_id.len() > MAX_ID_LEN {
+            return Err(invalid(&spec.video_id, "video id must be 1..=4096 bytes"));
+        }
+        if chunk_frames == 0 || spec.fps_num == 0 || spec.fps_den == 0 {
+            return Err(invalid(&spec.video_id, "chunk size and fps must be positive"));
+        }
+        let cap = spec.layout.frame_bytes() * chunk_frames as usize;
+        Ok(RecordBuilder {
+            spec,
+            encoder,
+            chunk_frames,
+            pending: Vec::with_capacity(cap),
+            pending_frames: 0,
+            num_frames: 0,
+            chunks: Vec::new(),
+        })
+    }
+
+    /// Appends one frame (`layout.frame_bytes()` bytes, planes packed).
+    pub fn push_frame(&mut self, frame: &[u8]) -> Result<()> {
+        let expected = self.spec.layout.frame_bytes();
+        if frame.len() != expected {
+            let reason = format!("frame of {} bytes, expected {expected}", frame.len());
+            return Err(invalid(&self.spec.video_id, &reason));
+        }
+        self.pending.extend_from_slice(frame);
+        self.pending_frames += 1;
+        self.num_frames += 1;
+        if self.pending_frames == self.chunk_frames {
+            self.flush_chunk()?;
+        }
+        Ok(())
+    }
+
+    /// Sets the frame rate (known to a decoder only once it has looked at the stream).
+    pub fn set_fps(&mut self, fps_num: u32, fps_den: u32) {
+        self.spec.fps_num = fps_num;
+        self.spec.fps_den = fps_den;
+    }
+
+    /// Frames pushed so far.
+    pub fn num_frames(&self) -> u32 {
+        self.num_frames
+    }
+
+    fn flush_chunk(&mut self) -> Result<()> {
+        if self.pending_frames == 0 {
+            return Ok(());
+        }
+        let compressed = self.encoder.encode(&self.spec.layout, &self.pending).map_err(|e| {
+            invalid(&self.spec.video_id, &format!("chunk compression failed: {e}"))
+        })?;
+        let first = self.num_frames - self.pending_frames;
+        self.chunks.push((first, self.pending_frames, compressed));
+        self.pending.clear();
+        self.pending_frames = 0;
+        Ok(())
+    }
+
+    /// Compresses the last partial chunk and lays out the record. A video needs at least one frame.
+    pub fn finish(mut self) -> Result<EncodedRecord> {
+        self.flush_chunk()?;
+        if self.num_frames == 0 {
+            return Err(invalid(&self.spec.video_id, "video has no frames"));
+        }
+        if self.spec.fps_num == 0 || self.spec.fps_den == 0 {
+            return Err(invalid(&self.spec.video_id, "frame rate must be positive"));
+        }
+        let id = self.spec.video_id.as_bytes();
+        let header_len = header_len(id.len(), self.chunks.len());
+        let data_len: usize = self.chunks.iter().map(|c| c.2.len()).sum();
+        let record_len = header_len + data_len;
+        let mut entries = Vec::with_capacity(self.chunks.len());
+        let mut offset = header_len as u64;
+        for (first_frame, num_frames, data) in &self.chunks {
+            let length = u32::try_from(data.len())
+                .map_err(|_| invalid(&self.spec.video_id, "chunk larger than 4 GiB"))?;
+            let crc32c = crc32c::crc32c(data);
+            entries.push(ChunkEntry { offset, length, first_frame: *first_frame, num_frames: *num_frames, crc32c });
+            offset += u64::from(length);
+        }
+        let header = RecordHeader {
+            video_id: self.spec.video_id.clone(),
+            layout: self.spec.layout,
+            num_frames: self.num_frames,
+            fps_num: self.spec.fps_num,
+            fps_den: self.spec.fps_den,
+            record_len: record_len as u64,
+            chunks: entries,
+        };
+        let mut bytes = Vec::with_capacity(record_len);
+        write_header(&header, &mut bytes);
+        debug_assert_eq!(bytes.len(), header_len);
+        for (_, _, data) in &self.chunks {
+            bytes.extend_from_slice(data);
+        }
+        let checksum = crc32c::crc32c(&bytes);
+        Ok(EncodedRecord { header, bytes, checksum })
+    }
+}
+
+fn invalid(video: &str, reason: &str) -> FormatError {
+    FormatError::Invalid { what: format!("video {video:?}"), reason: reason.to_string() }
+}
+
+fn pad8(n: usize) -> usize {
+    n.div_ceil(8) * 8
+}
+
+/// Bytes of a record header with an id of `id_len` bytes and `num_chunks` chunks.
+pub fn header_len(id_len: usize, num_chunks: usize) -> usize {
+    RECORD_FIXED_LEN + pad8(id_len) + CHUNK_ENTRY_LEN * num_chunks + 8
+}
+
+fn write_header(h: &RecordHeader, out: &mut Vec<u8>) {
+    let id = h.video_id.as_bytes();
+    let hlen = header_len(id.len(), h.chunks.len());
+    out.extend_from_slice(RECORD_MAGIC);
+    out.extend_from_slice(&h.record_len.to_le_bytes());
+    for v in [h.layout.width(), h.layout.height(), h.num_frames, h.chunks.len() as u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&h.fps_num.to_le_bytes());
+    out.extend_from_slice(&h.fps_den.to_le_bytes());
+    out.push(h.layout.format().code());
+    out.push(CODEC_PREDICTIVE_ZSTD);
+    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(hlen as u32).to_le_bytes());
+    out.extend_from_slice(id);
+    out.resize(RECORD_FIXED_LEN + pad8(id.len()), 0);
+    for c in &h.chunks {
+        out.extend_from_slice(&c.offset.to_le_bytes());
+        for v in [c.length, c.first_frame, c.num_frames, c.crc32c] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let crc = crc32c::crc32c(out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parses and validates the record starting at `offset` of `file` (`path` names it in errors).
+///
+/// Checks, in order: magic, that the header lies inside the file, the header checksum, a
+/// known pixel format and codec, a valid frame size, and that the chunk table tiles the
+/// record exactly (contiguous chunks from the end of the header to `record_len`, frames
+/// `0..num_frames` in order, none empty) and that the record lies inside the file.
+pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeader> {
+    let bad = |reason: String| FormatError::BadRecord {
+        path: path.to_path_buf(),
+        video: String::new(),
+        offset,
+        reason,
+    };
+    let start = usize::try_from(offset).map_err(|_| bad("offset past the file".into()))?;
+    let avail = file.len().saturating_sub(start);
+    if avail < RECORD_FIXED_LEN {
+        return Err(bad(format!("truncated: {avail} bytes left, a record header needs {RECORD_FIXED_LEN}")));
+    }
+    let b = &file[start..];
+    if &b[..8] != RECORD_MAGIC {
+        return Err(bad(format!("bad record magic {:?}", &b[..8])));
+    }
+    let record_len = u64_at(b, 8);
+    let (width, height, num_frames, num_chunks) = (u32_at(b, 16), u32_at(b, 20), u32_at(b, 24), u32_at(b, 28));
+    let (fps_num, fps_den) = (u32_at(b, 32), u32_at(b, 36));
+    let (fmt_code, codec) = (b[40], b[41]);
+    let id_len = u16::from_le_bytes([b[42], b[43]]) as usize;
+    let stored_hlen = u32_at(b, 44) as usize;
+    let hlen = (num_chunks as usize)
+        .checked_mul(CHUNK_ENTRY_LEN)
+        .and_then(|t| t.checked_add(RECORD_FIXED_LEN + pad8(id_len) + 8))
+        .ok_or_else(|| bad("chunk count overflows".into()))?;
+    if hlen != stored_hlen {
+        return Err(bad(format!("header length {stored_hlen} does not match its contents ({hlen})")));
+    }
+    if hlen > b.len() {
+        return Err(bad(format!("truncated: header needs {hlen} bytes, {} left", b.len())));
+    }
+    let crc = crc32c::crc32c(&b[..hlen - 8]);
+    if crc != u32_at(b, hlen - 8) {
+        return Err(bad("record header checksum mismatch".into()));
+    }
+    let video_id = std::str::from_utf8(&b[RECORD_FIXED_LEN..RECORD_FIXED_LEN + id_len])
+        .map_err(|_| bad("video id is not UTF-8".into()))?
+        .to_string();
+    let bad = |reason: String| FormatError::BadRecord {
+        path: path.to_path_buf(),
+        video: video_id.clone(),
+        offset,
+        reason,
+    };
+    let format = PixelFormat::from_code(fmt_code).ok_or_else(|| bad(format!("unknown pixel format code {fmt_code}")))?;
+    if codec != CODEC_PREDICTIVE_ZSTD {
+        return Err(bad(format!("unknown codec {codec}")));
+    }
+    let layout = FrameLayout::new(width, height, format).map_err(&bad)?;
+    if fps_num == 0 || fps_den == 0 {
+        return Err(bad(format!("invalid frame rate {fps_num}/{fps_den}")));
+    }
+    if record_len > b.len() as u64 {
+        return Err(bad(format!("truncated: record needs {record_len} bytes, {} left in the file", b.len())));
+    }
+    let table = &b[RECORD_FIXED_LEN + pad8(id_len)..hlen - 8];
+    let chunks: Vec<ChunkEntry> = table
+        .chunks_exact(CHUNK_ENTRY_LEN)
+        .map(|e| ChunkEntry {
+            offset: u64_at(e, 0),
+            length: u32_at(e, 8),
+            first_frame: u32_at(e, 12),
+            num_frames: u32_at(e, 16),
+            crc32c: u32_at(e, 20),
+        })
+        .collect();
+    check_chunk_table(&chunks, hlen as u64, record_len, num_frames).map_err(bad)?;
+    Ok(RecordHeader { video_id, layout, num_frames, fps_num, fps_den, record_len, chunks })
+}
+
+/// Checks that `chunks` tile `[data_start, record_len)` and frames `0..num_frames` exactly.
+pub fn check_chunk_table(chunks: &[ChunkEntry], data_start: u64, record_len: u64, num_frames: u32) -> Result<(), String> {
+    if num_frames == 0 || chunks.is_empty() {
+        return Err("a record needs at least one frame and one chunk".into());
+    }
+    let (mut offset, mut frame) = (data_start, 0u64);
+    for (i, c) in chunks.iter().enumerate() {
+        if c.offset != offset {
+            return Err(format!("chunk {i} at byte {} but the previous one ends at {offset}", c.offset));
+        }
+        if u64::from(c.first_frame) != frame || c.num_frames == 0 {
+            return Err(format!("chunk {i} holds frames {}+{}, expected to start at {frame}", c.first_frame, c.num_frames));
+        }
+        offset += u64::from(c.length);
+        frame += u64::from(c.num_frames);
+    }
+    if offset != record_len || frame != u64::from(num_frames) {
+        return Err(format!(
+            "chunks end at byte {offset} / frame {frame}, record says {record_len} / {num_frames}"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses and validates a shard file header.
+pub fn parse_file_header(path: &Path, file: &[u8]) -> Result<()> {
+    if file.len() < FILE_HEADER_LEN {
+        let reason = format!("file is {} bytes, shorter than the {FILE_HEADER_LEN}-byte header", file.len());
+        return Err(FormatError::BadShardHeader { path: path.to_path_buf(), reason });
+    }
+    if &file[..8] != SHARD_MAGIC {
+        return Err(FormatError::BadShardMagic { path: path.to_path_buf(), found: file[..8].to_vec() });
+    }
+    let version = u32_at(file, 8);
+    if version != FORMAT_VERSION {
+        return Err(FormatError::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: FORMAT_VERSION });
+    }
+    if u32_at(file, 12) as usize != FILE_HEADER_LEN || crc32c::crc32c(&file[..28]) != u32_at(file, 28) {
+        let reason = "header length or checksum mismatch".to_string();
+        return Err(FormatError::BadShardHeader { path: path.to_path_buf(), reason });
+    }
+    Ok(())
+}
+
+fn file_header() -> [u8; FILE_HEADER_LEN] {
+    let mut h = [0u8; FILE_HEADER_LEN];
+    h[..8].copy_from_slice(SHARD_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(FILE_HEADER_LEN as u32).to_le_bytes());
+    let crc = crc32c::crc32c(&h[..28]);
+    h[28..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Iterates the records of a whole shard file (used by `cvrl-inspect` and recovery; the
+/// trainer goes through the index instead). Stops at the first damaged record.
+pub fn records<'a>(path: &'a Path, file: &'a [u8]) -> Result<impl Iterator<Item = Result<(u64, RecordHeader)>> + 'a> {
+    parse_file_header(path, file)?;
+    let mut offset = FILE_HEADER_LEN as u64;
+    let mut failed = false;
+    Ok(std::iter::from_fn(move || {
+        if failed || offset >= file.len() as u64 {
+            return None;
+        }
+        match parse_record(path, file, offset) {
+            Ok(h) => {
+                let at = offset;
+                offset = pad8((offset + h.record_len) as usize) as u64;
+                Some(Ok((at, h)))
+            }
+            Err(e) => {
+                failed = true;
+                Some(Err(e))
+            }
+        }
+    }))
+}
+
+/// Where a record was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLocation {
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// Appends records to a new shard file. Writes go to `<path>.tmp`; [`ShardWriter::finish`]
+/// syncs and renames it to `path`, so a reader never sees a half-written shard under its
+/// final name. Dropping the writer without `finish` leaves only the `.tmp` file.
+pub struct ShardWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    len: u64,
+    records: usize,
+}
+
+impl ShardWriter {
+    /// Creates `<path>.tmp` (replacing a stale one) and writes the file header.
+    pub fn create(path: &Path) -> Result<Self> {
+        let tmp = tmp_path(path);
+        let file = File::create(&tmp).at(&tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&file_header()).at(&tmp)?;
+        Ok(ShardWriter { path: path.to_path_buf(), tmp, out, len: FILE_HEADER_LEN as u64, records: 0 })
+    }
+
+    /// Bytes written so far (the shard's size if finished now).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Number of records appended.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// True before the first record.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Appends a record at the next multiple of 8 and returns where it went.
+    pub fn append(&mut self, record: &EncodedRecord) -> Result<RecordLocation> {
+        let offset = pad8(self.len as usize) as u64;
+        let padding = (offset - self.len) as usize;
+        self.out.write_all(&[0u8; 8][..padding]).at(&self.tmp)?;
+        self.out.write_all(&record.bytes).at(&self.tmp)?;
+        self.len = offset + record.bytes.len() as u64;
+        self.records += 1;
+        Ok(RecordLocation { offset, length: record.bytes.len() as u64 })
+    }
+
+    /// Flushes, syncs to disk and renames to the final name. Returns the file size.
+    pub fn finish(self) -> Result<u64> {
+        let file = self.out.into_inner().map_err(|e| e.into_error()).at(&self.tmp)?;
+        file.sync_all().at(&self.tmp)?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
+        sync_parent(&self.path);
+        Ok(self.len)
+    }
+}
+
+/// The temporary name a file is written under before its atomic rename.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Best effort: makes a rename durable. Failure only weakens crash safety, so it is ignored.
+pub(crate) fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// Writes `path` atomically: `write` fills `<path>.tmp`, which is synced and renamed.
+pub fn atomic_write(path: &Path, write: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+    let tmp = tmp_path(path);
+    let mut file = File::create(&tmp).at(&tmp)?;
+    write(&mut file).at(&tmp)?;
+    file.sync_all().at(&tmp)?;
+    drop(file);
+    std::fs::rename(&tmp, path).at(path)?;
+    sync_parent(path);
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Writing a shard set with the library and reading it back: frames equal, every kind of
+//! damage gives an error (never a panic), and the reader validates the index at open.
+
+use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
+use cvrl_formats::index::{write_failures, write_index};
+use cvrl_formats::manifest::{Counts, ShardInfo, FORMAT_NAME};
+use cvrl_formats::shard::{parse_record, records, FORMAT_VERSION};
+use cvrl_formats::*;
+use proptest::prelude::*;
+use std::path::Path;
+
+/// A moving gradient: every frame differs, neighbouring pixels correlate like real video.
+fn frames(layout: &FrameLayout, n: u32, seed: u32) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|t| {
+            let mut f = Vec::with_capacity(layout.frame_bytes());
+            for (p, plane) in layout.planes().iter().enumerate() {
+                for y in 0..plane.height {
+                    for x in 0..plane.width {
+                        let v = (x as u32 * 3 + y as u32 * 2 + t * 5 + p as u32 * 40 + seed * 17) ^ (x as u32 * y as u32 / 7);
+                        f.push(v as u8);
+                    }
+                }
+            }
+            f
+        })
+        .collect()
+}
+
+struct Video {
+    id: &'static str,
+    layout: FrameLayout,
+    frames: Vec<Vec<u8>>,
+}
+
+fn videos() -> Vec<Video> {
+    let yuv = FrameLayout::new(40, 24, PixelFormat::Yuv420p).unwrap();
+    let rgb = FrameLayout::new(13, 7, PixelFormat::Rgb24).unwrap();
+    vec![
+        Video { id: "a/one", layout: yuv, frames: frames(&yuv, 37, 1) },
+        Video { id: "a/two", layout: yuv, frames: frames(&yuv, 1, 2) },
+        Video { id: "b/three", layout: rgb, frames: frames(&rgb, 20, 3) },
+    ]
+}
+
+/// Writes `videos` into a set at `dir` with chunks of 8 frames, two shards.
+fn write_set(dir: &Path, videos: &[Video]) {
+    let split = videos.len().min(2);
+    let mut enc = ChunkEncoder::new(3, PredictorMode::default()).unwrap();
+    let mut rows = Vec::new();
+    let mut shards = Vec::new();
+    for (s, group) in [&videos[..split], &videos[split..]].iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+        let name = format!("shard-{s:05}.cvrs");
+        let mut w = ShardWriter::create(&dir.join(&name)).unwrap();
+        for v in group.iter() {
+            let spec = VideoSpec { video_id: v.id.into(), layout: v.layout, fps_num: 25, fps_den: 1 };
+            let mut b = RecordBuilder::new(spec, 8, &mut enc).unwrap();
+            for f in &v.frames {
+                b.push_frame(f).unwrap();
+            }
+            let rec = b.finish().unwrap();
+            let loc = w.append(&rec).unwrap();
+            rows.push(VideoRow {
+                video_id: v.id.into(),
+                source_path: format!("{}.mp4", v.id),
+                label: Some(v.id[..1].into()),
+                label_index: Some(i32::from(v.id.as_bytes()[0] - b'a')),
+                split: None,
+                shard: name.clone(),
+                offset: loc.offset,
+                length: loc.length,
+                num_frames: rec.header.num_frames,
+                width: v.layout.width(),
+                height: v.layout.height(),
+                fps_num: 25,
+                fps_den: 1,
+                duration_s: f64::from(rec.header.num_frames) / 25.0,
+                pixel_format: v.layout.format().to_string(),
+                source_bytes: 1,
+                source_codec: "h264".into(),
+                time_start_s: None,
+                time_end_s: None,
+                chunks: rec.header.chunks.clone(),
+                checksum: rec.checksum,
+            });
+        }
+        let bytes = w.finish().unwrap();
+        shards.push(ShardInfo { file: name, bytes, videos: group.len() as u64 });
+    }
+    write_index(&dir.join("index.parquet"), &rows).unwrap();
+    write_failures(&dir.join("failures.parquet"), &[]).unwrap();
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        format_version: FORMAT_VERSION,
+        tool: "test".into(),
+        params: BuildParams { short_side: None, fps: None, pixel_format: PixelFormat::Yuv420p, chunk_frames: 8, zstd_level: 3, predictor: "adaptive".into(), shard_bytes: 1 },
+        classes: vec!["a".into(), "b".into()],
+        part: None,
+        index: "index.parquet".into(),
+        failures: "failures.parquet".into(),
+        shards,
+        counts: Counts::default(),
+    };
+    manifest.save(&dir.join("manifest.json")).unwrap();
+}
+
+#[test]
+fn every_frame_reads_back_exactly_at_any_start_and_stride() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = videos();
+    write_set(dir.path(), &vs);
+    let set = ShardSet::open(dir.path()).unwrap();
+    assert_eq!(set.len(), 3);
+    let mut reader = set.reader().unwrap();
+    for v in &vs {
+        let i = set.find(v.id).unwrap();
+        assert_eq!(set.layout(i), v.layout);
+        let n = v.frames.len() as u32;
+        for (start, count, stride) in [(0, n, 1), (n - 1, 1, 1), (3 % n, (n - 3 % n).div_ceil(2), 2), (0, n.div_ceil(5), 5)] {
+            let mut out = Vec::new();
+            reader.read_frames(i, start, count, stride, &mut out).unwrap();
+            let expected: Vec<u8> = (0..count).flat_map(|k| v.frames[(start + k * stride) as usize].clone()).collect();
+            assert!(out == expected, "{}: frames {start}+{count}x{stride} differ", v.id);
+        }
+        assert_eq!(reader.frame(i, n - 1).unwrap(), &v.frames[n as usize - 1][..]);
+        let err = reader.read_frames(i, n - 1, 2, 1, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains(v.id) && err.contains(&format!("has {n}")), "{err}");
+        set.verify_video(i, &mut reader).unwrap();
+    }
+}
+
+#[test]
+fn a_shard_file_lists_its_records_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path(), &videos());
+    let path = dir.path().join("shard-00000.cvrs");
+    let bytes = std::fs::read(&path).unwrap();
+    let recs: Vec<_> = records(&path, &bytes).unwrap().collect::<Result<_>>().unwrap();
+    let ids: Vec<_> = recs.iter().map(|(_, h)| h.video_id.as_str()).collect();
+    assert_eq!(ids, ["a/one", "a/two"]);
+    assert_eq!(recs[0].1.chunks.len(), 5, "37 frames in chunks of 8");
+    assert_eq!(recs[1].0 % 8, 0, "records are 8-aligned");
+}
+
+fn open_err(dir: &Path) -> String {
+    match ShardSet::open(dir) {
+        Ok(_) => panic!("damaged set opened"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_truncated_shard_or_a_bad_header_is_refused_at_open_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path(), &videos());
+    let path = dir.path().join("shard-00001.cvrs");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+    let err = open_err(dir.path());
+    assert!(err.contains("index.parquet") && err.contains("b/three") && err.contains("outside shard"), "{err}");
+    let mut bad = bytes.clone();
+    bad[0] = b'X';
+    std::fs::write(&path, &bad).unwrap();
+    let err = open_err(dir.path());
+    assert!(err.contains("shard-00001.cvrs") && err.contains("not a cvrl shard file"), "{err}");
+    let mut newer = bytes.clone();
+    newer[8] = 2;
+    std::fs::write(&path, &newer).unwrap();
+    assert!(open_err(dir.path()).contains("version 2 is not supported"));
+    std::fs::remove_file(&path).unwrap();
+    assert!(open_err(dir.path()).contains("shard-00001.cvrs"));
+}
+
+#[test]
+fn a_missing_or_foreign_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(open_err(dir.path()).contains("not a cvrl shard set"));
+    write_set(dir.path(), &videos());
+    let m = std::fs::read_to_string(dir.path().join("manifest.json")).unwrap();
+    std::fs::write(dir.path().join("manifest.json"), m.replace("\"format_version\": 1", "\"format_version\": 9")).unwrap();
+    assert!(open_err(dir.path()).contains("version 9"));
+}
+
+#[test]
+fn a_flipped_bit_in_any_chunk_is_a_checksum_error_naming_video_and_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path(), &videos());
+    let set = ShardSet::open(dir.path()).unwrap();
+    let i = set.find("a/one").unwrap();
+    let row = set.videos()[i].clone();
+    drop(set);
+    let path = dir.path().join(&row.shard);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(row.offset + row.chunks[2].offset + 3) as usize] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let set = ShardSet::open(dir.path()).unwrap();
+    let mut reader = set.reader().unwrap();
+    let err = reader.read_frames(i, 16, 2, 1, &mut Vec::new()).unwrap_err().to_string();
+    assert!(err.contains("a/one") && err.contains("chunk 2") && err.contains("checksum"), "{err}");
+    reader.read_frames(i, 0, 16, 1, &mut Vec::new()).expect("other chunks still read");
+    let err = set.verify_video(i, &mut reader).unwrap_err().to_string();
+    assert!(err.contains("record checksum"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever the damage, parsing and reading return errors and never panic or read out
+    /// of bounds.
+    #[test]
+    fn damaged_records_never_panic(flips in proptest::collection::vec((0usize..4000, any::<u8>()), 1..8), cut in 0usize..4000) {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = videos();
+        write_set(dir.path(), &vs[..1]);
+        let path = dir.path().join("shard-00000.cvrs");
+        let mut bytes = std::fs::read(&path).unwrap();
+        for (at, x) in flips {
+            let n = bytes.len();
+            bytes[at % n] ^= x;
+        }
+        bytes.truncate(bytes.len().min(cut.max(1) * 8));
+        let _ = parse_record(&path, &bytes, 32);
+        if let Ok(it) = records(&path, &bytes) {
+            for r in it {
+                let _ = r;
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        if let Ok(set) = ShardSet::open(dir.path()) {
+            let mut reader = set.reader().unwrap();
+            for i in 0..set.len() {
+                let n = set.videos()[i].num_frames;
+                let _ = reader.read_frames(i, 0, n, 1, &mut Vec::new());
+                let _ = set.verify_video(i, &mut reader);
+            }
+        }
+    }
+}

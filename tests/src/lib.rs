@@ -1,0 +1,86 @@
+//! Helpers for the end-to-end tests: the sample videos (made once per test binary by
+//! `scripts/make-test-videos.sh` with the ffmpeg CLI), the built `cvrl-*` binaries, and
+//! frame comparison.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// `target/<profile>`: where cargo put this test binary's sibling executables.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+}
+
+/// Path of a built workspace binary. `cargo test --workspace` builds them.
+pub fn bin(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(p.exists(), "{} not built: run `cargo test --workspace` (or `cargo build -p cvrl-tools`)", p.display());
+    p
+}
+
+/// Runs a workspace binary with `args`.
+pub fn run(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = Command::new(bin(name));
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+}
+
+/// stdout and stderr of a run, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The generated sample videos (`videos/`, `broken/`, `mixed/`), made once.
+pub fn sample_videos() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("cvrl-test-videos");
+        let status = Command::new("bash")
+            .arg(root().join("scripts/make-test-videos.sh"))
+            .arg(&dir)
+            .status()
+            .expect("run scripts/make-test-videos.sh");
+        assert!(status.success(), "scripts/make-test-videos.sh failed");
+        dir
+    })
+}
+
+/// Raw frames decoded by the ffmpeg CLI with `-vf <filter>` into `pix_fmt`.
+pub fn ffmpeg_raw(video: &Path, filter: &str, pix_fmt: &str) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(video)
+        .args(["-vf", filter, "-pix_fmt", pix_fmt, "-f", "rawvideo", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(out.status.success(), "ffmpeg failed on {}: {}", video.display(), String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Peak signal-to-noise ratio in dB of two equal-length byte buffers (infinite if equal).
+pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "buffers differ in length");
+    let se: f64 = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+    if se == 0.0 {
+        return f64::INFINITY;
+    }
+    10.0 * (255.0f64.powi(2) / (se / a.len() as f64)).log10()
+}
+
+/// The project venv's python (made by scripts/setup.sh).
+pub fn venv_python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temporary directory")
+}

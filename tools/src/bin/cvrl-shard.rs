@@ -1,0 +1,193 @@
+//! `cvrl-shard`: decode a video dataset once into memory-mappable frame shards.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cvrl_formats::{BuildParams, Part, PixelFormat};
+use cvrl_tools::build::{build, BuildConfig, BuildSummary};
+use cvrl_tools::inputs::Inputs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Decode a video dataset once into zstd-compressed, memory-mapped frame shards plus a
+/// Parquet index, for `cvrl-train`.
+///
+/// Exit status: 0 when every video was stored, 3 when the set was built but some inputs
+/// failed (listed, and kept in failures.parquet), 1 on an error that stopped the build, 2
+/// on bad usage.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a shard set from a class-folder tree (`<class>/<video>.mp4`) or a Kinetics CSV.
+    ///
+    /// Rerunning after an interruption (even kill -9) keeps the shards already committed
+    /// and redoes only the rest; rerunning a finished build does nothing.
+    Build(BuildArgs),
+    /// Join the part files of a `--part I/N` build into index.parquet and manifest.json.
+    Merge {
+        /// The output folder all parts were built into.
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// A folder of class folders, or a Kinetics CSV (label,youtube_id,time_start,time_end,split).
+    input: PathBuf,
+    /// Output folder for shards, index.parquet, failures.parquet and manifest.json.
+    out: PathBuf,
+    /// Where the videos of a CSV are (searched recursively). Default: the CSV's folder.
+    #[arg(long)]
+    video_root: Option<PathBuf>,
+    /// Scale frames so the shorter side has this many pixels (0 keeps the source size).
+    #[arg(long, default_value_t = 256)]
+    short_side: u32,
+    /// Resample every video to this constant frame rate (default: each video's own rate).
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Stored pixel format: yuv420p (1.5 bytes/pixel) or rgb24 (3 bytes/pixel).
+    #[arg(long, default_value = "yuv420p")]
+    pixel_format: PixelFormat,
+    /// Frames per chunk: the unit of compression and of random access.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    chunk_frames: u32,
+    /// zstd level of the chunks (1-19).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    zstd_level: i32,
+    /// Predictor applied before zstd: adaptive (best per plane), med, temporal or raw.
+    #[arg(long, default_value = "adaptive")]
+    predictor: cvrl_formats::codec::PredictorMode,
+    /// Target shard size, e.g. 1GiB, 512MiB, 64M; a video is never split across shards.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    shard_size: u64,
+    /// Build only slice I of N (0-based) of the sorted inputs, for cluster job arrays;
+    /// join the parts with `cvrl-shard merge OUT`.
+    #[arg(long, value_parser = Part::parse)]
+    part: Option<Part>,
+    /// Videos decoded in parallel (default: all cores).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Delete this build's earlier files in OUT and start over.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 1GiB or 512M"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    let bytes = n * mult as f64;
+    if bytes < 1.0 {
+        return Err(format!("shard size {s:?} must be positive"));
+    }
+    Ok(bytes as u64)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cvrl-shard: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Build(args) => run_build(args),
+        Command::Merge { out } => {
+            let m = cvrl_formats::merge_parts(&out)?;
+            println!("merged {} parts' files: {} videos, {} failures -> {}", m.shards.len(), m.counts.videos, m.counts.failures, out.join(&m.index).display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_build(args: BuildArgs) -> Result<ExitCode> {
+    if let Some(jobs) = args.jobs {
+        rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build_global().context("cannot start worker threads")?;
+    }
+    cvrl_tools::decode::init();
+    let inputs = Inputs::discover(&args.input, args.video_root.as_deref())?;
+    let cfg = BuildConfig {
+        out: args.out.clone(),
+        params: BuildParams {
+            short_side: (args.short_side > 0).then_some(args.short_side),
+            fps: args.fps,
+            pixel_format: args.pixel_format,
+            chunk_frames: args.chunk_frames,
+            zstd_level: args.zstd_level,
+            predictor: args.predictor.to_string(),
+            shard_bytes: args.shard_size,
+        },
+        part: args.part,
+        force: args.force,
+    };
+    if let Some(fps) = args.fps {
+        anyhow::ensure!(fps.is_finite() && fps > 0.0 && fps <= 1000.0, "--fps {fps}: must be in (0, 1000]");
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let bar = cvrl_tools::progress::Bar::new(args.quiet);
+    let summary = build(&inputs, &cfg, &bar)?;
+    print_summary(&summary, &args.out);
+    Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}
+
+fn print_summary(s: &BuildSummary, out: &std::path::Path) {
+    let c = &s.manifest.counts;
+    if s.already_complete {
+        println!("{} is already complete ({} videos); nothing to do (--force rebuilds)", out.display(), c.videos);
+    } else {
+        let ratio = c.source_bytes as f64 / c.stored_bytes.max(1) as f64;
+        println!(
+            "stored {} videos, {} frames in {} shards: {:.1} MB ({:.2}x the sources' size) in {:.1} s{}",
+            c.videos,
+            c.frames,
+            s.manifest.shards.len(),
+            c.stored_bytes as f64 / 1e6,
+            1.0 / ratio.max(1e-9),
+            s.seconds,
+            if s.resumed > 0 { format!(", resumed after {} videos", s.resumed) } else { String::new() }
+        );
+    }
+    if !s.failures.is_empty() {
+        println!("{} inputs failed (see {}):", s.failures.len(), out.join(&s.manifest.failures).display());
+        for f in &s.failures {
+            let what = if f.source_path.is_empty() { f.video_id.clone().unwrap_or_default() } else { f.source_path.clone() };
+            println!("  {what}: {} failed: {}", f.stage, f.error);
+        }
+    }
+    println!("index: {}", out.join(&s.manifest.index).display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1 parsec").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}

@@ -1,0 +1,382 @@
+//! `cvrl-shard build`: decode every input once, in parallel, into shards plus an index.
+//!
+//! Videos are decoded and compressed in parallel (rayon, one video per task) but written
+//! strictly in input order, so a build is deterministic: same inputs and parameters, same
+//! shards byte for byte.
+//!
+//! Crash safety and resume: the unit of commit is a shard. When a shard is full its index
+//! rows and failure rows are written to `.building/<shard>.index.parquet` and
+//! `.failures.parquet` first, then the shard is renamed from `.tmp` to its final name. On
+//! a rerun, shards whose final name exists are kept (they hold a prefix of the ordered
+//! input list, which their sidecars say the length of); everything after them is redone.
+//! The final `index.parquet`, `failures.parquet` and, last, `manifest.json` are written
+//! atomically; a set with a manifest is complete.
+
+use crate::decode::{decode_video, DecodeOptions, VideoInfo};
+use crate::inputs::{InputVideo, Inputs};
+use anyhow::{bail, Context, Result};
+use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
+use cvrl_formats::index::{read_failures, read_index, write_failures, write_index};
+use cvrl_formats::manifest::{Counts, ShardInfo, FORMAT_NAME};
+use cvrl_formats::shard::{tmp_path, FORMAT_VERSION};
+use cvrl_formats::{
+    BuildParams, EncodedRecord, FailureRow, Manifest, Part, RecordBuilder, SetFiles, ShardWriter, VideoRow, VideoSpec,
+};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything `build` needs besides the inputs.
+#[derive(Clone, Debug)]
+pub struct BuildConfig {
+    pub out: PathBuf,
+    pub params: BuildParams,
+    pub part: Option<Part>,
+    /// Start over: delete this part's files in `out` first.
+    pub force: bool,
+}
+
+/// Progress callbacks; the CLI draws a bar, tests pass [`NoProgress`].
+pub trait Reporter: Sync {
+    fn start(&self, total: usize, already_done: usize);
+    fn video_done(&self, frames: u64, failed: Option<&FailureRow>);
+    fn finish(&self);
+}
+
+/// A reporter that reports nothing.
+pub struct NoProgress;
+impl Reporter for NoProgress {
+    fn start(&self, _: usize, _: usize) {}
+    fn video_done(&self, _: u64, _: Option<&FailureRow>) {}
+    fn finish(&self) {}
+}
+
+/// What a build did.
+#[derive(Debug)]
+pub struct BuildSummary {
+    pub manifest: Manifest,
+    pub failures: Vec<FailureRow>,
+    /// Inputs taken from shards committed by an earlier, interrupted run.
+    pub resumed: usize,
+    /// True when the set was already complete and nothing was done.
+    pub already_complete: bool,
+    pub seconds: f64,
+}
+
+/// Outcome of decoding and encoding one input.
+enum Encoded {
+    Ok(Box<(EncodedRecord, VideoInfo)>),
+    Failed(FailureRow),
+}
+
+/// Builds (or resumes building) the shard set of `inputs` in `cfg.out`.
+pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Result<BuildSummary> {
+    let started = Instant::now();
+    let files = SetFiles::new(cfg.part);
+    let state = cfg.out.join(".building");
+    std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+    let manifest_path = cfg.out.join(files.manifest());
+    let params_path = state.join(format!("{}params.json", files.shard(0).trim_end_matches("shard-00000.cvrs")));
+    if cfg.force {
+        remove_part_files(&cfg.out, &files)?;
+    }
+    if manifest_path.exists() {
+        let m = Manifest::load(&manifest_path)?;
+        if m.params != cfg.params {
+            bail!("{} was built with other parameters ({:?}); use --force to rebuild or choose another output folder", manifest_path.display(), m.params);
+        }
+        let failures = read_failures(&cfg.out.join(&m.failures))?;
+        return Ok(BuildSummary { manifest: m, failures, resumed: 0, already_complete: true, seconds: 0.0 });
+    }
+    check_resume_params(&params_path, &cfg.params)?;
+
+    let mine: Vec<&InputVideo> = match cfg.part {
+        Some(p) => inputs.videos.iter().skip(p.index as usize).step_by(p.count as usize).collect(),
+        None => inputs.videos.iter().collect(),
+    };
+    let mut out = Output::resume(cfg, &files, &state)?;
+    let resumed = out.inputs_done;
+    progress.start(mine.len(), resumed);
+
+    let window = rayon::current_num_threads() * 4;
+    for batch in mine[resumed.min(mine.len())..].chunks(window) {
+        let encoded: Vec<Encoded> = batch
+            .par_iter()
+            .map_init(|| ChunkEncoder::new(cfg.params.zstd_level, predictor(&cfg.params)), |enc, input| {
+                match enc {
+                    Ok(enc) => encode_one(input, &cfg.params, enc),
+                    Err(e) => Encoded::Failed(failure(input, "encode", &e.to_string())),
+                }
+            })
+            .collect();
+        for (input, e) in batch.iter().zip(encoded) {
+            match e {
+                Encoded::Ok(b) => {
+                    let (record, info) = *b;
+                    progress.video_done(u64::from(info.num_frames), None);
+                    out.append(input, inputs, &record, &info)?;
+                }
+                Encoded::Failed(f) => {
+                    progress.video_done(0, Some(&f));
+                    out.failures.push(f);
+                    out.inputs_done += 1;
+                }
+            }
+        }
+    }
+    progress.finish();
+    let manifest = out.finish(inputs, cfg)?;
+    let _ = std::fs::remove_file(&params_path);
+    let _ = std::fs::remove_dir(&state); // only if empty: other parts may still be building
+    let failures = read_failures(&cfg.out.join(&manifest.failures))?;
+    Ok(BuildSummary { manifest, failures, resumed, already_complete: false, seconds: started.elapsed().as_secs_f64() })
+}
+
+fn predictor(params: &BuildParams) -> PredictorMode {
+    params.predictor.parse().unwrap_or_default()
+}
+
+/// A resumed build must use the parameters of the run it continues.
+fn check_resume_params(path: &Path, params: &BuildParams) -> Result<()> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let before: BuildParams = serde_json::from_str(&text).with_context(|| format!("damaged {}; delete the output folder and rebuild", path.display()))?;
+        if &before != params {
+            bail!("an interrupted build in this folder used other parameters ({before:?}); rerun it with those, or pass --force to start over");
+        }
+    } else {
+        let json = serde_json::to_vec_pretty(params)?;
+        cvrl_formats::shard::atomic_write(path, |f| std::io::Write::write_all(f, &json))?;
+    }
+    Ok(())
+}
+
+fn remove_part_files(out: &Path, files: &SetFiles) -> Result<()> {
+    let prefix = files.shard(0).trim_end_matches("shard-00000.cvrs").to_string();
+    for dir in [out.to_path_buf(), out.join(".building")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = if prefix.is_empty() { !name.starts_with("part-") } else { name.starts_with(&prefix) };
+            let known = name.ends_with(".cvrs") || name.ends_with(".parquet") || name.ends_with(".json") || name.ends_with(".tmp");
+            if ours && known && e.path().is_file() {
+                std::fs::remove_file(e.path()).with_context(|| format!("cannot remove {}", e.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn failure(input: &InputVideo, stage: &str, error: &str) -> FailureRow {
+    FailureRow {
+        source_path: input.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        video_id: Some(input.video_id.clone()),
+        label: input.label.clone(),
+        stage: stage.to_string(),
+        error: error.to_string(),
+    }
+}
+
+fn decode_options(params: &BuildParams, input: &InputVideo) -> DecodeOptions {
+    DecodeOptions {
+        short_side: params.short_side,
+        fps: params.fps,
+        pixel_format: params.pixel_format,
+        trim: input.trim,
+        max_frames: None,
+    }
+}
+
+/// Decodes one input and compresses it into a record (runs on a rayon worker).
+fn encode_one(input: &InputVideo, params: &BuildParams, enc: &mut ChunkEncoder) -> Encoded {
+    let Some(path) = &input.path else {
+        return Encoded::Failed(failure(input, "missing", "no file for this CSV row under the video root"));
+    };
+    let mut builder: Option<RecordBuilder<'_>> = None;
+    let mut encode_error: Option<String> = None;
+    let mut enc = Some(enc);
+    let info = decode_video(path, &decode_options(params, input), |layout, frame| {
+        if builder.is_none() {
+            let spec = VideoSpec { video_id: input.video_id.clone(), layout: *layout, fps_num: 1, fps_den: 1 };
+            let e = enc.take().expect("encoder taken once");
+            builder = Some(RecordBuilder::new(spec, params.chunk_frames, e)?);
+        }
+        let b = builder.as_mut().expect("builder set above");
+        b.push_frame(frame).map_err(|e| {
+            encode_error = Some(e.to_string());
+            anyhow::Error::new(e)
+        })
+    });
+    let info = match info {
+        Ok(info) => info,
+        Err(e) => return Encoded::Failed(failure(input, &e.stage.to_string(), &e.message)),
+    };
+    if let Some(e) = encode_error {
+        return Encoded::Failed(failure(input, "encode", &e));
+    }
+    let Some(mut builder) = builder else {
+        return Encoded::Failed(failure(input, "decode", "no frames decoded"));
+    };
+    builder.set_fps(info.fps_num, info.fps_den);
+    match builder.finish() {
+        Ok(record) => Encoded::Ok(Box::new((record, info))),
+        Err(e) => Encoded::Failed(failure(input, "encode", &e.to_string())),
+    }
+}
+
+/// The shard being written and the committed state before it.
+struct Output {
+    out: PathBuf,
+    shard_bytes: u64,
+    files: SetFiles,
+    state: PathBuf,
+    /// Committed shards.
+    shards: Vec<ShardInfo>,
+    committed_rows: Vec<VideoRow>,
+    committed_failures: Vec<FailureRow>,
+    /// Inputs handled so far (committed + current shard + current failures).
+    inputs_done: usize,
+    writer: Option<ShardWriter>,
+    rows: Vec<VideoRow>,
+    failures: Vec<FailureRow>,
+}
+
+impl Output {
+    /// Keeps the shards of an interrupted run whose sidecars were written, removes the rest.
+    fn resume(cfg: &BuildConfig, files: &SetFiles, state: &Path) -> Result<Output> {
+        let mut o = Output {
+            out: cfg.out.clone(),
+            shard_bytes: cfg.params.shard_bytes,
+            files: files.clone(),
+            state: state.to_path_buf(),
+            shards: Vec::new(),
+            committed_rows: Vec::new(),
+            committed_failures: Vec::new(),
+            inputs_done: 0,
+            writer: None,
+            rows: Vec::new(),
+            failures: Vec::new(),
+        };
+        loop {
+            let name = files.shard(o.shards.len());
+            let (shard, idx, fail) = o.paths(&name);
+            if !(shard.exists() && idx.exists() && fail.exists()) {
+                break;
+            }
+            let rows = read_index(&idx)?;
+            let failures = read_failures(&fail)?;
+            let bytes = std::fs::metadata(&shard).with_context(|| format!("cannot stat {}", shard.display()))?.len();
+            o.inputs_done += rows.len() + failures.len();
+            o.shards.push(ShardInfo { file: name, bytes, videos: rows.len() as u64 });
+            o.committed_rows.extend(rows);
+            o.committed_failures.extend(failures);
+        }
+        // Remove what an interrupted run left beyond the committed shards.
+        for k in o.shards.len().. {
+            let (shard, idx, fail) = o.paths(&files.shard(k));
+            let stale = [tmp_path(&shard), shard, idx, fail];
+            if !stale.iter().any(|p| p.exists()) {
+                break;
+            }
+            for p in stale.iter().filter(|p| p.exists()) {
+                std::fs::remove_file(p).with_context(|| format!("cannot remove stale {}", p.display()))?;
+            }
+        }
+        Ok(o)
+    }
+
+    fn paths(&self, shard_name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            self.out.join(shard_name),
+            self.state.join(format!("{shard_name}.index.parquet")),
+            self.state.join(format!("{shard_name}.failures.parquet")),
+        )
+    }
+
+    fn append(&mut self, input: &InputVideo, inputs: &Inputs, record: &EncodedRecord, info: &VideoInfo) -> Result<()> {
+        if self.writer.is_none() {
+            let path = self.out.join(self.files.shard(self.shards.len()));
+            self.writer = Some(ShardWriter::create(&path)?);
+        }
+        let writer = self.writer.as_mut().expect("created above");
+        let loc = writer.append(record)?;
+        let h = &record.header;
+        let source = input.path.as_ref().expect("decoded inputs have a path");
+        self.rows.push(VideoRow {
+            video_id: input.video_id.clone(),
+            source_path: source.display().to_string(),
+            label: input.label.clone(),
+            label_index: input.label.as_deref().and_then(|l| inputs.label_index(l)),
+            split: input.split.clone(),
+            shard: self.files.shard(self.shards.len()),
+            offset: loc.offset,
+            length: loc.length,
+            num_frames: h.num_frames,
+            width: h.layout.width(),
+            height: h.layout.height(),
+            fps_num: h.fps_num,
+            fps_den: h.fps_den,
+            duration_s: f64::from(h.num_frames) * f64::from(h.fps_den) / f64::from(h.fps_num),
+            pixel_format: h.layout.format().to_string(),
+            source_bytes: std::fs::metadata(source).map(|m| m.len()).unwrap_or(0),
+            source_codec: info.source_codec.clone(),
+            time_start_s: input.trim.map(|t| t.0),
+            time_end_s: input.trim.map(|t| t.1),
+            chunks: h.chunks.clone(),
+            checksum: record.checksum,
+        });
+        self.inputs_done += 1;
+        if writer.len() >= self.shard_bytes {
+            self.commit_shard()?;
+        }
+        Ok(())
+    }
+
+    /// Sidecars first, then the shard's rename: a shard under its final name is committed.
+    fn commit_shard(&mut self) -> Result<()> {
+        let Some(writer) = self.writer.take() else { return Ok(()) };
+        let name = self.files.shard(self.shards.len());
+        let (_, idx, fail) = self.paths(&name);
+        write_index(&idx, &self.rows)?;
+        write_failures(&fail, &self.failures)?;
+        let bytes = writer.finish()?;
+        self.shards.push(ShardInfo { file: name, bytes, videos: self.rows.len() as u64 });
+        self.committed_rows.append(&mut self.rows);
+        self.committed_failures.append(&mut self.failures);
+        Ok(())
+    }
+
+    fn finish(mut self, inputs: &Inputs, cfg: &BuildConfig) -> Result<Manifest> {
+        let files = self.files.clone();
+        self.commit_shard()?;
+        self.committed_failures.append(&mut self.failures);
+        let (rows, failures) = (&self.committed_rows, &self.committed_failures);
+        write_index(&self.out.join(files.index()), rows)?;
+        write_failures(&self.out.join(files.failures()), failures)?;
+        let counts = Counts {
+            videos: rows.len() as u64,
+            failures: failures.len() as u64,
+            frames: rows.iter().map(|r| u64::from(r.num_frames)).sum(),
+            source_bytes: rows.iter().map(|r| r.source_bytes).sum(),
+            stored_bytes: self.shards.iter().map(|s| s.bytes).sum(),
+        };
+        let manifest = Manifest {
+            format: FORMAT_NAME.to_string(),
+            format_version: FORMAT_VERSION,
+            tool: format!("cvrl-shard {}", env!("CARGO_PKG_VERSION")),
+            params: cfg.params.clone(),
+            classes: inputs.classes.clone(),
+            part: cfg.part,
+            index: files.index(),
+            failures: files.failures(),
+            shards: self.shards.clone(),
+            counts,
+        };
+        manifest.save(&self.out.join(files.manifest()))?;
+        for s in &self.shards {
+            let (_, idx, fail) = self.paths(&s.file);
+            let _ = (std::fs::remove_file(idx), std::fs::remove_file(fail));
+        }
+        Ok(manifest)
+    }
+}
