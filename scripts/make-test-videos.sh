@@ -25,7 +25,7 @@ SCRIPT_SHA=$(sha256sum "$0" | cut -d' ' -f1)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-summary() { echo "make-test-videos: 9 good, 7 broken videos in $OUT${1:-}"; }
+summary() { echo "make-test-videos: 9 good, 9 broken videos in $OUT${1:-}"; }
 
 if command -v flock >/dev/null; then
   exec 9>"$OUT/.lock"
@@ -57,7 +57,8 @@ X264=(-c:v libx264 -preset veryfast -pix_fmt yuv420p "${DET[@]}")
 # differ, as a lavfi input graph. (drawbox in FFmpeg 5.1 evaluates x and y only once, so a
 # drawbox square would stand still; overlay evaluates them per frame.)
 moving() { # SOURCE SPEED RATE
-  echo "$1[bg];color=c=red:s=20x20:r=$3[sq];[bg][sq]overlay=x='mod(t*$2,W-w)':y='H/3':shortest=1[out0]"
+  local square="color=c=red:s=20x20:r=$3[sq]"
+  echo "$1[bg];$square;[bg][sq]overlay=x='mod(t*$2,W-w)':y='H/3':shortest=1[out0]"
 }
 
 # h264 mp4, 160x120, 25 fps, 2 s = 50 frames; moov first so truncation leaves the index.
@@ -72,9 +73,11 @@ ff -f lavfi -i "$(moving "smptebars=s=160x120:r=25:d=2" 70 25)" -c:v mpeg4 -q:v 
   "$V/bowling/smptebars_mpeg4.avi"
 # Odd size: 161x97 yuv420p (chroma 81x49) in vp9, which, unlike x264, takes odd sizes.
 # (testsrc2 itself would round a yuv420p picture down to 160x96, hence the rgb24 detour.)
-ff -f lavfi -i "$(moving "testsrc2=s=161x97:r=25:d=2,format=rgb24" 40 25)" -c:v libvpx-vp9 -deadline realtime \
-  -cpu-used 8 -b:v 300k -pix_fmt yuv420p "${DET[@]}" "$V/bowling/odd_161x97.webm"
-# Variable frame rate: 1 s at 15 fps then 1 s at 30 fps (45 frames, 2 s), timestamps kept.
+ff -f lavfi -i "$(moving "testsrc2=s=161x97:r=25:d=2,format=rgb24" 40 25)" -c:v libvpx-vp9 \
+  -deadline realtime -cpu-used 8 -b:v 300k -pix_fmt yuv420p "${DET[@]}" \
+  "$V/bowling/odd_161x97.webm"
+# Variable frame rate: 1 s at 15 fps then 1 s at 30 fps (45 frames, 2 s), timestamps kept
+# (-vsync vfr) in a fine time base, so that the two frame intervals are told apart.
 ff -f lavfi -i "$(moving "testsrc2=s=160x120:r=15:d=1" 60 15)" \
   -f lavfi -i "$(moving "testsrc2=s=160x120:r=30:d=1" 90 30)" \
   -filter_complex "[0:v]settb=1/30[a];[1:v]settb=1/30[b];[a][b]concat=n=2:v=1:a=0[v]" \
@@ -93,9 +96,10 @@ for deg in 90 180 270; do
     exit 1
   fi
 done
-# Larger, longer: 640x360, 25 fps, 4 s = 100 frames, for scaling and timing.
-ff -f lavfi -i "$(moving "testsrc2=s=640x360:r=25:d=4" 160 25)" "${X264[@]}" -movflags +faststart \
-  "$V/juggling/long_640x360.mp4"
+# Larger, longer: 640x360, 25 fps, 4 s = 100 frames, for scaling, seeking and timing; a key
+# frame every second so that a trimmed decode really seeks.
+ff -f lavfi -i "$(moving "testsrc2=s=640x360:r=25:d=4" 160 25)" "${X264[@]}" -g 25 \
+  -movflags +faststart "$V/juggling/long_640x360.mp4"
 
 # Broken files.
 GOOD=$V/archery/testsrc2_h264.mp4
@@ -103,11 +107,16 @@ GOOD=$V/archery/testsrc2_h264.mp4
 size=$(stat -c %s "$GOOD")
 # Index intact, 70% of the media data gone: opens fine, ends early.
 head -c $((size * 3 / 10)) "$GOOD" >"$B/truncated.mp4"
+# A webm cut at 30%: the demuxer stops cleanly at the last whole block, so only the
+# duration in the header tells that 70% is missing.
+WEBM=$V/archery/mandelbrot_vp9.webm
+head -c $(($(stat -c %s "$WEBM") * 3 / 10)) "$WEBM" >"$B/truncated_vp9.webm"
 # Index at the end (no faststart) and cut off: cannot even be opened.
 ff -i "$GOOD" -c copy -fflags +bitexact "$BUILD/moov_last.mp4"
 head -c $((size * 3 / 10)) "$BUILD/moov_last.mp4" >"$B/truncated_no_index.mp4"
-# 4 KiB of LCG noise over the middle of the media data.
-cp "$GOOD" "$B/corrupt.mp4"
+# LCG noise over the middle of the media data: 4 KiB into the h264 mp4 (the demuxer still
+# cuts packets, the decoder rejects them), 200 bytes into the mpeg4 avi (the decoder only
+# conceals the damaged macroblocks and flags the picture).
 noise=""
 x=12345
 for ((i = 0; i < 4096; i++)); do
@@ -115,7 +124,13 @@ for ((i = 0; i < 4096; i++)); do
   printf -v byte '\\x%02x' $(((x >> 16) & 255))
   noise+=$byte
 done
-printf "$noise" | dd of="$B/corrupt.mp4" bs=1 seek=$((size / 2)) conv=notrunc status=none
+printf "$noise" >"$BUILD/noise.bin"
+cp "$GOOD" "$B/corrupt.mp4"
+dd if="$BUILD/noise.bin" of="$B/corrupt.mp4" bs=1 seek=$((size / 2)) conv=notrunc status=none
+AVI=$V/bowling/smptebars_mpeg4.avi
+cp "$AVI" "$B/corrupt_mpeg4.avi"
+dd if="$BUILD/noise.bin" of="$B/corrupt_mpeg4.avi" bs=1 count=200 \
+  seek=$(($(stat -c %s "$AVI") / 2)) conv=notrunc status=none
 # An mp4 with only an audio stream.
 ff -f lavfi -i "sine=frequency=440:sample_rate=22050:duration=1" -c:a aac -b:a 32k \
   "${DET[@]}" "$B/audio_only.mp4"
@@ -123,7 +138,7 @@ ff -f lavfi -i "sine=frequency=440:sample_rate=22050:duration=1" -c:a aac -b:a 3
 printf 'this is not a video, only a text file named .mp4\n' >"$B/not_a_video.mp4"
 # A valid mp4 header followed by junk instead of any box structure.
 { head -c 32 "$GOOD"; printf 'garbage%.0s' {1..64}; } >"$B/header_only.mp4"
-rm -f "$BUILD/unrotated.mp4" "$BUILD/moov_last.mp4"
+rm -f "$BUILD/unrotated.mp4" "$BUILD/moov_last.mp4" "$BUILD/noise.bin"
 
 # What a decoder must do with each file ("ok" or the failing stage).
 {
@@ -131,6 +146,7 @@ rm -f "$BUILD/unrotated.mp4" "$BUILD/moov_last.mp4"
   for f in "$V"/*/*; do printf 'videos/%s\tok\n' "${f#"$V"/}"; done
   printf 'broken/empty.mp4\topen\nbroken/truncated.mp4\tdecode\n'
   printf 'broken/truncated_no_index.mp4\topen\nbroken/corrupt.mp4\tdecode\n'
+  printf 'broken/corrupt_mpeg4.avi\tdecode\nbroken/truncated_vp9.webm\tdecode\n'
   printf 'broken/audio_only.mp4\tprobe\nbroken/not_a_video.mp4\topen\n'
   printf 'broken/header_only.mp4\topen\n'
 } >"$BUILD/manifest.tsv"

@@ -172,6 +172,8 @@ fn run() -> Result<(), String> {
                         return Err(format!("{mode} level {level} chunk {i}: round trip differs"));
                     }
                 }
+                cvrl_formats::codec::PROF.with(|p| { let mut p = p.borrow_mut(); eprintln!("prof zstd {:.3} resid {:.3} unpred {:.3}", p[0], p[1], p[2]); *p = [0.0; 3]; });
+                cvrl_formats::codec::CNT.with(|p| { let mut p = p.borrow_mut(); eprintln!("zgroups {} nonzero-groups {} nonzeros {} literal groups {}", p[0], p[1], p[2], p[3]); *p = [0; 4]; });
                 let bpf = bytes as f64 / n as f64;
                 let ratio = ffv1_bpf.map_or("-".to_string(), |f| format!("{:.3}", bpf / f));
                 println!(

@@ -274,13 +274,18 @@ fn geoms(layout: &FrameLayout) -> Vec<Geom> {
         .collect()
 }
 
-const NZ: usize = 13;
+/// Group contexts; those from `LIT_K` up are literal groups.
+const NG: usize = 13;
+const LIT_K: usize = 10;
+const NZ: usize = LIT_K;
 const NO: usize = 7;
 const NS: usize = 9;
 const NM: usize = 4;
+const NL: usize = NG - LIT_K;
 const N_BIT_STREAMS: usize = NZ + NO + NS;
-const N_STREAMS: usize = N_BIT_STREAMS + NM;
-const Z_THRESHOLDS: [u32; NZ - 1] = [0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 28, 40];
+const N_BYTE_STREAMS: usize = NM + NL;
+const N_STREAMS: usize = N_BIT_STREAMS + N_BYTE_STREAMS;
+const Z_THRESHOLDS: [u32; NG - 1] = [0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 28, 40];
 const O_THRESHOLDS: [u32; NO - 1] = [1, 2, 4, 7, 12, 20];
 const M_THRESHOLDS: [u32; NM - 1] = [4, 10, 25];
 /// Bytes of left padding on context rows: at least `S` and at least 1 (group context).
@@ -306,7 +311,7 @@ const fn quantizer<const N: usize, const T: usize>(t: [u32; T]) -> [u8; N] {
 }
 
 /// Group context index for `g` (`g > 40` maps to the last context).
-static ZQ: [u8; 42] = quantizer::<42, { NZ - 1 }>(Z_THRESHOLDS);
+static ZQ: [u8; 42] = quantizer::<42, { NG - 1 }>(Z_THRESHOLDS);
 /// Per-pixel contexts for `s` (`s > 25` maps to the last context of both).
 static OQ: [u8; 27] = quantizer::<27, { NO - 1 }>(O_THRESHOLDS);
 static MQ: [u8; 27] = quantizer::<27, { NM - 1 }>(M_THRESHOLDS);
@@ -323,15 +328,20 @@ fn om_ctx(s: u32) -> (usize, usize) {
 }
 
 #[inline(always)]
-fn sgn3(v: i8) -> usize {
-    (v.signum() + 1) as usize
+fn sgn3(v: u8) -> usize {
+    ((v as i8).signum() + 1) as usize
 }
 
 /// Sum of `|v|` over the 10 bytes `x0-1..=x0+8` of a padded row (index `PAD_L + x`).
 #[inline(always)]
-fn group_up_sum(up: &[i8], x0: usize) -> u32 {
-    let win: &[i8; 10] = up[PAD_L + x0 - 1..PAD_L + x0 + 9].try_into().unwrap();
-    win.iter().map(|v| u32::from(v.unsigned_abs())).sum()
+fn group_up_sum(up: &[u8], x0: usize) -> u32 {
+    let win: &[u8; 10] = up[PAD_L + x0 - 1..PAD_L + x0 + 9].try_into().unwrap();
+    win.iter().map(|&v| u32::from((v as i8).unsigned_abs())).sum()
+}
+
+#[inline(always)]
+fn abs8(v: u8) -> u32 {
+    u32::from((v as i8).unsigned_abs())
 }
 
 #[inline(always)]
@@ -395,7 +405,7 @@ pub struct ChunkEncoder {
     payload: Vec<u8>,
     bits: Vec<BitWriter>,
     bytes: Vec<Vec<u8>>,
-    rows: [Vec<i8>; 2],
+    rows: [Vec<u8>; 2],
 }
 
 impl ChunkEncoder {
@@ -413,7 +423,7 @@ impl ChunkEncoder {
             residual: Vec::new(),
             payload: Vec::new(),
             bits: (0..N_BIT_STREAMS).map(|_| BitWriter::default()).collect(),
-            bytes: vec![Vec::new(); NM],
+            bytes: vec![Vec::new(); N_BYTE_STREAMS],
             rows: [Vec::new(), Vec::new()],
         })
     }
@@ -751,7 +761,7 @@ fn encode_residuals(
     res: &[u8],
     bits: &mut [BitWriter],
     bytes: &mut [Vec<u8>],
-    rows: &mut [Vec<i8>; 2],
+    rows: &mut [Vec<u8>; 2],
 ) {
     let (w, s) = (g.w, g.s);
     for r in rows.iter_mut() {
@@ -762,28 +772,27 @@ fn encode_residuals(
     let (mut up, mut cur) = (&mut ra[..], &mut rb[..]);
     for y in 0..g.h {
         let r = &res[y * w..][..w];
-        for (c, &b) in cur[PAD_L..PAD_L + w].iter_mut().zip(r) {
-            *c = b as i8;
-        }
+        cur[PAD_L..PAD_L + w].copy_from_slice(r);
         for x0 in (0..w).step_by(8) {
             let n = (w - x0).min(8);
-            let gsum = group_up_sum(up, x0) + 2 * u32::from(cur[PAD_L + x0 - 1].unsigned_abs());
+            let k = z_ctx(group_up_sum(up, x0) + 3 * u32::from(cur[PAD_L + x0 - 1] != 0));
+            if k >= LIT_K {
+                bytes[NM + k - LIT_K].extend_from_slice(&r[x0..x0 + n]);
+                continue;
+            }
             let mut mask = 0u32;
             for (i, &b) in r[x0..x0 + n].iter().enumerate() {
                 mask |= u32::from(b != 0) << i;
             }
-            bits[z_ctx(gsum)].put(mask, n as u32);
+            bits[k].put(mask, n as u32);
             while mask != 0 {
-                let x = x0 + mask.trailing_zeros() as usize;
+                let i = PAD_L + x0 + mask.trailing_zeros() as usize;
                 mask &= mask - 1;
-                let i = PAD_L + x;
-                let (a, b, c, d) = (cur[i - s], up[i], up[i - s], up[i + s]);
-                let sum = [a, b, c, d].iter().map(|v| u32::from(v.unsigned_abs())).sum();
-                let (ko, km) = om_ctx(sum);
-                let v = cur[i];
+                let (ko, km, ks) = pixel_ctx(up, cur[i - s] != 0, i, s);
+                let v = cur[i] as i8;
                 let mag = u32::from(v.unsigned_abs());
                 bits[NZ + ko].put(u32::from(mag > 1), 1);
-                bits[NZ + NO + 3 * sgn3(a) + sgn3(b)].put(u32::from(v < 0), 1);
+                bits[NZ + NO + ks].put(u32::from(v < 0), 1);
                 if mag > 1 {
                     bytes[km].push((mag - 2) as u8);
                 }
@@ -791,6 +800,17 @@ fn encode_residuals(
         }
         std::mem::swap(&mut up, &mut cur);
     }
+}
+
+/// Contexts of a non-zero residual at padded index `i`: (O, M, S). They use the row above
+/// and only whether the left neighbour is non-zero, never its value, so a decoder knows them
+/// from the zero flags alone and no pixel waits for its left neighbour's magnitude.
+#[inline(always)]
+fn pixel_ctx(up: &[u8], left_nonzero: bool, i: usize, s: usize) -> (usize, usize, usize) {
+    let (b, c, d) = (up[i], up[i - s], up[i + s]);
+    let sum = 2 * u32::from(left_nonzero) + abs8(b) + abs8(c) + abs8(d);
+    let (ko, km) = om_ctx(sum);
+    (ko, km, 3 * sgn3(b) + sgn3(c))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -887,6 +907,25 @@ impl ByteReader {
         self.pos += usize::from(take & (self.pos < self.end));
         b
     }
+
+    /// The next `n <= 8` bytes, zero-filled to 8.
+    #[inline(always)]
+    fn read8(&mut self, data: &[u8], n: usize, fault: &mut Fault) -> [u8; 8] {
+        let mut v = match data.get(self.pos..self.pos + 8) {
+            Some(b) => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
+            None => 0,
+        };
+        if self.end - self.pos < n {
+            fault.overrun.get_or_insert(self.id);
+            v = 0;
+        } else {
+            self.pos += n;
+        }
+        if n < 8 {
+            v &= (1u64 << (8 * n)) - 1;
+        }
+        v.to_le_bytes()
+    }
 }
 
 /// Reusable decoder; one per thread. Holds the decompressed payload and row scratch, so
@@ -894,7 +933,9 @@ impl ByteReader {
 pub struct ChunkDecoder {
     decompressor: zstd::bulk::Decompressor<'static>,
     payload: Vec<u8>,
-    rows: [Vec<i8>; 2],
+    rows: [Vec<u8>; 3],
+    /// Groups of the current row with non-zero residuals: (x0, zero-flag mask).
+    pending: Vec<(u32, u32)>,
     refrows: [Vec<u8>; 2],
     runs: Vec<(usize, usize, Predictor)>,
 }
@@ -904,7 +945,8 @@ impl ChunkDecoder {
         Ok(ChunkDecoder {
             decompressor: zstd::bulk::Decompressor::new().map_err(CodecError::Zstd)?,
             payload: Vec::new(),
-            rows: [Vec::new(), Vec::new()],
+            rows: [Vec::new(), Vec::new(), Vec::new()],
+            pending: Vec::new(),
             refrows: [Vec::new(), Vec::new()],
             runs: Vec::new(),
         })
@@ -937,8 +979,8 @@ impl ChunkDecoder {
         let blocks: usize = gs.iter().map(Geom::blocks).sum();
         let header = n_frames * (np * 2 + blocks);
         let table = header + 4 * N_STREAMS;
-        // Worst case per pixel: 3 flag bits and one magnitude byte, plus a partial last byte
-        // per bit stream. Decompressing into exactly this much bounds what a bomb can claim.
+        // Worst case per pixel: 3 flag bits and one byte, plus a partial last byte per bit
+        // stream. Decompressing into exactly this much bounds what a bomb can claim.
         let limit = table + total.div_ceil(8) * 3 + N_BIT_STREAMS + total;
 
         let frame = zstd::zstd_safe::find_frame_compressed_size(compressed).map_err(|code| {
@@ -951,10 +993,12 @@ impl ChunkDecoder {
         if self.payload.len() < limit + 8 {
             self.payload.resize(limit + 8, 0);
         }
+        let __t = std::time::Instant::now();
         let got = self
             .decompressor
             .decompress_to_buffer(compressed, &mut self.payload[..limit])
             .map_err(CodecError::Zstd)?;
+        PROF.with(|p| p.borrow_mut()[0] += __t.elapsed().as_secs_f64());
         let data = &self.payload[..];
         if got < table {
             return Err(CodecError::SizeMismatch { expected: table, actual: got });
@@ -962,7 +1006,7 @@ impl ChunkDecoder {
 
         // Parse and validate everything before touching pixels.
         let mut bit_readers = [BitReader::default(); N_BIT_STREAMS];
-        let mut byte_readers = [ByteReader::default(); NM];
+        let mut byte_readers = [ByteReader::default(); N_BYTE_STREAMS];
         let mut pos = table;
         for k in 0..N_STREAMS {
             let len = &data[header + 4 * k..header + 4 * k + 4];
@@ -1010,12 +1054,14 @@ impl ChunkDecoder {
             for (p, g) in gs.iter().enumerate() {
                 let plane = &mut frame[g.off..][..g.len()];
                 let prev = (f > 0).then(|| &before[(f - 1) * fb + g.off..][..g.len()]);
+                let __t = std::time::Instant::now();
                 decode_residuals(
                     g,
                     data,
                     &mut bit_readers,
                     &mut byte_readers,
                     &mut self.rows,
+                    &mut self.pending,
                     plane,
                     &mut fault,
                 );
@@ -1029,6 +1075,8 @@ impl ChunkDecoder {
                         },
                     });
                 }
+                PROF.with(|p| p.borrow_mut()[1] += __t.elapsed().as_secs_f64());
+                let __t = std::time::Instant::now();
                 let v = (vectors[(f * np + p) * 2] as i8, vectors[(f * np + p) * 2 + 1] as i8);
                 unpredict_plane(
                     g,
@@ -1039,6 +1087,7 @@ impl ChunkDecoder {
                     &mut self.refrows,
                     &mut self.runs,
                 );
+                PROF.with(|p| p.borrow_mut()[2] += __t.elapsed().as_secs_f64());
                 at += g.blocks();
             }
         }
@@ -1055,12 +1104,14 @@ impl ChunkDecoder {
 /// Pass 1: entropy-decodes one plane's residuals into `plane` (module doc, "Residual
 /// streams"). Contexts depend only on residuals, so this runs before any prediction.
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn decode_residuals(
     g: &Geom,
     data: &[u8],
     bits: &mut [BitReader; N_BIT_STREAMS],
-    bytes: &mut [ByteReader; NM],
-    rows: &mut [Vec<i8>; 2],
+    bytes: &mut [ByteReader; N_BYTE_STREAMS],
+    rows: &mut [Vec<u8>; 3],
+    pending: &mut Vec<(u32, u32)>,
     plane: &mut [u8],
     fault: &mut Fault,
 ) {
@@ -1069,45 +1120,71 @@ fn decode_residuals(
         r.clear();
         r.resize(PAD_L + w + PAD_R, 0);
     }
-    let [ra, rb] = rows;
+    let [ra, rb, nz] = rows;
     let (mut up, mut cur) = (&mut ra[..], &mut rb[..]);
     for y in 0..g.h {
+        // First every group's zero flags (their contexts need only flags), then the values
+        // of the non-zero residuals: two short loops instead of one with many live values.
+        pending.clear();
         for x0 in (0..w).step_by(8) {
-            let n = (w - x0).min(8) as u32;
-            let gsum = group_up_sum(up, x0) + 2 * u32::from(cur[PAD_L + x0 - 1].unsigned_abs());
-            let mut mask = bits[z_ctx(gsum)].read(data, n, fault);
-            // Zero the whole group (spilling zeros into the right padding is harmless).
-            cur[PAD_L + x0..PAD_L + x0 + 8].fill(0);
+            let n = (w - x0).min(8);
+            let k = z_ctx(group_up_sum(up, x0) + 3 * u32::from(nz[PAD_L + x0 - 1]));
+            let vals: &mut [u8; 8] = (&mut cur[PAD_L + x0..PAD_L + x0 + 8]).try_into().unwrap();
+            let flags: &mut [u8; 8] = (&mut nz[PAD_L + x0..PAD_L + x0 + 8]).try_into().unwrap();
+            if k >= LIT_K {
+                // Busy area: the bytes are stored as they are, a plain copy.
+                *vals = bytes[NM + k - LIT_K].read8(data, n, fault);
+                for (f, &v) in flags.iter_mut().zip(vals.iter()) {
+                    *f = u8::from(v != 0);
+                }
+                continue;
+            }
+            let mask = bits[k].read(data, n as u32, fault);
+            // Spilling zeros into the right padding is harmless.
+            *flags = NZ_EXPAND[mask as usize & 0xff];
+            *vals = [0; 8];
+            if mask != 0 {
+                pending.push((x0 as u32, mask));
+            }
+        }
+        for &(x0, mut mask) in pending.iter() {
             while mask != 0 {
-                let i = PAD_L + x0 + mask.trailing_zeros() as usize;
+                let i = PAD_L + x0 as usize + mask.trailing_zeros() as usize;
                 mask &= mask - 1;
-                let (a, b, c, d) = (cur[i - s], up[i], up[i - s], up[i + s]);
-                let sum = u32::from(a.unsigned_abs())
-                    + u32::from(b.unsigned_abs())
-                    + u32::from(c.unsigned_abs())
-                    + u32::from(d.unsigned_abs());
-                let (ko, km) = om_ctx(sum);
+                let (ko, km, ks) = pixel_ctx(up, nz[i - s] != 0, i, s);
                 let big = bits[NZ + ko].read(data, 1, fault);
-                let neg = bits[NZ + NO + 3 * sgn3(a) + sgn3(b)].read(data, 1, fault);
+                let neg = bits[NZ + NO + ks].read(data, 1, fault);
                 let m = u32::from(bytes[km].read_if(data, big != 0, fault));
                 let mag = if big != 0 { m + 2 } else { 1 };
                 if mag > 127 + neg {
                     fault.magnitude.get_or_insert(mag);
                 }
                 let m = mag as u8;
-                cur[i] = if neg != 0 { m.wrapping_neg() } else { m } as i8;
+                cur[i] = if neg != 0 { m.wrapping_neg() } else { m };
             }
         }
-        for (o, &v) in plane[y * w..][..w].iter_mut().zip(&cur[PAD_L..PAD_L + w]) {
-            *o = v as u8;
-        }
+        plane[y * w..][..w].copy_from_slice(&cur[PAD_L..PAD_L + w]);
         std::mem::swap(&mut up, &mut cur);
     }
 }
 
+/// Bit `i` of the index becomes byte `i` (0 or 1).
+static NZ_EXPAND: [[u8; 8]; 256] = {
+    let mut t = [[0u8; 8]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut i = 0;
+        while i < 8 {
+            t[m][i] = ((m >> i) & 1) as u8;
+            i += 1;
+        }
+        m += 1;
+    }
+    t
+};
+
 /// Pass 2: turns the residuals in `plane` into pixels, in place, row by row; each row is cut
 /// into runs of blocks with the same predictor.
-#[inline(never)]
 fn unpredict_plane(
     g: &Geom,
     codes: &[u8],
@@ -1264,3 +1341,6 @@ fn tmed_run(
         }
     }
 }
+
+thread_local!(pub static PROF: std::cell::RefCell<[f64; 3]> = const { std::cell::RefCell::new([0.0; 3]) });
+thread_local!(pub static CNT: std::cell::RefCell<[u64; 4]> = const { std::cell::RefCell::new([0; 4]) });

@@ -191,15 +191,12 @@ impl ShardSet {
         Ok(FrameReader { set: self, decoder, chunk: Vec::new(), cached: None })
     }
 
-    /// Recomputes every checksum of video `i`: the whole record against the index, the
-    /// record header against the index row, and every chunk by decoding it.
+    /// Recomputes every checksum of video `i`: the record header against the index row,
+    /// every chunk (checksum, then a full decode, so a damaged chunk is named), and last the
+    /// whole record against the index (which also covers header padding).
     pub fn verify_video(&self, i: usize, reader: &mut FrameReader<'_>) -> Result<()> {
         let row = &self.videos[i];
         let path = self.shard_path(i);
-        let actual = crc32c::crc32c(self.record(i));
-        if actual != row.checksum {
-            return Err(FormatError::RecordChecksum { path: path.into(), video: row.video_id.clone(), expected: row.checksum, actual });
-        }
         let map = &self.shards[self.video_shard[i] as usize].map;
         let header = parse_record(path, map, row.offset)?;
         let same = header.video_id == row.video_id
@@ -217,6 +214,10 @@ impl ShardSet {
         }
         for c in 0..row.chunks.len() {
             reader.load_chunk(i, c)?;
+        }
+        let actual = crc32c::crc32c(self.record(i));
+        if actual != row.checksum {
+            return Err(FormatError::RecordChecksum { path: path.into(), video: row.video_id.clone(), expected: row.checksum, actual });
         }
         Ok(())
     }

@@ -15,7 +15,10 @@
 //! duration). So a variable-rate stream is resampled by repeating and dropping frames, and a
 //! constant-rate stream decoded at its own rate yields every frame exactly once. Times are
 //! compared exactly, in integers (stream ticks against `k * fps_den / fps_num`), so no frame
-//! is lost or doubled by floating-point rounding. Frames whose timestamp goes backwards are
+//! is lost or doubled by floating-point rounding; "`<= t_k`" allows one tick of the stream's
+//! time base (at most a quarter output frame) of lateness, because containers round
+//! timestamps: webm stores milliseconds, so the third frame of a 30000/1001 fps video, due
+//! at 66.73 ms, is stamped 67 ms. Frames whose timestamp goes backwards are
 //! treated as arriving at the previous frame's time (they replace it); a missing timestamp is
 //! taken as one nominal frame after the previous one. `trim = (a, b)` keeps output frames
 //! with `a <= t_k < b` (their numbering, and so their times, still count from the start of
@@ -68,13 +71,13 @@ use std::path::Path;
 use std::sync::Once;
 
 use cvrl_formats::{FrameLayout, PixelFormat};
-use ffmpeg_next as ff;
 use ff::codec::threading;
 use ff::ffi;
 use ff::format::Pixel;
 use ff::frame::Video as VideoFrame;
 use ff::software::scaling;
 use ff::Rescale;
+use ffmpeg_next as ff;
 use serde::Serialize;
 
 /// The short side stored frames get unless told otherwise (Kinetics practice).
@@ -315,6 +318,9 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, DecodeError> {
 /// Decodes `path`, calling `on_frame(layout, frame_bytes)` for each output frame (packed
 /// planes, exactly `layout.frame_bytes()` long), in order. Returns the info at the end.
 /// See the module documentation for the timing, geometry and error rules.
+///
+/// Frames are handed over as they are decoded, so an `Err` can follow some calls of
+/// `on_frame`: those frames belong to a video that failed and should be dropped.
 pub fn decode_video(
     path: &Path,
     opts: &DecodeOptions,
@@ -362,7 +368,11 @@ pub fn decode_video(
     let mut context = ff::codec::context::Context::from_parameters(stream.parameters())
         .map_err(|e| DecodeError::new(Stage::Probe, format!("bad codec parameters: {e}")))?;
     // One thread per decoder: the caller already runs one decode per core (module doc).
-    context.set_threading(threading::Config { kind: threading::Type::Frame, count: 1, ..Default::default() });
+    context.set_threading(threading::Config {
+        kind: threading::Type::Frame,
+        count: 1,
+        ..Default::default()
+    });
     let mut decoder = context.decoder();
     decoder.set_packet_time_base(time_base);
     let mut decoder = decoder.video().map_err(|e| match e {
@@ -375,10 +385,11 @@ pub fn decode_video(
     let (source_width, source_height) = (decoder.width(), decoder.height());
 
     let clock = Clock::new(time_base, output_rate)?;
-    let mut timeline = Timeline::new(clock, &window);
+    let timeline = Timeline::new(clock, &window);
 
     // Seek near the trim start instead of decoding everything before it; the key frame
     // before it is decoded too, so the first kept output still has its latest frame.
+    let mut seeked_to = None;
     if let (Some(first), Some(origin)) = (window.first_time(&clock), origin) {
         if first > 0.0 {
             let target = origin.rescale(time_base, ff::rescale::TIME_BASE)
@@ -386,128 +397,73 @@ pub fn decode_video(
             // A failed seek only costs time: decoding from the start gives the same frames.
             if input.seek(target, ..target).is_ok() {
                 decoder.flush();
+                seeked_to = Some((first / rational_f64(time_base).unwrap_or(1.0)) as i64);
             }
         }
     }
 
-    let mut sink = Sink::new(opts, rotation, on_frame);
-    let mut state = DecodeState { origin, last_rel: None, nominal: clock.nominal_ticks(), vfr: IntervalStats::default() };
-    let mut held = VideoFrame::empty();
-    let mut incoming = VideoFrame::empty();
-    let mut have_held = false;
-    let mut held_end = 0i64;
-    let mut stopped = false;
-
-    // Emits `held` for every output slot before `until`, then makes `incoming` the held frame.
-    macro_rules! take_frame {
-        ($rel:expr) => {{
-            let rel: i64 = $rel;
-            if have_held {
-                let slots = timeline.advance(rel);
-                sink.emit(&held, slots)?;
-            }
-            std::mem::swap(&mut held, &mut incoming);
-            have_held = true;
-            sink.new_frame();
-            held_end = rel + frame_duration(&held, &state);
-            stopped = timeline.done();
-        }};
-    }
-
-    'read: loop {
+    let mut frames = Frames {
+        sink: Sink::new(opts, rotation, on_frame),
+        state: DecodeState {
+            origin,
+            last_rel: None,
+            nominal: clock.nominal_ticks(),
+            vfr: IntervalStats::default(),
+        },
+        timeline,
+        time_base,
+        held: VideoFrame::empty(),
+        incoming: VideoFrame::empty(),
+        have_held: false,
+        held_end: 0,
+        stopped: false,
+        seeked_to,
+    };
+    while !frames.stopped {
         let mut packet = ff::Packet::empty();
         match packet.read(&mut input) {
             Ok(()) => {}
             Err(ff::Error::Eof) => break,
             Err(ff::Error::Other { errno }) if errno == ff::error::EAGAIN => continue,
-            Err(e) => {
-                return Err(DecodeError::new(
-                    Stage::Decode,
-                    format!("truncated or corrupt data at {}: {e}", state.at(held_end, time_base)),
-                ))
-            }
+            Err(e) => return Err(frames.damaged(None, &e.to_string())),
         }
         if packet.stream() != stream_index {
             continue;
         }
-        let at = packet.pts().or(packet.dts());
         if let Err(e) = decoder.send_packet(&packet) {
-            let when = at.map_or_else(|| state.at(held_end, time_base), |t| state.at_abs(t, time_base));
-            return Err(DecodeError::new(
-                Stage::Decode,
-                format!("truncated or corrupt data at {when}: {e}"),
-            ));
+            return Err(frames.damaged(packet.pts().or(packet.dts()), &e.to_string()));
         }
-        loop {
-            match decoder.receive_frame(&mut incoming) {
-                Ok(()) => {}
-                Err(ff::Error::Other { errno }) if errno == ff::error::EAGAIN => break,
-                Err(ff::Error::Eof) => break,
-                Err(e) => {
-                    return Err(DecodeError::new(
-                        Stage::Decode,
-                        format!("truncated or corrupt data at {}: {e}", state.at(held_end, time_base)),
-                    ))
-                }
-            }
-            check_frame(&incoming, &state, time_base)?;
-            let rel = state.place(incoming.timestamp());
-            take_frame!(rel);
-            if stopped {
-                break 'read;
-            }
-        }
+        frames.receive(&mut decoder)?;
     }
-    if !stopped {
-        // Drain the frames the decoder still holds (reordering delay).
+    if !frames.stopped {
+        // Drain the frames the decoder still holds back (reordering delay).
         let _ = decoder.send_eof();
-        loop {
-            match decoder.receive_frame(&mut incoming) {
-                Ok(()) => {}
-                Err(ff::Error::Eof) => break,
-                Err(ff::Error::Other { errno }) if errno == ff::error::EAGAIN => break,
-                Err(e) => {
-                    return Err(DecodeError::new(
-                        Stage::Decode,
-                        format!("truncated or corrupt data at {}: {e}", state.at(held_end, time_base)),
-                    ))
-                }
-            }
-            check_frame(&incoming, &state, time_base)?;
-            let rel = state.place(incoming.timestamp());
-            take_frame!(rel);
-            if stopped {
-                break;
-            }
-        }
+        frames.receive(&mut decoder)?;
     }
-    if !have_held {
+    if !frames.have_held {
         return Err(DecodeError::new(Stage::Decode, "no frame could be decoded"));
     }
-    if !stopped {
-        let slots = timeline.finish(held_end);
-        sink.emit(&held, slots)?;
+    if !frames.stopped {
+        frames.finish()?;
         // A file that stops well before the duration its container declares was cut off.
         if let Some(declared) = declared_ticks {
-            let decoded = held_end as f64;
-            let expected = match window.end_time(&clock) {
-                Some(end) => (declared as f64).min(end / rational_f64(time_base).unwrap_or(1.0)),
-                None => declared as f64,
-            };
+            let tb = rational_f64(time_base).unwrap_or(0.0);
+            let decoded = frames.held_end as f64 * tb;
+            let declared = declared as f64 * tb;
+            let expected = window.end_time(&clock).map_or(declared, |end| declared.min(end));
             if decoded < MIN_DECODED_SHARE * expected {
-                let tb = rational_f64(time_base).unwrap_or(0.0);
                 return Err(DecodeError::new(
                     Stage::Decode,
                     format!(
-                        "truncated or corrupt data at {:.1} s: frames end there, but the container \
-                         declares {:.1} s",
-                        decoded * tb,
-                        declared as f64 * tb
+                        "truncated or corrupt data at {decoded:.1} s: frames end there, but the \
+                         container declares {declared:.1} s"
                     ),
                 ));
             }
         }
     }
+    let variable_frame_rate = frames.state.vfr.is_variable();
+    let sink = frames.sink;
     let Some(layout) = sink.layout() else {
         return Err(DecodeError::new(
             Stage::Decode,
@@ -528,15 +484,90 @@ pub fn decode_video(
         source_codec: codec_name,
         rotation_deg: rotation.degrees(),
         source_fps: rational_f64(source_rate).unwrap_or(0.0),
-        variable_frame_rate: state.vfr.is_variable(),
+        variable_frame_rate,
     })
+}
+
+/// The decode loop's state: the held frame and where its output slots are.
+struct Frames<F> {
+    sink: Sink<F>,
+    state: DecodeState,
+    timeline: Timeline,
+    time_base: ff::Rational,
+    /// The latest decoded frame, waiting for the next one to know its slots.
+    held: VideoFrame,
+    /// Where the decoder writes; swapped with `held`, so no frame is allocated per picture.
+    incoming: VideoFrame,
+    have_held: bool,
+    /// End of the held frame (its time plus duration), ticks after the origin.
+    held_end: i64,
+    /// Every output slot is filled: decoding can stop.
+    stopped: bool,
+    /// Start of the trim window in ticks, when decoding began with a seek there.
+    seeked_to: Option<i64>,
+}
+
+impl<F: FnMut(&FrameLayout, &[u8]) -> anyhow::Result<()>> Frames<F> {
+    /// Takes every frame the decoder has ready.
+    fn receive(&mut self, decoder: &mut ff::decoder::Video) -> Result<(), DecodeError> {
+        while !self.stopped {
+            match decoder.receive_frame(&mut self.incoming) {
+                Ok(()) => {}
+                Err(ff::Error::Eof) => return Ok(()),
+                Err(ff::Error::Other { errno }) if errno == ff::error::EAGAIN => return Ok(()),
+                Err(e) => return Err(self.damaged(None, &e.to_string())),
+            }
+            let ts = self.incoming.timestamp();
+            if self.incoming.is_corrupt() || self.incoming.has_decode_errors() {
+                // Pictures before the window of a seek may miss references the seek skipped
+                // (open GOPs); they are never shown, so they are not the file's fault.
+                let origin = self.state.origin.unwrap_or(0);
+                if self.seeked_to.zip(ts).is_some_and(|(start, t)| t - origin < start) {
+                    continue;
+                }
+                return Err(self.damaged(ts, "the decoder had to conceal damaged pictures"));
+            }
+            if self.incoming.width() == 0 || self.incoming.height() == 0 {
+                return Err(self.damaged(ts, "the decoder returned an empty picture"));
+            }
+            let rel = self.state.place(ts);
+            if self.have_held {
+                let slots = self.timeline.advance(rel);
+                self.sink.emit(&self.held, slots)?;
+            }
+            std::mem::swap(&mut self.held, &mut self.incoming);
+            self.have_held = true;
+            self.sink.new_frame();
+            self.held_end = rel + frame_duration(&self.held, &self.state);
+            self.stopped = self.timeline.done();
+        }
+        Ok(())
+    }
+
+    /// The stream ended: the held frame fills the slots up to its end.
+    fn finish(&mut self) -> Result<(), DecodeError> {
+        let slots = self.timeline.finish(self.held_end);
+        self.sink.emit(&self.held, slots)
+    }
+
+    /// A [`Stage::Decode`] error at stream time `ts` (else at the end of what was decoded).
+    fn damaged(&self, ts: Option<i64>, why: &str) -> DecodeError {
+        let rel = match ts {
+            Some(t) => t - self.state.origin.unwrap_or(0),
+            None => self.held_end,
+        };
+        let at = rel as f64 * rational_f64(self.time_base).unwrap_or(0.0);
+        DecodeError::new(Stage::Decode, format!("truncated or corrupt data at {at:.1} s: {why}"))
+    }
 }
 
 /// Opens and reads the stream headers (`avformat_open_input` + `avformat_find_stream_info`).
 fn open(path: &Path) -> Result<ff::format::context::Input, DecodeError> {
     match std::fs::metadata(path) {
         Err(e) => return Err(DecodeError::new(Stage::Open, format!("cannot read the file: {e}"))),
-        Ok(m) if m.is_dir() => return Err(DecodeError::new(Stage::Open, "is a folder, not a file")),
+        Ok(m) if m.is_dir() => {
+            return Err(DecodeError::new(Stage::Open, "is a folder, not a file"))
+        }
         Ok(m) if m.len() == 0 => return Err(DecodeError::new(Stage::Open, "the file is empty")),
         Ok(_) => {}
     }
@@ -549,21 +580,6 @@ fn open(path: &Path) -> Result<ff::format::context::Input, DecodeError> {
         };
         DecodeError::new(Stage::Open, why)
     })
-}
-
-/// Fails on frames the decoder reports as damaged (see the module doc for why).
-fn check_frame(frame: &VideoFrame, state: &DecodeState, tb: ff::Rational) -> Result<(), DecodeError> {
-    if frame.is_corrupt() || frame.has_decode_errors() {
-        let when = frame.timestamp().map_or_else(|| "an unknown time".to_string(), |t| state.at_abs(t, tb));
-        return Err(DecodeError::new(
-            Stage::Decode,
-            format!("truncated or corrupt data at {when}: the decoder had to conceal damaged pictures"),
-        ));
-    }
-    if frame.width() == 0 || frame.height() == 0 {
-        return Err(DecodeError::new(Stage::Decode, "the decoder returned an empty picture"));
-    }
-    Ok(())
 }
 
 /// How long `frame` lasts, in stream ticks: its packet duration, else the last interval
@@ -605,14 +621,6 @@ impl DecodeState {
         }
         self.last_rel = Some(rel);
         rel
-    }
-
-    fn at(&self, rel: i64, tb: ff::Rational) -> String {
-        format!("{:.1} s", rel as f64 * rational_f64(tb).unwrap_or(0.0))
-    }
-
-    fn at_abs(&self, ts: i64, tb: ff::Rational) -> String {
-        self.at(ts - self.origin.unwrap_or(0), tb)
     }
 }
 
@@ -658,7 +666,10 @@ impl Clock {
     fn new(tb: ff::Rational, fps: ff::Rational) -> Result<Self, DecodeError> {
         let (fps_num, fps_den) = (fps.numerator(), fps.denominator());
         if fps_num <= 0 || fps_den <= 0 {
-            return Err(DecodeError::new(Stage::Probe, format!("invalid frame rate {fps_num}/{fps_den}")));
+            return Err(DecodeError::new(
+                Stage::Probe,
+                format!("invalid frame rate {fps_num}/{fps_den}"),
+            ));
         }
         Ok(Clock {
             tb_num: i128::from(tb.numerator()),
@@ -668,9 +679,16 @@ impl Clock {
         })
     }
 
-    /// Is output time `t_k` strictly before stream time `ticks`?
+    /// Does output slot `k` come before a frame at stream time `ticks`, i.e. is
+    /// `t_k + tolerance < ticks`? The tolerance, one tick but at most a quarter of an output
+    /// frame, absorbs timestamps rounded to their time base: matroska stores milliseconds,
+    /// so a 30000/1001 fps frame due at 66.73 ms is stamped 67 ms and must still fill slot 2.
     fn slot_before(&self, k: u64, ticks: i64) -> bool {
-        i128::from(k) * self.fps_den * self.tb_den < i128::from(ticks) * self.tb_num * self.fps_num
+        // In units of 1 / (4 * fps_num * tb_den) seconds everything is an integer.
+        let slot = 4 * i128::from(k) * self.fps_den * self.tb_den;
+        let tick = 4 * self.tb_num * self.fps_num;
+        let quarter_frame = self.fps_den * self.tb_den;
+        slot + tick.min(quarter_frame) < i128::from(ticks) * tick
     }
 
     /// One output frame, in ticks (at least 1).
@@ -700,6 +718,12 @@ impl OutputWindow {
                     format!("invalid trim window {a}..{b} s (need 0 <= start < end)"),
                 ));
             }
+        }
+        if opts.short_side == Some(0) {
+            return Err(DecodeError::new(
+                Stage::Probe,
+                "invalid short side 0 (use None to keep the size)",
+            ));
         }
         Ok(OutputWindow { trim: opts.trim, max_frames: opts.max_frames })
     }
@@ -732,7 +756,8 @@ impl OutputWindow {
     }
 
     fn end_time(&self, clock: &Clock) -> Option<f64> {
-        self.trim.map(|(_, b)| b)
+        self.trim
+            .map(|(_, b)| b)
             .or_else(|| self.max_frames.map(|_| self.slots(clock).end as f64 / clock.fps()))
     }
 }
@@ -834,8 +859,6 @@ fn quarter_turns(stream: &ff::Stream<'_>) -> Rotation {
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
     layout: FrameLayout,
-    /// Size swscale produces (before the quarter turn).
-    scaled: (u32, u32),
     format: Pixel,
 }
 
@@ -866,16 +889,25 @@ fn output_size(shown: (u32, u32), short_side: Option<u32>, format: PixelFormat) 
     }
 }
 
+/// A swscale context and the source it was made for (format, width, height).
+type Scaler = Option<(scaling::Context, (Pixel, u32, u32))>;
+
 /// Turns decoded pictures into packed output frames and hands them to the callback.
+/// Every buffer here is allocated for the first frame and reused for the rest.
 struct Sink<F> {
     short_side: Option<u32>,
     format: PixelFormat,
     rotation: Rotation,
     callback: F,
     geometry: Option<Geometry>,
-    scaler: Option<(scaling::Context, (Pixel, u32, u32))>,
+    /// Source format to 4:4:4, for turning pictures that are not 4:2:0.
+    widen: Scaler,
+    widened: VideoFrame,
+    /// The picture turned upright, before scaling.
+    turned: VideoFrame,
+    scaler: Scaler,
     scaled: VideoFrame,
-    /// The packed output frame, reused for every frame.
+    /// The packed output frame.
     buf: Vec<u8>,
     /// Whether `buf` holds the currently held frame already (repeated output slots).
     converted: bool,
@@ -890,6 +922,9 @@ impl<F: FnMut(&FrameLayout, &[u8]) -> anyhow::Result<()>> Sink<F> {
             rotation,
             callback,
             geometry: None,
+            widen: None,
+            widened: VideoFrame::empty(),
+            turned: VideoFrame::empty(),
             scaler: None,
             scaled: VideoFrame::empty(),
             buf: Vec::new(),
@@ -932,115 +967,185 @@ impl<F: FnMut(&FrameLayout, &[u8]) -> anyhow::Result<()>> Sink<F> {
         let layout = FrameLayout::new(w, h, self.format).map_err(|e| {
             DecodeError::new(Stage::Scale, format!("cannot store {fw}x{fh} pictures: {e}"))
         })?;
-        let scaled = if self.rotation.swaps_sides() { (h, w) } else { (w, h) };
         let format = match self.format {
             PixelFormat::Yuv420p => Pixel::YUV420P,
             PixelFormat::Rgb24 => Pixel::RGB24,
         };
-        let g = Geometry { layout, scaled, format };
+        let g = Geometry { layout, format };
         self.buf = vec![0; layout.frame_bytes()];
         self.geometry = Some(g);
         Ok(g)
     }
 
-    /// Scales (or crops) `frame` and packs it, turned, into `buf`.
+    /// Turns, scales (or crops) `frame` and packs it into `buf`.
     fn convert(&mut self, frame: &VideoFrame) -> Result<(), DecodeError> {
         let g = self.geometry(frame)?;
-        let (fw, fh) = (frame.width(), frame.height());
-        let (sw, sh) = g.scaled;
+        let Sink { short_side, rotation, widen, widened, turned, scaler, scaled, buf, .. } = self;
+        // Turn first, as the CLI does: turning 4:2:0 is exact, and scaling the upright
+        // picture puts rounding and chroma interpolation where the CLI puts them.
+        let src = if *rotation == Rotation::None {
+            frame
+        } else {
+            turn(frame, *rotation, widen, widened, turned)?;
+            &*turned
+        };
+        let (fw, fh) = (src.width(), src.height());
+        let (ow, oh) = (g.layout.width(), g.layout.height());
         // Without a target size, an odd side loses its last row or column (module doc).
-        let crop = self.short_side.is_none() && fw >= sw && fh >= sh && fw - sw <= 1 && fh - sh <= 1;
-        let (cw, ch) = if crop { (sw, sh) } else { (fw, fh) };
-        // SAFETY: linesize is plain data of a frame the decoder filled.
-        let positive_strides = unsafe { (*frame.as_ptr()).linesize.iter().all(|&l| l >= 0) };
-        if frame.format() == g.format && (cw, ch) == (sw, sh) && positive_strides {
-            pack(frame, g, self.rotation, &mut self.buf);
+        let crop = short_side.is_none() && fw >= ow && fh >= oh && fw - ow <= 1 && fh - oh <= 1;
+        let (cw, ch) = if crop { (ow, oh) } else { (fw, fh) };
+        if src.format() == g.format && (cw, ch) == (ow, oh) && positive_strides(src) {
+            pack(src, g, buf);
             return Ok(());
         }
-        let key = (frame.format(), cw, ch);
-        if self.scaler.as_ref().is_none_or(|(_, k)| *k != key) {
-            let ctx = scaling::Context::get(key.0, cw, ch, g.format, sw, sh, scaling::Flags::BICUBIC)
-                .map_err(|_| {
-                    DecodeError::new(
-                        Stage::Scale,
-                        format!("swscale cannot convert {:?} {cw}x{ch} to {} {sw}x{sh}", key.0, self.format),
-                    )
-                })?;
-            self.scaler = Some((ctx, key));
-        }
-        if self.scaled.width() != sw || self.scaled.height() != sh {
-            self.scaled = VideoFrame::new(g.format, sw, sh);
-            // SAFETY: reading the data pointer of a frame we own.
-            if unsafe { (*self.scaled.as_ptr()).data[0].is_null() } {
-                return Err(DecodeError::new(Stage::Scale, format!("cannot allocate a {sw}x{sh} frame")));
-            }
-        }
-        let (ctx, _) = self.scaler.as_mut().expect("created above");
-        // SAFETY: the scaler was made for this source format and the cropped size (at most the
-        // frame's size), and `scaled` was allocated with the scaler's output format and size;
-        // sws_scale reads `ch` rows through the frame's own strides.
-        let rows = unsafe {
-            let src = frame.as_ptr();
-            let dst = self.scaled.as_mut_ptr();
-            ffi::sws_scale(
-                ctx.as_mut_ptr(),
-                (*src).data.as_ptr() as *const *const u8,
-                (*src).linesize.as_ptr(),
-                0,
-                ch as c_int,
-                (*dst).data.as_ptr() as *const *mut u8,
-                (*dst).linesize.as_ptr(),
-            )
-        };
-        if rows != sh as c_int {
-            return Err(DecodeError::new(Stage::Scale, format!("swscale produced {rows} of {sh} rows")));
-        }
-        pack(&self.scaled, g, self.rotation, &mut self.buf);
+        scale(src, (cw, ch), g.format, (ow, oh), scaler, scaled)?;
+        pack(scaled, g, buf);
         Ok(())
     }
 }
 
-/// Copies the planes of `frame` (top-left `g.scaled` pixels, through its strides) into
-/// `out` packed, turned by `rotation`.
-fn pack(frame: &VideoFrame, g: Geometry, rotation: Rotation, out: &mut [u8]) {
-    let (sw, sh) = (g.scaled.0 as usize, g.scaled.1 as usize);
-    let planes: &[(usize, usize, usize)] = match g.layout.format() {
-        PixelFormat::Yuv420p => &[(sw, sh, 1), (sw / 2, sh / 2, 1), (sw / 2, sh / 2, 1)],
-        PixelFormat::Rgb24 => &[(sw, sh, 3)],
+fn positive_strides(frame: &VideoFrame) -> bool {
+    // SAFETY: linesize is plain data of a frame the decoder or we filled.
+    unsafe { (*frame.as_ptr()).linesize.iter().all(|&l| l >= 0) }
+}
+
+/// Scales the top-left `crop` pixels of `src` into `dst` (made `format`, `size` once),
+/// with a bicubic swscale context kept in `scaler` while the source stays the same.
+fn scale(
+    src: &VideoFrame,
+    crop: (u32, u32),
+    format: Pixel,
+    size: (u32, u32),
+    scaler: &mut Scaler,
+    dst: &mut VideoFrame,
+) -> Result<(), DecodeError> {
+    let (cw, ch) = crop;
+    let (w, h) = size;
+    let key = (src.format(), cw, ch);
+    if scaler.as_ref().is_none_or(|(_, k)| *k != key) {
+        let ctx = scaling::Context::get(key.0, cw, ch, format, w, h, scaling::Flags::BICUBIC)
+            .map_err(|_| {
+                DecodeError::new(
+                    Stage::Scale,
+                    format!(
+                        "swscale cannot convert {:?} {cw}x{ch} pictures to {format:?} {w}x{h}",
+                        key.0
+                    ),
+                )
+            })?;
+        *scaler = Some((ctx, key));
+    }
+    if dst.width() != w || dst.height() != h || dst.format() != format {
+        *dst = VideoFrame::new(format, w, h);
+        // SAFETY: reading the data pointer of a frame we own.
+        if unsafe { (*dst.as_ptr()).data[0].is_null() } {
+            return Err(DecodeError::new(Stage::Scale, format!("cannot allocate a {w}x{h} frame")));
+        }
+    }
+    let (ctx, _) = scaler.as_mut().expect("created above");
+    // SAFETY: the context was made for this source format and the cropped size, which is at
+    // most the frame's size, and `dst` was allocated with the context's output format and
+    // size; sws_scale reads `ch` rows through the source frame's own strides.
+    let rows = unsafe {
+        let s = src.as_ptr();
+        let d = dst.as_mut_ptr();
+        ffi::sws_scale(
+            ctx.as_mut_ptr(),
+            (*s).data.as_ptr() as *const *const u8,
+            (*s).linesize.as_ptr(),
+            0,
+            ch as c_int,
+            (*d).data.as_ptr(),
+            (*d).linesize.as_ptr(),
+        )
     };
+    if rows != h as c_int {
+        return Err(DecodeError::new(Stage::Scale, format!("swscale produced {rows} of {h} rows")));
+    }
+    Ok(())
+}
+
+/// Turns `frame` by `rotation` into `turned`, keeping its 4:2:0 format (the transpose,
+/// hflip and vflip the CLI inserts). Other formats are widened to 4:4:4 first, so that
+/// every plane turns the same way.
+fn turn(
+    frame: &VideoFrame,
+    rotation: Rotation,
+    widen: &mut Scaler,
+    widened: &mut VideoFrame,
+    turned: &mut VideoFrame,
+) -> Result<(), DecodeError> {
+    let src =
+        if matches!(frame.format(), Pixel::YUV420P | Pixel::YUVJ420P) && positive_strides(frame) {
+            frame
+        } else {
+            let size = (frame.width(), frame.height());
+            scale(frame, size, Pixel::YUV444P, size, widen, widened)?;
+            &*widened
+        };
+    let (w, h) = (src.width(), src.height());
+    let (tw, th) = if rotation.swaps_sides() { (h, w) } else { (w, h) };
+    if turned.width() != tw || turned.height() != th || turned.format() != src.format() {
+        *turned = VideoFrame::new(src.format(), tw, th);
+        // SAFETY: reading the data pointer of a frame we own.
+        if unsafe { (*turned.as_ptr()).data[0].is_null() } {
+            return Err(DecodeError::new(
+                Stage::Scale,
+                format!("cannot allocate a {tw}x{th} frame"),
+            ));
+        }
+    }
+    for i in 0..3 {
+        let size = (src.plane_width(i) as usize, src.plane_height(i) as usize);
+        let stride = turned.stride(i);
+        copy_plane(src.data(i), src.stride(i), size, 1, rotation, turned.data_mut(i), stride);
+    }
+    Ok(())
+}
+
+/// Copies the planes of `frame` (its top-left `g.layout` pixels, through its strides) into
+/// `out`, packed.
+fn pack(frame: &VideoFrame, g: Geometry, out: &mut [u8]) {
     let mut offset = 0;
-    for (i, &(w, h, bpp)) in planes.iter().enumerate() {
-        let len = w * h * bpp;
-        copy_plane(frame.data(i), frame.stride(i), (w, h), bpp, rotation, &mut out[offset..offset + len]);
+    for (i, plane) in g.layout.planes().iter().enumerate() {
+        let len = plane.len();
+        let bpp = if g.layout.format() == PixelFormat::Rgb24 { 3 } else { 1 };
+        let size = (plane.width / bpp, plane.height);
+        let dst = &mut out[offset..offset + len];
+        copy_plane(frame.data(i), frame.stride(i), size, bpp, Rotation::None, dst, plane.width);
         offset += len;
     }
 }
 
-/// One plane: `w x h` pixels of `bpp` bytes, rows `stride` apart in `src`, into packed `dst`.
-fn copy_plane(src: &[u8], stride: usize, (w, h): (usize, usize), bpp: usize, rotation: Rotation, dst: &mut [u8]) {
-    let row = w * bpp;
-    match rotation {
-        Rotation::None => {
-            for (y, d) in dst.chunks_exact_mut(row).enumerate() {
-                d.copy_from_slice(&src[y * stride..y * stride + row]);
-            }
-        }
-        Rotation::Cw180 => {
-            for (y, d) in dst.chunks_exact_mut(row).enumerate() {
-                let s = &src[(h - 1 - y) * stride..(h - 1 - y) * stride + row];
+/// One plane: `w x h` pixels of `bpp` bytes, rows `stride` apart in `src`, turned by
+/// `rotation` into `dst` with rows `dst_stride` apart.
+fn copy_plane(
+    src: &[u8],
+    stride: usize,
+    (w, h): (usize, usize),
+    bpp: usize,
+    rotation: Rotation,
+    dst: &mut [u8],
+    dst_stride: usize,
+) {
+    let (out_w, out_h) = if rotation.swaps_sides() { (h, w) } else { (w, h) };
+    for y in 0..out_h {
+        let d = &mut dst[y * dst_stride..y * dst_stride + out_w * bpp];
+        match rotation {
+            Rotation::None => d.copy_from_slice(&src[y * stride..y * stride + w * bpp]),
+            Rotation::Cw180 => {
+                let s = &src[(h - 1 - y) * stride..];
                 for (x, px) in d.chunks_exact_mut(bpp).enumerate() {
-                    let sx = (w - 1 - x) * bpp;
-                    px.copy_from_slice(&s[sx..sx + bpp]);
+                    let at = (w - 1 - x) * bpp;
+                    px.copy_from_slice(&s[at..at + bpp]);
                 }
             }
-        }
-        // Output is h wide and w tall. Clockwise: out(x, y) = in(y, h-1-x); the output's
-        // first row is the input's first column read bottom to top.
-        Rotation::Cw90 | Rotation::Cw270 => {
-            let out_row = h * bpp;
-            for (y, d) in dst.chunks_exact_mut(out_row).enumerate() {
+            // Clockwise, the output's first row is the input's first column read bottom
+            // to top: out(x, y) = in(y, h - 1 - x). Counter-clockwise is the mirror image.
+            Rotation::Cw90 | Rotation::Cw270 => {
                 for (x, px) in d.chunks_exact_mut(bpp).enumerate() {
-                    let (sx, sy) = if rotation == Rotation::Cw90 { (y, h - 1 - x) } else { (w - 1 - y, x) };
+                    let (sx, sy) =
+                        if rotation == Rotation::Cw90 { (y, h - 1 - x) } else { (w - 1 - y, x) };
                     let at = sy * stride + sx * bpp;
                     px.copy_from_slice(&src[at..at + bpp]);
                 }
@@ -1052,7 +1157,10 @@ fn copy_plane(src: &[u8], stride: usize, (w, h): (usize, usize), bpp: usize, rot
 /// `fps` as a rational (29.97 becomes 2997/100, 30000.0/1001.0 becomes 30000/1001).
 fn fps_rational(fps: f64) -> Result<ff::Rational, DecodeError> {
     if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
-        return Err(DecodeError::new(Stage::Probe, format!("invalid output frame rate {fps} (need 0 < fps <= 1000)")));
+        return Err(DecodeError::new(
+            Stage::Probe,
+            format!("invalid output frame rate {fps} (need 0 < fps <= 1000)"),
+        ));
     }
     // SAFETY: a pure function of two numbers.
     let r = unsafe { ffi::av_d2q(fps, 1_000_000) };
@@ -1060,11 +1168,13 @@ fn fps_rational(fps: f64) -> Result<ff::Rational, DecodeError> {
 }
 
 fn rational_f64(r: ff::Rational) -> Option<f64> {
-    (r.numerator() > 0 && r.denominator() > 0).then(|| f64::from(r.numerator()) / f64::from(r.denominator()))
+    (r.numerator() > 0 && r.denominator() > 0)
+        .then(|| f64::from(r.numerator()) / f64::from(r.denominator()))
 }
 
 fn ticks_seconds(ticks: i64, tb: ff::Rational) -> Option<f64> {
-    (ticks > 0 && ticks != ffi::AV_NOPTS_VALUE).then(|| ticks as f64 * rational_f64(tb).unwrap_or(0.0))
+    (ticks > 0 && ticks != ffi::AV_NOPTS_VALUE)
+        .then(|| ticks as f64 * rational_f64(tb).unwrap_or(0.0))
 }
 
 fn pixel_format_name(format: c_int) -> Option<String> {
@@ -1115,7 +1225,10 @@ mod tests {
         videos().join(rel)
     }
 
-    fn decode_all(path: &Path, opts: &DecodeOptions) -> Result<(VideoInfo, Vec<Vec<u8>>), DecodeError> {
+    fn decode_all(
+        path: &Path,
+        opts: &DecodeOptions,
+    ) -> Result<(VideoInfo, Vec<Vec<u8>>), DecodeError> {
         let mut frames = Vec::new();
         let info = decode_video(path, opts, |layout, bytes| {
             assert_eq!(bytes.len(), layout.frame_bytes());
@@ -1157,7 +1270,11 @@ mod tests {
     fn worst_psnr_against_cli(frames: &[Vec<u8>], cli: &[u8]) -> f64 {
         let n = frames[0].len();
         assert_eq!(cli.len(), n * frames.len(), "frame count differs from the CLI's");
-        frames.iter().zip(cli.chunks_exact(n)).map(|(a, b)| psnr(a, b)).fold(f64::INFINITY, f64::min)
+        frames
+            .iter()
+            .zip(cli.chunks_exact(n))
+            .map(|(a, b)| psnr(a, b))
+            .fold(f64::INFINITY, f64::min)
     }
 
     const H264: &str = "videos/archery/testsrc2_h264.mp4";
@@ -1183,10 +1300,16 @@ mod tests {
             (LONG, DecodeOptions::default(), (456, 256), 100),
             // Upscaling too: 160 * 256 / 120 = 341.3 -> 342.
             (H264, DecodeOptions::default(), (342, 256), 50),
-            (ODD, DecodeOptions { pixel_format: Rgb24, ..DecodeOptions::default() }, (425, 256), 50),
+            (
+                ODD,
+                DecodeOptions { pixel_format: Rgb24, ..DecodeOptions::default() },
+                (425, 256),
+                50,
+            ),
         ];
         for (rel, opts, (w, h), n) in cases {
-            let (info, frames) = decode_all(&video(rel), opts).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            let (info, frames) =
+                decode_all(&video(rel), opts).unwrap_or_else(|e| panic!("{rel}: {e}"));
             assert_eq!((info.width, info.height, info.num_frames), (*w, *h, *n), "{rel} {opts:?}");
             assert_eq!((info.fps_num, info.fps_den), (25, 1), "{rel}");
             assert_eq!(info.duration_s, f64::from(*n) / 25.0, "{rel}");
@@ -1205,7 +1328,10 @@ mod tests {
         }
         // An odd size loses its last column and row; in rgb24 it is kept whole.
         let (_, frames) = decode_all(&video(ODD), &keep_size(PixelFormat::Yuv420p)).unwrap();
-        assert_eq!(frames.concat(), cli_raw(&video(ODD), Some("crop=160:96:0:0"), PixelFormat::Yuv420p));
+        assert_eq!(
+            frames.concat(),
+            cli_raw(&video(ODD), Some("crop=160:96:0:0"), PixelFormat::Yuv420p)
+        );
         let (_, frames) = decode_all(&video(ODD), &keep_size(PixelFormat::Rgb24)).unwrap();
         assert_eq!(frames.concat(), cli_raw(&video(ODD), None, PixelFormat::Rgb24));
     }
@@ -1224,14 +1350,18 @@ mod tests {
             assert_eq!((info.width, info.height), (w, h), "{rel} {format}");
             let cli = cli_raw(&video(rel), Some(&format!("scale={w}:{h}")), format);
             let worst = worst_psnr_against_cli(&frames, &cli);
-            eprintln!("{rel} {format} {w}x{h}: worst frame PSNR vs ffmpeg -vf scale: {worst:.1} dB");
+            eprintln!(
+                "{rel} {format} {w}x{h}: worst frame PSNR vs ffmpeg -vf scale: {worst:.1} dB"
+            );
             assert!(worst > 50.0, "{rel} {format}: PSNR {worst:.1} dB");
         }
     }
 
     #[test]
     fn rotated_files_come_out_as_the_cli_autorotates_them() {
-        for (deg, turned, size) in [(90, 270, (120, 160)), (180, 180, (160, 120)), (270, 90, (120, 160))] {
+        for (deg, turned, size) in
+            [(90, 270, (120, 160)), (180, 180, (160, 120)), (270, 90, (120, 160))]
+        {
             let path = video(&format!("videos/juggling/rotated_{deg}.mp4"));
             let (info, frames) = decode_all(&path, &keep_size(PixelFormat::Yuv420p)).unwrap();
             assert_eq!(info.rotation_deg, turned, "rotate={deg}");
@@ -1241,7 +1371,11 @@ mod tests {
             assert_eq!(frames.concat(), cli, "rotate={deg}: differs from the CLI's autorotate");
             // Scaled, we turn after scaling and the CLI before: equal up to rounding.
             for format in [PixelFormat::Yuv420p, PixelFormat::Rgb24] {
-                let opts = DecodeOptions { short_side: Some(96), pixel_format: format, ..DecodeOptions::default() };
+                let opts = DecodeOptions {
+                    short_side: Some(96),
+                    pixel_format: format,
+                    ..DecodeOptions::default()
+                };
                 let (info, frames) = decode_all(&path, &opts).unwrap();
                 let (w, h) = (info.width, info.height);
                 assert_eq!(w.min(h), 96);
@@ -1336,19 +1470,35 @@ mod tests {
                 }
             }
         }
-        assert_eq!(broken, 7);
+        assert_eq!(broken, 9);
+        // Each of the three ways of noticing damage is exercised.
+        let message =
+            |rel: &str| decode_all(&video(rel), &DecodeOptions::default()).unwrap_err().message;
+        assert!(message("broken/corrupt.mp4").contains("Invalid data"));
+        assert!(message("broken/corrupt_mpeg4.avi").contains("conceal"));
+        assert!(message("broken/truncated_vp9.webm").contains("declares 2.0 s"));
         // Mixed folders: every file decodes or fails cleanly.
         for class in std::fs::read_dir(videos().join("mixed")).unwrap() {
             for file in std::fs::read_dir(class.unwrap().path()).unwrap() {
                 let path = file.unwrap().path();
                 let broken = path.file_name().unwrap().to_string_lossy().starts_with("broken_");
-                assert_eq!(decode_all(&path, &DecodeOptions::default()).is_err(), broken, "{}", path.display());
+                assert_eq!(
+                    decode_all(&path, &DecodeOptions::default()).is_err(),
+                    broken,
+                    "{}",
+                    path.display()
+                );
             }
         }
         let missing = decode_all(&videos().join("no/such/file.mp4"), &DecodeOptions::default());
         assert_eq!(missing.unwrap_err().stage, Stage::Open);
-        let bad_fps = DecodeOptions { fps: Some(0.0), ..DecodeOptions::default() };
-        assert_eq!(decode_all(&video(H264), &bad_fps).unwrap_err().stage, Stage::Probe);
+        for bad in [
+            DecodeOptions { fps: Some(0.0), ..DecodeOptions::default() },
+            DecodeOptions { fps: Some(f64::INFINITY), ..DecodeOptions::default() },
+            DecodeOptions { short_side: Some(0), ..DecodeOptions::default() },
+        ] {
+            assert_eq!(decode_all(&video(H264), &bad).unwrap_err().stage, Stage::Probe, "{bad:?}");
+        }
     }
 
     #[test]
@@ -1359,12 +1509,18 @@ mod tests {
         let s = &info.streams[0];
         assert_eq!((s.kind.as_str(), s.codec.as_str()), ("video", "h264"));
         assert_eq!((s.width, s.height, s.rotation_deg), (Some(160), Some(120), Some(270)));
-        assert_eq!((s.num_frames, s.fps, s.pixel_format.as_deref()), (Some(50), Some(25.0), Some("yuv420p")));
+        assert_eq!(
+            (s.num_frames, s.fps, s.pixel_format.as_deref()),
+            (Some(50), Some(25.0), Some("yuv420p"))
+        );
         assert!(info.to_string().contains("rotated 270 degrees"), "{info}");
 
         let audio = probe(&video("broken/audio_only.mp4")).unwrap();
         assert_eq!(audio.streams.len(), 1);
-        assert_eq!((audio.streams[0].kind.as_str(), audio.streams[0].codec.as_str()), ("audio", "aac"));
+        assert_eq!(
+            (audio.streams[0].kind.as_str(), audio.streams[0].codec.as_str()),
+            ("audio", "aac")
+        );
         assert_eq!(probe(&video("broken/empty.mp4")).unwrap_err().stage, Stage::Open);
         assert_eq!(probe(&video("broken/not_a_video.mp4")).unwrap_err().stage, Stage::Open);
     }
@@ -1442,11 +1598,12 @@ mod tests {
         let src = b"abc....def....";
         let turned = |r| {
             let mut d = vec![0; 6];
-            copy_plane(src, 7, (3, 2), 1, r, &mut d);
+            let stride = if r == Rotation::Cw90 || r == Rotation::Cw270 { 2 } else { 3 };
+            copy_plane(src, 7, (3, 2), 1, r, &mut d, stride);
             String::from_utf8(d).unwrap()
         };
         assert_eq!(turned(Rotation::None), "abcdef");
-        assert_eq!(turned(Rotation::Cw90), "dae" .to_string() + "bfc");
+        assert_eq!(turned(Rotation::Cw90), "daebfc");
         assert_eq!(turned(Rotation::Cw180), "fedcba");
         assert_eq!(turned(Rotation::Cw270), "cfbead");
     }
@@ -1483,7 +1640,10 @@ mod tests {
         for (name, opts) in [
             ("scaled to 456x256 yuv420p", DecodeOptions::default()),
             ("kept 640x360 yuv420p", keep_size(PixelFormat::Yuv420p)),
-            ("scaled to 455x256 rgb24", DecodeOptions { pixel_format: PixelFormat::Rgb24, ..DecodeOptions::default() }),
+            (
+                "scaled to 455x256 rgb24",
+                DecodeOptions { pixel_format: PixelFormat::Rgb24, ..DecodeOptions::default() },
+            ),
         ] {
             let _ = decode_video(&path, &opts, |_, _| Ok(())).unwrap();
             let runs = 10;
