@@ -775,7 +775,7 @@ fn encode_residuals(
         cur[PAD_L..PAD_L + w].copy_from_slice(r);
         for x0 in (0..w).step_by(8) {
             let n = (w - x0).min(8);
-            let k = z_ctx(group_up_sum(up, x0) + 3 * u32::from(cur[PAD_L + x0 - 1] != 0));
+            let k = z_ctx(group_up_sum(up, x0));
             if k >= LIT_K {
                 bytes[NM + k - LIT_K].extend_from_slice(&r[x0..x0 + n]);
                 continue;
@@ -933,10 +933,8 @@ impl ByteReader {
 pub struct ChunkDecoder {
     decompressor: zstd::bulk::Decompressor<'static>,
     payload: Vec<u8>,
-    rows: [Vec<u8>; 3],
-    /// Groups of the current row with non-zero residuals: (x0, zero-flag mask).
-    pending: Vec<(u32, u32)>,
-    refrows: [Vec<u8>; 2],
+    rows: RowScratch,
+    refrows: [Vec<u8>; 3],
     runs: Vec<(usize, usize, Predictor)>,
 }
 
@@ -945,9 +943,8 @@ impl ChunkDecoder {
         Ok(ChunkDecoder {
             decompressor: zstd::bulk::Decompressor::new().map_err(CodecError::Zstd)?,
             payload: Vec::new(),
-            rows: [Vec::new(), Vec::new(), Vec::new()],
-            pending: Vec::new(),
-            refrows: [Vec::new(), Vec::new()],
+            rows: RowScratch::default(),
+            refrows: [Vec::new(), Vec::new(), Vec::new()],
             runs: Vec::new(),
         })
     }
@@ -1061,7 +1058,6 @@ impl ChunkDecoder {
                     &mut bit_readers,
                     &mut byte_readers,
                     &mut self.rows,
-                    &mut self.pending,
                     plane,
                     &mut fault,
                 );
@@ -1110,25 +1106,35 @@ fn decode_residuals(
     data: &[u8],
     bits: &mut [BitReader; N_BIT_STREAMS],
     bytes: &mut [ByteReader; N_BYTE_STREAMS],
-    rows: &mut [Vec<u8>; 3],
-    pending: &mut Vec<(u32, u32)>,
+    rows: &mut RowScratch,
     plane: &mut [u8],
     fault: &mut Fault,
 ) {
     let (w, s) = (g.w, g.s);
-    for r in rows.iter_mut() {
+    let ngroups = w.div_ceil(8);
+    for r in [&mut rows.up, &mut rows.cur, &mut rows.nz, &mut rows.abs] {
         r.clear();
         r.resize(PAD_L + w + PAD_R, 0);
     }
-    let [ra, rb, nz] = rows;
-    let (mut up, mut cur) = (&mut ra[..], &mut rb[..]);
+    rows.ctx.clear();
+    rows.ctx.resize(ngroups, 0);
+    let RowScratch { up, cur, nz, abs, ctx, pending } = rows;
     for y in 0..g.h {
-        // First every group's zero flags (their contexts need only flags), then the values
-        // of the non-zero residuals: two short loops instead of one with many live values.
+        // Every context of this row depends only on the row above (and on zero flags of this
+        // row), so they are computed up front in loops that vectorise; what remains serial
+        // is reading the streams.
+        for (a, &v) in abs.iter_mut().zip(up.iter()) {
+            *a = (v as i8).unsigned_abs();
+        }
+        for (gi, c) in ctx.iter_mut().enumerate() {
+            let win = &abs[PAD_L + gi * 8 - 1..PAD_L + gi * 8 + 9];
+            *c = z_ctx(win.iter().map(|&a| u32::from(a)).sum()) as u8;
+        }
         pending.clear();
-        for x0 in (0..w).step_by(8) {
+        for (gi, &k) in ctx.iter().enumerate() {
+            let x0 = gi * 8;
+            let k = usize::from(k);
             let n = (w - x0).min(8);
-            let k = z_ctx(group_up_sum(up, x0) + 3 * u32::from(nz[PAD_L + x0 - 1]));
             let vals: &mut [u8; 8] = (&mut cur[PAD_L + x0..PAD_L + x0 + 8]).try_into().unwrap();
             let flags: &mut [u8; 8] = (&mut nz[PAD_L + x0..PAD_L + x0 + 8]).try_into().unwrap();
             if k >= LIT_K {
@@ -1151,7 +1157,12 @@ fn decode_residuals(
             while mask != 0 {
                 let i = PAD_L + x0 as usize + mask.trailing_zeros() as usize;
                 mask &= mask - 1;
-                let (ko, km, ks) = pixel_ctx(up, nz[i - s] != 0, i, s);
+                let sum = 2 * u32::from(nz[i - s])
+                    + u32::from(abs[i])
+                    + u32::from(abs[i - s])
+                    + u32::from(abs[i + s]);
+                let (ko, km) = om_ctx(sum);
+                let ks = 3 * sgn3(up[i]) + sgn3(up[i - s]);
                 let big = bits[NZ + ko].read(data, 1, fault);
                 let neg = bits[NZ + NO + ks].read(data, 1, fault);
                 let m = u32::from(bytes[km].read_if(data, big != 0, fault));
@@ -1164,8 +1175,24 @@ fn decode_residuals(
             }
         }
         plane[y * w..][..w].copy_from_slice(&cur[PAD_L..PAD_L + w]);
-        std::mem::swap(&mut up, &mut cur);
+        std::mem::swap(up, cur);
     }
+}
+
+/// Row buffers of [`decode_residuals`], padded by `PAD_L`/`PAD_R` zero bytes.
+#[derive(Default)]
+struct RowScratch {
+    /// Residuals of the row above and of this row.
+    up: Vec<u8>,
+    cur: Vec<u8>,
+    /// 1 where this row's residual is non-zero.
+    nz: Vec<u8>,
+    /// `|v|` of the row above.
+    abs: Vec<u8>,
+    /// Group context of each group of this row.
+    ctx: Vec<u8>,
+    /// Groups of this row with non-zero residuals: (x0, zero-flag mask).
+    pending: Vec<(u32, u32)>,
 }
 
 /// Bit `i` of the index becomes byte `i` (0 or 1).
@@ -1191,61 +1218,193 @@ fn unpredict_plane(
     v: (i8, i8),
     plane: &mut [u8],
     prev: Option<&[u8]>,
-    refrows: &mut [Vec<u8>; 2],
+    refrows: &mut [Vec<u8>; 3],
     runs: &mut Vec<(usize, usize, Predictor)>,
 ) {
-    let (w, s) = (g.w, g.s);
     for r in refrows.iter_mut() {
-        r.resize(w, 0);
+        r.resize(g.w, 0);
     }
     for by in 0..g.nby {
         runs.clear();
         for bx in 0..g.nbx {
             // Codes were validated; an impossible one decodes as RAW rather than panic.
             let p = Predictor::from_code(codes[by * g.nbx + bx]).unwrap_or(Predictor::Raw);
-            let (x0, x1) = (bx * g.bw, ((bx + 1) * g.bw).min(w));
+            let (x0, x1) = (bx * g.bw, ((bx + 1) * g.bw).min(g.w));
             match runs.last_mut() {
                 Some(last) if last.2 == p => last.1 = x1,
                 _ => runs.push((x0, x1, p)),
             }
         }
         let uses_vector = runs.iter().any(|r| r.2.uses_vector());
-        for y in by * g.bh..((by + 1) * g.bh).min(g.h) {
-            let (above, rest) = plane.split_at_mut(y * w);
-            let row = &mut rest[..w];
-            let up = (y > 0).then(|| &above[(y - 1) * w..][..w]);
-            let Some(prev) = prev else {
-                for &(x0, x1, p) in runs.iter() {
-                    if p == Predictor::Med {
-                        med_run(row, up, x0, x1, s);
-                    }
-                }
-                continue;
-            };
-            let [rc, ru] = refrows;
-            if uses_vector {
-                shifted_row(g, prev, v, y, rc);
-                if y > 0 {
-                    shifted_row(g, prev, v, y - 1, ru);
-                }
-            }
-            let prev_row = &prev[y * w..][..w];
-            let prev_up = (y > 0).then(|| &prev[(y - 1) * w..][..w]);
-            for &(x0, x1, p) in runs.iter() {
-                match p {
-                    Predictor::Raw => {}
-                    Predictor::Temporal => add_run(&mut row[x0..x1], &prev_row[x0..x1]),
-                    Predictor::Motion => add_run(&mut row[x0..x1], &rc[x0..x1]),
-                    Predictor::Med => med_run(row, up, x0, x1, s),
-                    Predictor::TemporalMed => {
-                        tmed_run(row, up.zip(prev_up), prev_row, x0, x1, s);
-                    }
-                    Predictor::MotionMed => {
-                        tmed_run(row, up.map(|u| (u, &ru[..])), rc, x0, x1, s);
-                    }
-                }
+        let (mut y, y_end) = (by * g.bh, ((by + 1) * g.bh).min(g.h));
+        while y < y_end {
+            // MED-type predictors are one serial chain per row; two rows at once give the
+            // CPU two chains to overlap (with S = 3 the channels already do that).
+            if g.s == 1 && y > 0 && y + 1 < y_end {
+                unpredict_pair(g, runs, v, plane, prev, refrows, uses_vector, y);
+                y += 2;
+            } else {
+                unpredict_row(g, runs, v, plane, prev, refrows, uses_vector, y);
+                y += 1;
             }
         }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn unpredict_row(
+    g: &Geom,
+    runs: &[(usize, usize, Predictor)],
+    v: (i8, i8),
+    plane: &mut [u8],
+    prev: Option<&[u8]>,
+    refrows: &mut [Vec<u8>; 3],
+    uses_vector: bool,
+    y: usize,
+) {
+    let (w, s) = (g.w, g.s);
+    let (above, rest) = plane.split_at_mut(y * w);
+    let row = &mut rest[..w];
+    let up = (y > 0).then(|| &above[(y - 1) * w..][..w]);
+    let Some(prev) = prev else {
+        for &(x0, x1, p) in runs {
+            if p == Predictor::Med {
+                med_run(row, up, x0, x1, s);
+            }
+        }
+        return;
+    };
+    let [rc, ru, _] = refrows;
+    if uses_vector {
+        shifted_row(g, prev, v, y, rc);
+        if y > 0 {
+            shifted_row(g, prev, v, y - 1, ru);
+        }
+    }
+    let prev_row = &prev[y * w..][..w];
+    let prev_up = (y > 0).then(|| &prev[(y - 1) * w..][..w]);
+    for &(x0, x1, p) in runs {
+        match p {
+            Predictor::Raw => {}
+            Predictor::Temporal => add_run(&mut row[x0..x1], &prev_row[x0..x1]),
+            Predictor::Motion => add_run(&mut row[x0..x1], &rc[x0..x1]),
+            Predictor::Med => med_run(row, up, x0, x1, s),
+            Predictor::TemporalMed => tmed_run(row, up.zip(prev_up), prev_row, x0, x1, s),
+            Predictor::MotionMed => tmed_run(row, up.map(|u| (u, &ru[..])), rc, x0, x1, s),
+        }
+    }
+}
+
+/// Rows `y` and `y + 1` (`y >= 1`, `S == 1`) together.
+#[allow(clippy::too_many_arguments)]
+fn unpredict_pair(
+    g: &Geom,
+    runs: &[(usize, usize, Predictor)],
+    v: (i8, i8),
+    plane: &mut [u8],
+    prev: Option<&[u8]>,
+    refrows: &mut [Vec<u8>; 3],
+    uses_vector: bool,
+    y: usize,
+) {
+    let w = g.w;
+    let (above, rest) = plane.split_at_mut(y * w);
+    let up = &above[(y - 1) * w..][..w];
+    let (r0, r1) = rest[..2 * w].split_at_mut(w);
+    let Some(prev) = prev else {
+        for &(x0, x1, p) in runs {
+            if p == Predictor::Med {
+                med_pair(r0, r1, up, x0, x1);
+            }
+        }
+        return;
+    };
+    let [rc0, ru, rc1] = refrows;
+    if uses_vector {
+        shifted_row(g, prev, v, y - 1, ru);
+        shifted_row(g, prev, v, y, rc0);
+        shifted_row(g, prev, v, y + 1, rc1);
+    }
+    let pu = &prev[(y - 1) * w..][..w];
+    let p0 = &prev[y * w..][..w];
+    let p1 = &prev[(y + 1) * w..][..w];
+    for &(x0, x1, p) in runs {
+        match p {
+            Predictor::Raw => {}
+            Predictor::Temporal => {
+                add_run(&mut r0[x0..x1], &p0[x0..x1]);
+                add_run(&mut r1[x0..x1], &p1[x0..x1]);
+            }
+            Predictor::Motion => {
+                add_run(&mut r0[x0..x1], &rc0[x0..x1]);
+                add_run(&mut r1[x0..x1], &rc1[x0..x1]);
+            }
+            Predictor::Med => med_pair(r0, r1, up, x0, x1),
+            Predictor::TemporalMed => tmed_pair(r0, r1, up, [pu, p0, p1], x0, x1),
+            Predictor::MotionMed => tmed_pair(r0, r1, up, [ru, rc0, rc1], x0, x1),
+        }
+    }
+}
+
+/// MED over `[x0, x1)` of two rows (`r1` below `r0`, `up` above `r0`, not the first row).
+#[inline]
+fn med_pair(r0: &mut [u8], r1: &mut [u8], up: &[u8], x0: usize, x1: usize) {
+    let (r0, r1, up) = (&mut r0[..x1], &mut r1[..x1], &up[..x1]);
+    let mut start = x0;
+    if x0 == 0 {
+        r0[0] = r0[0].wrapping_add(up[0]);
+        r1[0] = r1[0].wrapping_add(r0[0]);
+        start = 1;
+    }
+    if start >= x1 {
+        return;
+    }
+    let (mut a0, mut c0) = (i32::from(r0[start - 1]), i32::from(up[start - 1]));
+    let mut a1 = i32::from(r1[start - 1]);
+    let mut c1 = a0;
+    let it = r0[start..].iter_mut().zip(r1[start..].iter_mut()).zip(&up[start..]);
+    for ((x0, x1), &b) in it {
+        let b = i32::from(b);
+        let v0 = i32::from(x0.wrapping_add(med(a0, b, c0) as u8));
+        *x0 = v0 as u8;
+        let v1 = i32::from(x1.wrapping_add(med(a1, v0, c1) as u8));
+        *x1 = v1 as u8;
+        (a0, c0, a1, c1) = (v0, b, v1, v0);
+    }
+}
+
+/// MED on the difference to reference rows `[above, row 0, row 1]`, over two rows.
+#[inline]
+fn tmed_pair(r0: &mut [u8], r1: &mut [u8], up: &[u8], refs: [&[u8]; 3], x0: usize, x1: usize) {
+    let (r0, r1, up) = (&mut r0[..x1], &mut r1[..x1], &up[..x1]);
+    let (ru, rc0, rc1) = (&refs[0][..x1], &refs[1][..x1], &refs[2][..x1]);
+    let d = |x: u8, r: u8| i32::from(x) - i32::from(r);
+    let mut start = x0;
+    if x0 == 0 {
+        r0[0] = r0[0].wrapping_add((i32::from(rc0[0]) + d(up[0], ru[0])) as u8);
+        r1[0] = r1[0].wrapping_add((i32::from(rc1[0]) + d(r0[0], rc0[0])) as u8);
+        start = 1;
+    }
+    if start >= x1 {
+        return;
+    }
+    let i = start - 1;
+    let (mut da0, mut dc0) = (d(r0[i], rc0[i]), d(up[i], ru[i]));
+    let mut da1 = d(r1[i], rc1[i]);
+    let mut dc1 = da0;
+    let it = r0[start..]
+        .iter_mut()
+        .zip(r1[start..].iter_mut())
+        .zip(up[start..].iter().zip(&ru[start..]))
+        .zip(rc0[start..].iter().zip(&rc1[start..]));
+    for (((x0, x1), (&u, &uref)), (&c0, &c1)) in it {
+        let db0 = d(u, uref);
+        let v0 = x0.wrapping_add((i32::from(c0) + med(da0, db0, dc0)) as u8);
+        *x0 = v0;
+        let d0 = d(v0, c0);
+        let v1 = x1.wrapping_add((i32::from(c1) + med(da1, d0, dc1)) as u8);
+        *x1 = v1;
+        (da0, dc0, da1, dc1) = (d0, db0, d(v1, c1), d0);
     }
 }
 

@@ -32,9 +32,12 @@
 //! aspect ratio, rounded to the nearest integer. Both up- and downscaling happen, so every
 //! stored video has the same short side. For `yuv420p` both sides are rounded to the nearest
 //! even number (FORMAT.md stores only even 4:2:0 frames); with `short_side: None` an odd
-//! width or height loses its last column or row instead of being resampled. (Internally
-//! the scale runs before the quarter turn, which is cheaper and for 4:2:0 loses nothing:
-//! without scaling the output equals the CLI's byte for byte, with scaling within rounding.)
+//! width or height loses its last column or row instead of being resampled. The turn comes
+//! before the scale, as in the CLI's filter graph: turning after would be cheaper, but
+//! swscale treats rows and columns differently (packed RGB output shares one chroma sample
+//! between two neighbours in a row), so only this order gives the CLI's pictures. With
+//! 4:2:0 sources the output equals `ffmpeg -i IN -vf scale=W:H -pix_fmt F -f rawvideo`
+//! byte for byte (the tests check this).
 //!
 //! # Errors
 //! Every failure is a [`DecodeError`] naming the [`Stage`] it happened in; bad input never
@@ -42,8 +45,11 @@
 //! reports as concealed or corrupt, and any read error fails the video with
 //! [`Stage::Decode`] and the time of the damage. The alternative, keeping frames the decoder
 //! patched up, silently trains on smeared garbage; a dataset can afford to lose a damaged
-//! clip, and the failure is listed. A file whose decoded frames end before 90% of the
-//! duration its container declares (a truncated download) fails the same way.
+//! clip, and the failure is listed. (One exception: after seeking to a trim start, damaged
+//! pictures before the window are skipped; they can lack references the seek jumped over.)
+//! A file whose decoded frames end before 90% of the duration its container declares (a
+//! truncated download) fails the same way. Some damage cannot be seen: FFmpeg's VP9 decoder
+//! reports nothing for garbage inside a frame, so such a file decodes "fine".
 //!
 //! # Threads
 //! Each decoder runs on one thread. The caller decodes many videos at once with rayon (one
@@ -283,7 +289,7 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, DecodeError> {
                 _ => "unknown",
             };
             let video = params.medium() == ff::media::Type::Video;
-            // SAFETY: codecpar belongs to the open format context `input` outlives.
+            // SAFETY: codecpar is owned by `input`, which outlives this closure.
             let (width, height, format) = unsafe {
                 let p = params.as_ptr();
                 ((*p).width, (*p).height, (*p).format)
@@ -407,7 +413,7 @@ pub fn decode_video(
         state: DecodeState {
             origin,
             last_rel: None,
-            nominal: clock.nominal_ticks(),
+            nominal: frame_ticks(time_base, source_rate),
             vfr: IntervalStats::default(),
         },
         timeline,
@@ -418,6 +424,11 @@ pub fn decode_video(
         held_end: 0,
         stopped: false,
         seeked_to,
+        // The declared duration with room for rounding and a long last frame.
+        max_slots: declared_ticks.map(|d| {
+            let declared_s = d as f64 * rational_f64(time_base).unwrap_or(0.0);
+            ((declared_s * 1.5 + 2.0) * clock.fps()).ceil() as u64
+        }),
     };
     while !frames.stopped {
         let mut packet = ff::Packet::empty();
@@ -505,6 +516,9 @@ struct Frames<F> {
     stopped: bool,
     /// Start of the trim window in ticks, when decoding began with a seek there.
     seeked_to: Option<i64>,
+    /// Output slots past this are an error: a timestamp jump (a discontinuity, a wrong
+    /// header) must not turn a 10 s clip into hours of repeated frames.
+    max_slots: Option<u64>,
 }
 
 impl<F: FnMut(&FrameLayout, &[u8]) -> anyhow::Result<()>> Frames<F> {
@@ -533,6 +547,7 @@ impl<F: FnMut(&FrameLayout, &[u8]) -> anyhow::Result<()>> Frames<F> {
             let rel = self.state.place(ts);
             if self.have_held {
                 let slots = self.timeline.advance(rel);
+                self.check_slots(&slots, ts)?;
                 self.sink.emit(&self.held, slots)?;
             }
             std::mem::swap(&mut self.held, &mut self.incoming);
@@ -547,7 +562,18 @@ impl<F: FnMut(&FrameLayout, &[u8]) -> anyhow::Result<()>> Frames<F> {
     /// The stream ended: the held frame fills the slots up to its end.
     fn finish(&mut self) -> Result<(), DecodeError> {
         let slots = self.timeline.finish(self.held_end);
+        self.check_slots(&slots, None)?;
         self.sink.emit(&self.held, slots)
+    }
+
+    fn check_slots(&self, slots: &Range<u64>, ts: Option<i64>) -> Result<(), DecodeError> {
+        match self.max_slots {
+            Some(max) if slots.end > max => {
+                Err(self
+                    .damaged(ts, "timestamps jump far past the duration the container declares"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A [`Stage::Decode`] error at stream time `ts` (else at the end of what was decoded).
@@ -689,12 +715,6 @@ impl Clock {
         let tick = 4 * self.tb_num * self.fps_num;
         let quarter_frame = self.fps_den * self.tb_den;
         slot + tick.min(quarter_frame) < i128::from(ticks) * tick
-    }
-
-    /// One output frame, in ticks (at least 1).
-    fn nominal_ticks(&self) -> i64 {
-        let t = (self.fps_den * self.tb_den) / (self.fps_num * self.tb_num).max(1);
-        i64::try_from(t).unwrap_or(i64::MAX).max(1)
     }
 
     fn fps(&self) -> f64 {
@@ -1152,6 +1172,13 @@ fn copy_plane(
             }
         }
     }
+}
+
+/// One frame at `rate`, in ticks of `tb` (at least 1).
+fn frame_ticks(tb: ff::Rational, rate: ff::Rational) -> i64 {
+    let num = i128::from(rate.denominator()) * i128::from(tb.denominator());
+    let den = i128::from(rate.numerator()) * i128::from(tb.numerator());
+    i64::try_from(num / den.max(1)).unwrap_or(i64::MAX).max(1)
 }
 
 /// `fps` as a rational (29.97 becomes 2997/100, 30000.0/1001.0 becomes 30000/1001).

@@ -10,4 +10,5 @@
 //! [`sampler`] (CVRL's temporal interval sampler and evaluation clip placement).
 
 pub mod device;
+pub mod loader;
 pub mod sampler;

@@ -1,0 +1,252 @@
+//! The training data loader: CVRL positive pairs from a shard set, built by worker threads
+//! into a bounded prefetch queue, with no video decoding.
+//!
+//! Determinism: the randomness of every sample comes from its own generator, seeded from
+//! `(seed, epoch, position in the epoch)`, and the video order of an epoch is a permutation
+//! seeded from `(seed, epoch)`. Worker `w` builds batches `w, w + W, w + 2W, ...` and the
+//! consumer takes them round-robin, so the batches come out in step order with the same
+//! contents whatever the number of workers or their timing, and a loader started at step
+//! `s` yields exactly what an uninterrupted one yields from step `s` (resume).
+//!
+//! A video whose frames cannot be read (a damaged chunk) is skipped with a warning and the
+//! next video of the epoch's order takes its place, so one bad record never stops a run.
+
+use crate::sampler::{sample_pair, ClipSpec, IntervalDistribution};
+use cvrl_formats::{FrameLayout, ShardSet};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt as _, SeedableRng};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Turns the stored frames of one clip into the model's input (augmentation, or a plain
+/// resize for evaluation). Implementations draw their random parameters from `rng`.
+pub trait ClipTransform: Send + Sync {
+    /// Bytes of one transformed clip of `t` frames.
+    fn output_len(&self, t: usize) -> usize;
+    /// Transforms `t` frames (`layout.frame_bytes()` each, back to back) into `out`
+    /// (`output_len(t)` bytes).
+    fn apply(&self, rng: &mut Xoshiro256PlusPlus, layout: &FrameLayout, frames: &[u8], t: usize, out: &mut [u8]);
+}
+
+/// What the loader draws.
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    /// Videos per batch (each gives two clips).
+    pub batch_size: usize,
+    /// Worker threads building batches.
+    pub workers: usize,
+    /// Batches each worker may have ready ahead of the consumer.
+    pub prefetch: usize,
+    pub seed: u64,
+    pub clip: ClipSpec,
+    pub interval: IntervalDistribution,
+}
+
+/// Two augmented views of `batch_size` videos, each `[B, ...]` with the transform's layout
+/// per clip (for the CVRL augmentation, `[B, C, T, H, W]` u8).
+pub struct Batch {
+    pub step: u64,
+    /// Index in the shard set of each sample's video.
+    pub videos: Vec<u32>,
+    pub view_a: Vec<u8>,
+    pub view_b: Vec<u8>,
+}
+
+/// Time the consumer spent waiting for data, and videos skipped for damage.
+#[derive(Debug, Default)]
+pub struct LoaderStats {
+    wait_ns: AtomicU64,
+    total_ns: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl LoaderStats {
+    /// Fraction of the consumer's time spent blocked on the queue since the loader started.
+    pub fn wait_fraction(&self) -> f64 {
+        let total = self.total_ns.load(Ordering::Relaxed);
+        if total == 0 {
+            return 0.0;
+        }
+        self.wait_ns.load(Ordering::Relaxed) as f64 / total as f64
+    }
+    /// Videos skipped because they could not be read.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+/// A running loader; dropping it stops the workers.
+pub struct Loader {
+    queues: Vec<Receiver<Batch>>,
+    workers: Vec<JoinHandle<()>>,
+    start_step: u64,
+    next_step: u64,
+    stats: Arc<LoaderStats>,
+    last_return: Option<Instant>,
+}
+
+/// SplitMix64: turns structured seeds (seed, epoch, position) into independent ones.
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The order of the videos in `epoch`: a Fisher-Yates shuffle seeded from `(seed, epoch)`.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix(seed ^ mix(epoch)));
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i);
+        order.swap(i, j);
+    }
+    order
+}
+
+impl Loader {
+    /// Starts the workers at `start_step` (0 for a new run).
+    pub fn start(set: Arc<ShardSet>, cfg: LoaderConfig, transform: Arc<dyn ClipTransform>, start_step: u64) -> Result<Loader, String> {
+        if set.len() < cfg.batch_size || cfg.batch_size == 0 {
+            return Err(format!("batch size {} needs at least that many videos; the set has {}", cfg.batch_size, set.len()));
+        }
+        let workers = cfg.workers.max(1);
+        let stats = Arc::new(LoaderStats::default());
+        let mut queues = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = sync_channel(cfg.prefetch.max(1));
+            let (set, cfg, transform, stats) = (set.clone(), cfg.clone(), transform.clone(), stats.clone());
+            let first = start_step + w as u64;
+            let handle = std::thread::Builder::new()
+                .name(format!("cvrl-loader-{w}"))
+                .spawn(move || worker(&set, &cfg, &*transform, &stats, first, workers as u64, tx))
+                .map_err(|e| format!("cannot start loader thread: {e}"))?;
+            queues.push(rx);
+            handles.push(handle);
+        }
+        Ok(Loader { queues, workers: handles, start_step, next_step: start_step, stats, last_return: None })
+    }
+
+    /// The next batch, in step order. Blocks until it is ready; the time blocked counts as
+    /// data wait.
+    pub fn next_batch(&mut self) -> Option<Batch> {
+        let before = Instant::now();
+        let q = ((self.next_step - self.start_step) % self.queues.len() as u64) as usize;
+        let batch = self.queues[q].recv().ok()?;
+        let now = Instant::now();
+        self.stats.wait_ns.fetch_add((now - before).as_nanos() as u64, Ordering::Relaxed);
+        if let Some(last) = self.last_return {
+            self.stats.total_ns.fetch_add((now - last).as_nanos() as u64, Ordering::Relaxed);
+        }
+        self.last_return = Some(now);
+        debug_assert_eq!(batch.step, self.next_step);
+        self.next_step += 1;
+        Some(batch)
+    }
+
+    pub fn stats(&self) -> &LoaderStats {
+        &self.stats
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.queues.clear(); // workers see a closed channel and stop
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Builds batches `first, first + every, ...` until the consumer hangs up.
+fn worker(set: &ShardSet, cfg: &LoaderConfig, transform: &dyn ClipTransform, stats: &LoaderStats, first: u64, every: u64, tx: SyncSender<Batch>) {
+    let Ok(mut reader) = set.reader() else { return };
+    let per_epoch = (set.len() / cfg.batch_size) as u64;
+    let clip_len = transform.output_len(cfg.clip.frames as usize);
+    let mut frames = Vec::new();
+    let mut indices = Vec::new();
+    let mut order = (u64::MAX, Vec::new());
+    let mut step = first;
+    loop {
+        let epoch = step / per_epoch;
+        if order.0 != epoch {
+            order = (epoch, epoch_order(set.len(), cfg.seed, epoch));
+        }
+        let base = (step % per_epoch) as usize * cfg.batch_size;
+        let mut batch = Batch { step, videos: Vec::with_capacity(cfg.batch_size), view_a: vec![0; clip_len * cfg.batch_size], view_b: vec![0; clip_len * cfg.batch_size] };
+        for slot in 0..cfg.batch_size {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix(cfg.seed ^ mix(epoch ^ mix((base + slot) as u64))));
+            let out_a = &mut batch.view_a[slot * clip_len..(slot + 1) * clip_len];
+            let out_b = &mut batch.view_b[slot * clip_len..(slot + 1) * clip_len];
+            // Damaged videos are replaced by the next ones in the epoch's order.
+            let mut k = base + slot;
+            let video = loop {
+                let v = order.1[k % order.1.len()] as usize;
+                match make_pair(set, &mut reader, cfg, transform, &mut rng, v, &mut frames, &mut indices, out_a, out_b) {
+                    Ok(()) => break v,
+                    Err(e) => {
+                        stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("warning: skipping a video the loader cannot read: {e}");
+                        k += 1;
+                        if k > base + slot + set.len() {
+                            return; // nothing readable at all: end the stream
+                        }
+                    }
+                }
+            };
+            batch.videos.push(video as u32);
+        }
+        if tx.send(batch).is_err() {
+            return;
+        }
+        step += every;
+    }
+}
+
+/// Samples the two clips of `video` and writes their transformed views.
+#[allow(clippy::too_many_arguments)]
+fn make_pair(
+    set: &ShardSet,
+    reader: &mut cvrl_formats::FrameReader<'_>,
+    cfg: &LoaderConfig,
+    transform: &dyn ClipTransform,
+    rng: &mut Xoshiro256PlusPlus,
+    video: usize,
+    frames: &mut Vec<u8>,
+    indices: &mut Vec<u32>,
+    out_a: &mut [u8],
+    out_b: &mut [u8],
+) -> Result<(), cvrl_formats::FormatError> {
+    let row = &set.videos()[video];
+    let layout = set.layout(video);
+    let starts = sample_pair(rng, cfg.interval, &cfg.clip, row.num_frames, row.fps());
+    for (start, out) in [(starts.first, out_a), (starts.second, out_b)] {
+        cfg.clip.indices(start, row.num_frames, row.fps(), indices);
+        frames.clear();
+        for &i in indices.iter() {
+            frames.extend_from_slice(reader.frame(video, i)?);
+        }
+        transform.apply(rng, &layout, frames, indices.len(), out);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_orders_are_permutations_that_differ_between_epochs_and_repeat_for_a_seed() {
+        let a = epoch_order(100, 7, 0);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_ne!(a, epoch_order(100, 7, 1));
+        assert_ne!(a, epoch_order(100, 8, 0));
+        assert_eq!(a, epoch_order(100, 7, 0));
+    }
+}
