@@ -21,7 +21,7 @@ demo: setup
     ./target/release/cvrl-shard build {{demo_dir}}/videos {{demo_dir}}/shards --short-side 128 --force
     ./target/release/cvrl-inspect {{demo_dir}}/shards
     ./target/release/cvrl-inspect {{demo_dir}}/shards --verify
-    ./target/release/cvrl-inspect {{demo_dir}}/shards --video "$(ls {{demo_dir}}/videos | head -1)/$(ls {{demo_dir}}/videos/$(ls {{demo_dir}}/videos | head -1) | head -1 | sed 's/\.[^.]*$//')" --contact-sheet {{demo_dir}}/contact-sheet.png
+    ./target/release/cvrl-inspect {{demo_dir}}/shards --video juggling/long_640x360 --contact-sheet {{demo_dir}}/contact-sheet.png
     @echo "demo done: shards in {{demo_dir}}/shards, contact sheet {{demo_dir}}/contact-sheet.png"
 
 # The whole test suite: formatting, clippy with warnings as errors, every test.

@@ -240,4 +240,13 @@ fn bad_flags_and_paths_get_clear_errors() {
     let o = run("cvrl-inspect", &[&out.path()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a cvrl shard set"), "{}", text(&o));
+    // A finished set is neither rebuilt nor overwritten with other parameters.
+    assert!(build(&videos, out.path(), &[]).status.success());
+    let o = build(&videos, out.path(), &[]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("already complete"), "{}", text(&o));
+    let before = std::fs::read(out.path().join("shard-00000.cvrs")).unwrap();
+    let o = run("cvrl-shard", &[&"build", &videos, &out.path(), &"--short-side", &"48"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("short_side: 64 there, 48 now"), "{}", text(&o));
+    assert_eq!(before, std::fs::read(out.path().join("shard-00000.cvrs")).unwrap());
 }

@@ -83,7 +83,8 @@ pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Res
     if manifest_path.exists() {
         let m = Manifest::load(&manifest_path)?;
         if m.params != cfg.params {
-            bail!("{} was built with other parameters ({:?}); use --force to rebuild or choose another output folder", manifest_path.display(), m.params);
+            let diff = param_diff(&m.params, &cfg.params);
+            bail!("{} was built with other parameters ({diff}); use --force to rebuild or choose another output folder", manifest_path.display());
         }
         let failures = read_failures(&cfg.out.join(&m.failures))?;
         return Ok(BuildSummary { manifest: m, failures, resumed: 0, already_complete: true, seconds: 0.0 });
@@ -136,13 +137,21 @@ fn predictor(params: &BuildParams) -> PredictorMode {
     params.predictor.parse().unwrap_or_default()
 }
 
+/// `name: old -> new` for each build parameter that differs.
+fn param_diff(old: &BuildParams, new: &BuildParams) -> String {
+    let (a, b) = (serde_json::to_value(old).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default());
+    let keys = a.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    keys.iter().filter(|k| a[k.as_str()] != b[k.as_str()]).map(|k| format!("{k}: {} there, {} now", a[k.as_str()], b[k.as_str()])).collect::<Vec<_>>().join(", ")
+}
+
 /// A resumed build must use the parameters of the run it continues.
 fn check_resume_params(path: &Path, params: &BuildParams) -> Result<()> {
     if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let before: BuildParams = serde_json::from_str(&text).with_context(|| format!("damaged {}; delete the output folder and rebuild", path.display()))?;
         if &before != params {
-            bail!("an interrupted build in this folder used other parameters ({before:?}); rerun it with those, or pass --force to start over");
+            let diff = param_diff(&before, params);
+            bail!("an interrupted build in this folder used other parameters ({diff}); rerun it with those, or pass --force to start over");
         }
     } else {
         let json = serde_json::to_vec_pretty(params)?;
@@ -151,15 +160,19 @@ fn check_resume_params(path: &Path, params: &BuildParams) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the files this build (or part) writes, and nothing else in `out`.
 fn remove_part_files(out: &Path, files: &SetFiles) -> Result<()> {
-    let prefix = files.shard(0).trim_end_matches("shard-00000.cvrs").to_string();
+    let shard_prefix = files.shard(0).trim_end_matches("00000.cvrs").to_string();
+    let fixed = [files.manifest(), files.index(), files.failures()];
     for dir in [out.to_path_buf(), out.join(".building")] {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let ours = if prefix.is_empty() { !name.starts_with("part-") } else { name.starts_with(&prefix) };
-            let known = name.ends_with(".cvrs") || name.ends_with(".parquet") || name.ends_with(".json") || name.ends_with(".tmp");
-            if ours && known && e.path().is_file() {
+            let base = name.trim_end_matches(".tmp");
+            let ours = fixed.iter().any(|f| f == base)
+                || (base.starts_with(&shard_prefix) && (base.ends_with(".cvrs") || base.ends_with(".parquet")))
+                || base == format!("{}params.json", shard_prefix.trim_end_matches("shard-"));
+            if ours && e.path().is_file() {
                 std::fs::remove_file(e.path()).with_context(|| format!("cannot remove {}", e.path().display()))?;
             }
         }
