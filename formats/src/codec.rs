@@ -2,89 +2,105 @@
 //! streams, one zstd frame per chunk.
 //!
 //! A *chunk* is `n >= 1` consecutive frames of one video (one [`FrameLayout`]) compressed as
-//! one independent zstd frame: it decodes without any other chunk. The encoder replaces every
-//! pixel by the residual of a predictor chosen per block, then splits the residuals into
-//! bit streams selected by a context of already-decoded neighbours before zstd sees them.
-//! Why not hand zstd the residual bytes directly: on smooth footage 70-80% of residuals are 0
-//! and zstd's Huffman coder spends at least one bit on every byte, which left us 1.45x larger
-//! than FFV1 on a panning clip. Packing the zero flags eight to a byte, per context, lets
-//! zstd's byte-level coder spend a fraction of a bit on them; it costs one extra pass in the
-//! decoder, which is still several times faster than FFV1 (see `examples/codec_eval.rs`).
+//! one independent zstd frame (with its content checksum): it decodes without any other
+//! chunk. The encoder replaces every pixel by the residual of a predictor chosen per 16x16
+//! block, then splits the residuals into streams selected by a context of already-decoded
+//! neighbours before zstd sees them.
 //!
-//! # Decompressed payload (version 1)
+//! Why not hand zstd the residual bytes: on smooth footage 70-80% of residuals are 0, and
+//! zstd's Huffman coder spends at least one bit on every byte; that measured 1.45x the size
+//! of FFV1 on a panning clip. Zero flags packed eight to a byte per context cost zstd a
+//! fraction of a bit each, and groups in busy areas are stored as plain bytes, which is both
+//! the cheapest code there and a `memcpy` for the decoder. Why blocks: moving objects and a
+//! static or panning background need different predictors in one frame (per-plane choice
+//! was 12% larger on the panning clip). Measurements: `examples/codec_eval.rs`.
+//!
+//! # Decompressed payload
 //!
 //! Notation: `F` = frames in the chunk, `P` = planes per frame ([`FrameLayout::planes`]:
-//! `yuv420p` Y, U, V; `rgb24` one plane). For plane `p`: `W` = bytes per row, `H` = rows,
+//! `yuv420p` Y, U, V; `rgb24` one plane). For one plane: `W` = bytes per row, `H` = rows,
 //! `S` = bytes from one pixel to the next pixel of the same channel (3 for `rgb24`, else 1).
-//! Integers are little-endian. `v[y][x]` below is a residual byte read as `i8`, `|v|` its
-//! absolute value (0..=128); a neighbour outside the plane (x < 0, x >= W or y < 0) counts as
-//! `v = 0`.
+//! Integers are little-endian. All division is integer division.
 //!
 //! The payload is, with nothing between the parts:
 //! 1. **Motion vectors**: `F * P` pairs of `i8` `(dx, dy)`, frame-major (frame 0 plane 0,
-//!    frame 0 plane 1, ..., frame 1 plane 0, ...). `dx` is in pixels (x moves by `dx * S`
-//!    bytes), `dy` in rows. Frame 0's vectors MUST be `(0, 0)`.
-//! 2. **Block predictor codes**: for each frame and plane (frame-major) the plane is tiled
-//!    with blocks of `BW` bytes by `BH` rows from its top-left corner (Y and `rgb24`: 16x16
-//!    pixels, i.e. `BW = 16 * S`, `BH = 16`; U and V: 8x8), edge blocks clipped. One code byte
-//!    per block, blocks in raster order: `ceil(W / BW) * ceil(H / BH)` bytes per plane.
-//! 3. **Stream table**: 33 `u32` byte lengths, streams in this order: `Z0..Z12` (zero flags),
-//!    `O0..O6` (magnitude > 1 flags), `S0..S8` (sign flags), `M0..M3` (magnitude bytes).
+//!    frame 0 plane 1, ..., frame 1 plane 0, ...). `dx` is in pixels (`dx * S` bytes), `dy`
+//!    in rows. Frame 0's vectors MUST be `(0, 0)`.
+//! 2. **Block predictor codes**: for each frame and plane (frame-major), the plane is tiled
+//!    from its top-left corner with blocks of `BW` bytes by `BH` rows, edge blocks clipped:
+//!    Y and `rgb24` 16x16 pixels (`BW = 16 * S`, `BH = 16`), U and V 8x8. One code byte per
+//!    block, blocks in raster order: `ceil(W / BW) * ceil(H / BH)` bytes per plane.
+//! 3. **Stream table**: 33 `u32` byte lengths, for the streams in this order: `Z0..Z8` (zero
+//!    flags), `O0..O6` (magnitude > 1), `S0..S8` (signs), `M0..M3` (magnitudes), `L0..L3`
+//!    (literal groups). `Z`, `O`, `S` are bit streams, `M`, `L` byte streams.
 //! 4. **Streams**, concatenated in table order.
 //!
-//! The payload MUST be exactly as long as parts 1-4 say (`2FP + codes + 132 + sum of
-//! lengths`); a decoder MUST reject anything else, unknown predictor codes, temporal codes or
-//! non-zero vectors in frame 0, and compressed input that is not exactly one zstd frame.
+//! A decoder MUST reject: a payload whose length differs from the sum of parts 1-4
+//! (`2FP + codes + 132 + sum of stream lengths`); unknown predictor codes; temporal codes or
+//! non-zero vectors in frame 0; a stream read past its end, or not read to its end; non-zero
+//! padding bits; an out-of-range magnitude; compressed input that is not exactly one zstd
+//! frame. [`ChunkDecoder`] also caps the decompressed size at what `F` frames can need.
 //!
 //! ## Predictors
-//! Pixel values are `u8`; the stored residual is `r = x.wrapping_sub(pred)` and a decoder
-//! computes `x = r.wrapping_add(pred)`. Arithmetic inside a prediction is on integers and the
-//! result is taken modulo 256. `med(a, b, c)` is LOCO-I's median edge detector: `min(a, b)` if
-//! `c >= max(a, b)`, `max(a, b)` if `c <= min(a, b)`, else `a + b - c` (equivalently
-//! `clamp(a + b - c, min(a, b), max(a, b))`). For a pixel at byte `x` of row `y` of the
-//! current plane `X`: `a = X[y][x-S]`, `b = X[y-1][x]`, `c = X[y-1][x-S]`. The spatial rule
-//! `sp(X)` is: `0` at `y = 0, x < S`; `a` on the rest of row 0; `b` at `x < S, y > 0`;
-//! `med(a, b, c)` elsewhere. Neighbours may lie in other blocks (all are decoded before).
+//! Pixels are `u8`; the stored residual is `r = x.wrapping_sub(pred)`, and a decoder computes
+//! `x = r.wrapping_add(pred)`. Arithmetic inside a prediction is on integers, the result
+//! taken modulo 256. `med(a, b, c)` is LOCO-I's median edge detector: `min(a, b)` if
+//! `c >= max(a, b)`, `max(a, b)` if `c <= min(a, b)`, else `a + b - c` (that is,
+//! `clamp(a + b - c, min(a, b), max(a, b))`). For a plane `X` and the byte at column `x` of
+//! row `y`, with `a = X[y][x-S]`, `b = X[y-1][x]`, `c = X[y-1][x-S]`, the spatial rule
+//! `sp(X)` is: `0` at `y = 0, x < S`; `a` on the rest of row 0; `b` at `y > 0, x < S`;
+//! `med(a, b, c)` elsewhere. Neighbours may lie in other blocks (they are decoded first:
+//! blocks are decoded row by row, left to right, like the pixels of an unblocked plane).
 //!
-//! `R` is the previous frame's same plane shifted by the plane's vector, edges replicated:
-//! `R[y][x] = prev[clamp(y + dy, 0, H-1)][clamp(x / S + dx, 0, W / S - 1) * S + x % S]`, and
-//! `D = X - R` as integers (range -255..=255).
+//! `prev` is the same plane of the previous frame of the chunk. `R` is `prev` shifted by the
+//! plane's vector with edges replicated:
+//! `R[y][x] = prev[clamp(y + dy, 0, H-1)][clamp(x / S + dx, 0, W / S - 1) * S + x % S]`.
 //!
 //! | code | name | prediction |
 //! |---|---|---|
 //! | 0 | RAW | `0` |
-//! | 1 | TEMPORAL | `prev[y][x]` (same pixel of the previous frame, vector ignored) |
+//! | 1 | TEMPORAL | `prev[y][x]` (the vector is not used) |
 //! | 2 | MED | `sp(X)` |
-//! | 3 | TEMPORAL_MED | `prev[y][x] + sp(X - prev)`: MED on the difference to the previous frame |
+//! | 3 | TEMPORAL_MED | `prev[y][x] + sp(X - prev)`: MED applied to the difference to `prev` |
 //! | 4 | MOTION | `R[y][x]` |
-//! | 5 | MOTION_MED | `R[y][x] + sp(D)` |
+//! | 5 | MOTION_MED | `R[y][x] + sp(X - R)` |
 //!
-//! Codes 1, 3, 4, 5 MUST NOT appear in frame 0 (a chunk decodes on its own). Other codes are
-//! invalid.
+//! `X - prev` and `X - R` are taken pixel by pixel as integers (-255..=255) before `sp`.
+//! Codes 1, 3, 4, 5 MUST NOT appear in frame 0; codes above 5 are invalid.
 //!
 //! ## Residual streams
-//! Residuals are coded plane by plane in payload order (frames, planes, rows top to bottom,
-//! bytes left to right); every context below uses only residuals of the same plane. A *bit
-//! stream* holds bits least-significant first within each byte; its unused high bits in the
-//! last byte MUST be 0 and it MUST have no unread byte at the end. A *byte stream* MUST be
-//! read exactly to its end. Each row is cut into groups of 8 bytes from `x0 = 0` (the last
-//! group holds `n = min(8, W - x0)` bytes). For each group:
-//! - `g = sum of |v[y-1][i]| for i in x0-1..=x0+8` `+ 2 * |v[y][x0-1]|`; the group reads `n`
-//!   bits from stream `Z[k]`, `k` = number of thresholds in `[0, 1, 2, 3, 4, 6, 8, 11, 15, 20,
-//!   28, 40]` below `g` (`k` is 0 when `g == 0`, 12 when `g > 40`). Bit `i` set means byte
-//!   `x0 + i` is non-zero.
-//! - then for each set bit, in order of `i`, with `x = x0 + i`,
-//!   `s = |v[y][x-S]| + |v[y-1][x]| + |v[y-1][x-S]| + |v[y-1][x+S]|`:
-//!   one bit from `O[k]` (`k` from thresholds `[1, 2, 4, 7, 12, 20]` on `s`): magnitude > 1;
-//!   one bit from `S[3 * sgn(v[y][x-S]) + sgn(v[y-1][x])]` (`sgn` = 0 negative, 1 zero,
-//!   2 positive): the residual is negative; if the magnitude is > 1, one byte `m` from
-//!   `M[k]` (thresholds `[4, 10, 25]` on `s`): magnitude `m + 2`. A magnitude MUST be at
-//!   most 127 when positive and 128 when negative; the residual byte is the magnitude, or
-//!   its two's complement negation when negative.
+//! Residual planes are coded one after another in payload order (frame 0 plane 0, frame 0
+//! plane 1, ..., frame 1 plane 0, ...), each row top to bottom, and every stream holds its
+//! symbols in that order; how reads from different streams interleave does not matter.
+//! `v[y][x]` is a residual byte of the current plane read as `i8` and `|v|` its magnitude
+//! (0..=128); outside the plane (`x < 0`, `x >= W`, `y < 0`) `v = 0`. `sgn(v)` is 0, 1, 2
+//! for negative, zero, positive. `count(t, T)` is how many of the thresholds `T` are below
+//! `t`. A bit stream holds bits least-significant bit first; the unused high bits of its last
+//! byte MUST be 0.
 //!
-//! Encoders choose predictors freely; [`ChunkEncoder`] picks per block the candidate with the
-//! smallest sum of `|residual|`, with one global motion vector per plane found by a block
-//! matching search on a row subsample.
+//! Each row is cut into groups of 8 bytes from `x0 = 0`, the last one holding
+//! `n = min(8, W - x0)` bytes. A group's context is `k = count(g, [0, 1, 2, 3, 4, 6, 8, 11,
+//! 15, 20, 28, 40])` with `g = sum of |v[y-1][i]| for i in x0-1..=x0+8` (only the row above).
+//! - `k >= 9` (a busy area): the group's `n` residual bytes are the next `n` bytes of
+//!   `L[k-9]`.
+//! - `k < 9`: the next `n` bits of `Z[k]`; bit `i` set means byte `x0 + i` is non-zero, and
+//!   its other bytes are zero. Each non-zero byte at column `x` then takes, with
+//!   `s = 2 * [v[y][x-S] != 0] + |v[y-1][x]| + |v[y-1][x-S]| + |v[y-1][x+S]|`:
+//!   one bit from `O[count(s, [1, 2, 4, 7, 12, 20])]`, set if its magnitude is > 1; one bit
+//!   from `S[3 * sgn(v[y-1][x]) + sgn(v[y-1][x-S])]`, set if it is negative; and, if the
+//!   magnitude is > 1, one byte `m` from `M[count(s, [4, 10, 25])]`: magnitude `m + 2`. The
+//!   magnitude MUST be at most 127 for a positive and 128 for a negative residual; the
+//!   residual byte is the magnitude, negated (two's complement) when negative.
+//!
+//! Nothing depends on a residual's value in the same row, only on whether it is zero: a
+//! decoder reads a row's zero flags first and finds every context of the row up front.
+//!
+//! # Encoder
+//! [`ChunkEncoder`] searches one vector per plane (the shift of the previous frame with the
+//! smallest sum of absolute differences on every fourth row, within 8 pixels, 4 in chroma)
+//! and picks per block the allowed predictor with the smallest sum of `|v|`. Chunk length,
+//! zstd level and the predictor set are the writer's choice; `examples/codec_eval.rs`
+//! measures them (adaptive, level 3, 16 frames is the measured default).
 
 use crate::pixel::{FrameLayout, PixelFormat};
 use std::fmt;
@@ -276,7 +292,7 @@ fn geoms(layout: &FrameLayout) -> Vec<Geom> {
 
 /// Group contexts; those from `LIT_K` up are literal groups.
 const NG: usize = 13;
-const LIT_K: usize = 10;
+const LIT_K: usize = 9;
 const NZ: usize = LIT_K;
 const NO: usize = 7;
 const NS: usize = 9;
@@ -312,19 +328,25 @@ const fn quantizer<const N: usize, const T: usize>(t: [u32; T]) -> [u8; N] {
 
 /// Group context index for `g` (`g > 40` maps to the last context).
 static ZQ: [u8; 42] = quantizer::<42, { NG - 1 }>(Z_THRESHOLDS);
-/// Per-pixel contexts for `s` (`s > 25` maps to the last context of both).
-static OQ: [u8; 27] = quantizer::<27, { NO - 1 }>(O_THRESHOLDS);
-static MQ: [u8; 27] = quantizer::<27, { NM - 1 }>(M_THRESHOLDS);
 
 #[inline(always)]
 fn z_ctx(g: u32) -> usize {
     ZQ[g.min(41) as usize] as usize
 }
 
+/// Context sum of a non-zero residual (module doc), saturated: every threshold is below 255.
 #[inline(always)]
-fn om_ctx(s: u32) -> (usize, usize) {
-    let s = s.min(26) as usize;
-    (OQ[s] as usize, MQ[s] as usize)
+fn pixel_sum(left_nonzero: u8, b: u8, c: u8, d: u8) -> u8 {
+    (2 * left_nonzero).saturating_add(b).saturating_add(c).saturating_add(d)
+}
+
+/// `(O context) | (M context) << 3` for a context sum, computed without a table so the
+/// decoder's per-row loop vectorises.
+#[inline(always)]
+fn om_code(sum: u8) -> u8 {
+    let ko = O_THRESHOLDS.iter().map(|&t| u8::from(u32::from(sum) > t)).sum::<u8>();
+    let km = M_THRESHOLDS.iter().map(|&t| u8::from(u32::from(sum) > t)).sum::<u8>();
+    ko | km << 3
 }
 
 #[inline(always)]
@@ -337,11 +359,6 @@ fn sgn3(v: u8) -> usize {
 fn group_up_sum(up: &[u8], x0: usize) -> u32 {
     let win: &[u8; 10] = up[PAD_L + x0 - 1..PAD_L + x0 + 9].try_into().unwrap();
     win.iter().map(|&v| u32::from((v as i8).unsigned_abs())).sum()
-}
-
-#[inline(always)]
-fn abs8(v: u8) -> u32 {
-    u32::from((v as i8).unsigned_abs())
 }
 
 #[inline(always)]
@@ -391,7 +408,7 @@ struct PredictScratch {
     cand: Vec<Vec<u8>>,
     /// The previous plane shifted by the motion vector.
     shifted: Vec<u8>,
-    /// Shifted rows of the plane `shifted` was built from, reused by `shift_plane`.
+    /// Row scratch of `shift_plane`.
     row: Vec<u8>,
 }
 
@@ -411,7 +428,12 @@ pub struct ChunkEncoder {
 impl ChunkEncoder {
     /// `level` is the zstd level (1..=22; negative levels are zstd's fast modes).
     pub fn new(level: i32, mode: PredictorMode) -> Result<Self, CodecError> {
-        let compressor = zstd::bulk::Compressor::new(level).map_err(CodecError::Zstd)?;
+        let mut compressor = zstd::bulk::Compressor::new(level).map_err(CodecError::Zstd)?;
+        // 4 bytes per chunk buy detection of any corruption inside the frame, so a damaged
+        // chunk fails to decode instead of yielding wrong pixels.
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+            .map_err(CodecError::Zstd)?;
         Ok(ChunkEncoder {
             mode,
             candidates: Predictor::ALL.to_vec(),
@@ -454,7 +476,7 @@ impl ChunkEncoder {
         if frames.is_empty() {
             return Err(CodecError::NoFrames);
         }
-        if frames.len() % fb != 0 {
+        if !frames.len().is_multiple_of(fb) {
             return Err(CodecError::BadLength {
                 what: "frames (a whole number of frames)",
                 expected: frames.len().next_multiple_of(fb),
@@ -509,8 +531,8 @@ impl ChunkEncoder {
             w.finish();
         }
         for s in self.bits.iter().map(|w| &w.out).chain(&self.bytes) {
-            // A u32 holds any stream: at most 11/8 bytes per pixel of a chunk, and a chunk
-            // of more than 2^31 pixels would not fit the shard's u32 chunk lengths either.
+            // A stream holds at most one byte per pixel: u32 lengths fail only for chunks of
+            // over 4 GiB, which the shard's u32 chunk lengths could not store anyway.
             let len = u32::try_from(s.len()).map_err(|_| CodecError::BadLength {
                 what: "residual stream",
                 expected: u32::MAX as usize,
@@ -639,7 +661,8 @@ fn residual_plane(p: Predictor, g: &Geom, cur: &[u8], reference: Option<&[u8]>, 
                         o[x] = row[x].wrapping_sub(up[x]);
                     }
                     for x in s..w {
-                        let pred = med(i32::from(row[x - s]), i32::from(up[x]), i32::from(up[x - s]));
+                        let pred =
+                            med(i32::from(row[x - s]), i32::from(up[x]), i32::from(up[x - s]));
                         o[x] = row[x].wrapping_sub(pred as u8);
                     }
                 }
@@ -652,19 +675,19 @@ fn residual_plane(p: Predictor, g: &Geom, cur: &[u8], reference: Option<&[u8]>, 
                 let i0 = y * w;
                 // The residual of MED on D is D minus its spatial prediction, modulo 256.
                 if y == 0 {
-                    for x in 0..w {
+                    for (x, o) in o.iter_mut().enumerate() {
                         let pred = if x < s { 0 } else { d(i0 + x - s) };
-                        o[x] = (d(i0 + x) - pred) as u8;
+                        *o = (d(i0 + x) - pred) as u8;
                     }
                 } else {
                     let u0 = i0 - w;
-                    for x in 0..w {
+                    for (x, o) in o.iter_mut().enumerate() {
                         let pred = if x < s {
                             d(u0 + x)
                         } else {
                             med(d(i0 + x - s), d(u0 + x), d(u0 + x - s))
                         };
-                        o[x] = (d(i0 + x) - pred) as u8;
+                        *o = (d(i0 + x) - pred) as u8;
                     }
                 }
             }
@@ -808,9 +831,9 @@ fn encode_residuals(
 #[inline(always)]
 fn pixel_ctx(up: &[u8], left_nonzero: bool, i: usize, s: usize) -> (usize, usize, usize) {
     let (b, c, d) = (up[i], up[i - s], up[i + s]);
-    let sum = 2 * u32::from(left_nonzero) + abs8(b) + abs8(c) + abs8(d);
-    let (ko, km) = om_ctx(sum);
-    (ko, km, 3 * sgn3(b) + sgn3(c))
+    let abs = |v: u8| (v as i8).unsigned_abs();
+    let oc = om_code(pixel_sum(u8::from(left_nonzero), abs(b), abs(c), abs(d)));
+    (usize::from(oc & 7), usize::from(oc >> 3), 3 * sgn3(b) + sgn3(c))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -962,23 +985,30 @@ impl ChunkDecoder {
             return Err(CodecError::NoFrames);
         }
         let fb = layout.frame_bytes();
-        let too_big = |_| CodecError::BadLength {
-            what: "output buffer",
-            expected: usize::MAX,
-            actual: out.len(),
-        };
-        let total = n_frames.checked_mul(fb).ok_or(()).map_err(too_big)?;
-        if out.len() != total {
-            return Err(CodecError::BadLength { what: "output buffer", expected: total, actual: out.len() });
-        }
         let gs = geoms(layout);
         let np = gs.len();
         let blocks: usize = gs.iter().map(Geom::blocks).sum();
-        let header = n_frames * (np * 2 + blocks);
-        let table = header + 4 * N_STREAMS;
         // Worst case per pixel: 3 flag bits and one byte, plus a partial last byte per bit
-        // stream. Decompressing into exactly this much bounds what a bomb can claim.
-        let limit = table + total.div_ceil(8) * 3 + N_BIT_STREAMS + total;
+        // stream. Decompressing into at most this much bounds what a bomb can claim.
+        let sizes = || -> Option<(usize, usize, usize, usize)> {
+            let total = n_frames.checked_mul(fb)?;
+            let header = n_frames.checked_mul(np * 2 + blocks)?;
+            let table = header.checked_add(4 * N_STREAMS)?;
+            let limit = (total / 8 + 1)
+                .checked_mul(3)?
+                .checked_add(total)?
+                .checked_add(table)?
+                .checked_add(N_BIT_STREAMS + 8)?;
+            Some((total, header, table, limit))
+        };
+        let Some((_, header, table, limit)) = sizes().filter(|s| s.0 == out.len()) else {
+            let expected = n_frames.saturating_mul(fb);
+            return Err(CodecError::BadLength {
+                what: "output buffer",
+                expected,
+                actual: out.len(),
+            });
+        };
 
         let frame = zstd::zstd_safe::find_frame_compressed_size(compressed).map_err(|code| {
             CodecError::Zstd(io::Error::other(zstd::zstd_safe::get_error_name(code)))
@@ -990,30 +1020,23 @@ impl ChunkDecoder {
         if self.payload.len() < limit + 8 {
             self.payload.resize(limit + 8, 0);
         }
-        let __t = std::time::Instant::now();
         let got = self
             .decompressor
             .decompress_to_buffer(compressed, &mut self.payload[..limit])
             .map_err(CodecError::Zstd)?;
-        PROF.with(|p| p.borrow_mut()[0] += __t.elapsed().as_secs_f64());
         let data = &self.payload[..];
         if got < table {
             return Err(CodecError::SizeMismatch { expected: table, actual: got });
         }
 
         // Parse and validate everything before touching pixels.
-        let mut bit_readers = [BitReader::default(); N_BIT_STREAMS];
-        let mut byte_readers = [ByteReader::default(); N_BYTE_STREAMS];
+        let mut rd = Readers::default();
         let mut pos = table;
         for k in 0..N_STREAMS {
             let len = &data[header + 4 * k..header + 4 * k + 4];
             let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
             let end = pos.saturating_add(len);
-            if k < N_BIT_STREAMS {
-                bit_readers[k] = BitReader { pos, end, buf: 0, n: 0, id: k };
-            } else {
-                byte_readers[k - N_BIT_STREAMS] = ByteReader { pos, end, id: k };
-            }
+            rd.init(k, pos, end);
             pos = end;
         }
         if pos != got {
@@ -1031,7 +1054,12 @@ impl ChunkDecoder {
                 for (block, &code) in codes[at..at + g.blocks()].iter().enumerate() {
                     match Predictor::from_code(code) {
                         None => {
-                            return Err(CodecError::UnknownPredictor { frame: f, plane: p, block, code })
+                            return Err(CodecError::UnknownPredictor {
+                                frame: f,
+                                plane: p,
+                                block,
+                                code,
+                            })
                         }
                         Some(pr) if f == 0 && pr.is_temporal() => {
                             return Err(CodecError::TemporalOnFirstFrame { plane: p, block, code })
@@ -1051,19 +1079,12 @@ impl ChunkDecoder {
             for (p, g) in gs.iter().enumerate() {
                 let plane = &mut frame[g.off..][..g.len()];
                 let prev = (f > 0).then(|| &before[(f - 1) * fb + g.off..][..g.len()]);
-                let __t = std::time::Instant::now();
-                decode_residuals(
-                    g,
-                    data,
-                    &mut bit_readers,
-                    &mut byte_readers,
-                    &mut self.rows,
-                    plane,
-                    &mut fault,
-                );
+                decode_residuals(g, data, &mut rd, &mut self.rows, plane, &mut fault);
                 if fault.any() {
                     return Err(match (fault.overrun, fault.magnitude) {
-                        (Some(stream), _) => CodecError::StreamOverrun { stream, frame: f, plane: p },
+                        (Some(stream), _) => {
+                            CodecError::StreamOverrun { stream, frame: f, plane: p }
+                        }
                         (None, magnitude) => CodecError::BadMagnitude {
                             magnitude: magnitude.unwrap_or(0),
                             frame: f,
@@ -1071,8 +1092,6 @@ impl ChunkDecoder {
                         },
                     });
                 }
-                PROF.with(|p| p.borrow_mut()[1] += __t.elapsed().as_secs_f64());
-                let __t = std::time::Instant::now();
                 let v = (vectors[(f * np + p) * 2] as i8, vectors[(f * np + p) * 2 + 1] as i8);
                 unpredict_plane(
                     g,
@@ -1083,52 +1102,90 @@ impl ChunkDecoder {
                     &mut self.refrows,
                     &mut self.runs,
                 );
-                PROF.with(|p| p.borrow_mut()[2] += __t.elapsed().as_secs_f64());
                 at += g.blocks();
             }
         }
-        if let Some(r) = bit_readers.iter().find(|r| !r.finished()) {
-            return Err(CodecError::StreamTrailing { stream: r.id });
-        }
-        if let Some(r) = byte_readers.iter().find(|r| r.pos != r.end) {
-            return Err(CodecError::StreamTrailing { stream: r.id });
+        if let Some(stream) = rd.unfinished() {
+            return Err(CodecError::StreamTrailing { stream });
         }
         Ok(())
+    }
+}
+
+/// The stream readers, grouped by kind. Array lengths are powers of two so that masked
+/// context indices need no bounds check.
+#[derive(Default)]
+struct Readers {
+    z: [BitReader; 16],
+    o: [BitReader; 8],
+    s: [BitReader; 16],
+    m: [ByteReader; 4],
+    l: [ByteReader; 8],
+}
+
+impl Readers {
+    /// Points stream `k` of the table (module doc order) at `data[pos..end]`.
+    fn init(&mut self, k: usize, pos: usize, end: usize) {
+        let bit = BitReader { pos, end, buf: 0, n: 0, id: k };
+        let byte = ByteReader { pos, end, id: k };
+        match k {
+            _ if k < NZ => self.z[k] = bit,
+            _ if k < NZ + NO => self.o[k - NZ] = bit,
+            _ if k < N_BIT_STREAMS => self.s[k - NZ - NO] = bit,
+            _ if k < N_BIT_STREAMS + NM => self.m[k - N_BIT_STREAMS] = byte,
+            _ => self.l[(k - N_BIT_STREAMS - NM) & 7] = byte,
+        }
+    }
+
+    /// The first stream not read exactly to its end, if any.
+    fn unfinished(&self) -> Option<usize> {
+        let bits = self.z.iter().chain(&self.o).chain(&self.s);
+        let bytes = self.m.iter().chain(&self.l);
+        bits.filter(|r| !r.finished())
+            .map(|r| r.id)
+            .chain(bytes.filter(|r| r.pos != r.end).map(|r| r.id))
+            .min()
     }
 }
 
 /// Pass 1: entropy-decodes one plane's residuals into `plane` (module doc, "Residual
 /// streams"). Contexts depend only on residuals, so this runs before any prediction.
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
 fn decode_residuals(
     g: &Geom,
     data: &[u8],
-    bits: &mut [BitReader; N_BIT_STREAMS],
-    bytes: &mut [ByteReader; N_BYTE_STREAMS],
+    rd: &mut Readers,
     rows: &mut RowScratch,
     plane: &mut [u8],
     fault: &mut Fault,
 ) {
     let (w, s) = (g.w, g.s);
     let ngroups = w.div_ceil(8);
-    for r in [&mut rows.up, &mut rows.cur, &mut rows.nz, &mut rows.abs] {
+    let padded = PAD_L + w + PAD_R;
+    for r in [&mut rows.up, &mut rows.cur, &mut rows.nz, &mut rows.abs, &mut rows.om, &mut rows.sg]
+    {
         r.clear();
-        r.resize(PAD_L + w + PAD_R, 0);
+        r.resize(padded, 0);
     }
     rows.ctx.clear();
     rows.ctx.resize(ngroups, 0);
-    let RowScratch { up, cur, nz, abs, ctx, pending } = rows;
+    let RowScratch { up, cur, nz, abs, ctx, om, sg, pending } = rows;
     for y in 0..g.h {
-        // Every context of this row depends only on the row above (and on zero flags of this
-        // row), so they are computed up front in loops that vectorise; what remains serial
-        // is reading the streams.
+        // Every context of this row depends only on the row above and on this row's zero
+        // flags, so they are computed in loops over whole rows that vectorise; what remains
+        // per pixel is reading the streams.
         for (a, &v) in abs.iter_mut().zip(up.iter()) {
             *a = (v as i8).unsigned_abs();
         }
         for (gi, c) in ctx.iter_mut().enumerate() {
             let win = &abs[PAD_L + gi * 8 - 1..PAD_L + gi * 8 + 9];
             *c = z_ctx(win.iter().map(|&a| u32::from(a)).sum()) as u8;
+        }
+        let span = PAD_L..PAD_L + w;
+        for ((o, &b), &c) in
+            sg[span.clone()].iter_mut().zip(&up[span.clone()]).zip(&up[PAD_L - s..])
+        {
+            *o = (3 * sgn3(b) + sgn3(c)) as u8;
         }
         pending.clear();
         for (gi, &k) in ctx.iter().enumerate() {
@@ -1139,13 +1196,13 @@ fn decode_residuals(
             let flags: &mut [u8; 8] = (&mut nz[PAD_L + x0..PAD_L + x0 + 8]).try_into().unwrap();
             if k >= LIT_K {
                 // Busy area: the bytes are stored as they are, a plain copy.
-                *vals = bytes[NM + k - LIT_K].read8(data, n, fault);
+                *vals = rd.l[(k - LIT_K) & 7].read8(data, n, fault);
                 for (f, &v) in flags.iter_mut().zip(vals.iter()) {
                     *f = u8::from(v != 0);
                 }
                 continue;
             }
-            let mask = bits[k].read(data, n as u32, fault);
+            let mask = rd.z[k & 15].read(data, n as u32, fault);
             // Spilling zeros into the right padding is harmless.
             *flags = NZ_EXPAND[mask as usize & 0xff];
             *vals = [0; 8];
@@ -1153,19 +1210,25 @@ fn decode_residuals(
                 pending.push((x0 as u32, mask));
             }
         }
+        if pending.is_empty() {
+            plane[y * w..][..w].copy_from_slice(&cur[span]);
+            std::mem::swap(up, cur);
+            continue;
+        }
+        let it = om[span.clone()].iter_mut().zip(&nz[PAD_L - s..]);
+        for ((o, &left), (&b, (&c, &d))) in
+            it.zip(abs[span.clone()].iter().zip(abs[PAD_L - s..].iter().zip(&abs[PAD_L + s..])))
+        {
+            *o = om_code(pixel_sum(left, b, c, d));
+        }
         for &(x0, mut mask) in pending.iter() {
             while mask != 0 {
                 let i = PAD_L + x0 as usize + mask.trailing_zeros() as usize;
                 mask &= mask - 1;
-                let sum = 2 * u32::from(nz[i - s])
-                    + u32::from(abs[i])
-                    + u32::from(abs[i - s])
-                    + u32::from(abs[i + s]);
-                let (ko, km) = om_ctx(sum);
-                let ks = 3 * sgn3(up[i]) + sgn3(up[i - s]);
-                let big = bits[NZ + ko].read(data, 1, fault);
-                let neg = bits[NZ + NO + ks].read(data, 1, fault);
-                let m = u32::from(bytes[km].read_if(data, big != 0, fault));
+                let (oc, ks) = (om[i], sg[i]);
+                let big = rd.o[usize::from(oc & 7)].read(data, 1, fault);
+                let neg = rd.s[usize::from(ks & 15)].read(data, 1, fault);
+                let m = u32::from(rd.m[usize::from(oc >> 3) & 3].read_if(data, big != 0, fault));
                 let mag = if big != 0 { m + 2 } else { 1 };
                 if mag > 127 + neg {
                     fault.magnitude.get_or_insert(mag);
@@ -1174,7 +1237,7 @@ fn decode_residuals(
                 cur[i] = if neg != 0 { m.wrapping_neg() } else { m };
             }
         }
-        plane[y * w..][..w].copy_from_slice(&cur[PAD_L..PAD_L + w]);
+        plane[y * w..][..w].copy_from_slice(&cur[span]);
         std::mem::swap(up, cur);
     }
 }
@@ -1191,6 +1254,9 @@ struct RowScratch {
     abs: Vec<u8>,
     /// Group context of each group of this row.
     ctx: Vec<u8>,
+    /// Per pixel: O and M contexts (`om_code`), and S context.
+    om: Vec<u8>,
+    sg: Vec<u8>,
     /// Groups of this row with non-zero residuals: (x0, zero-flag mask).
     pending: Vec<(u32, u32)>,
 }
@@ -1455,14 +1521,7 @@ fn med_run(row: &mut [u8], up: Option<&[u8]>, x0: usize, x1: usize, s: usize) {
 /// MED on the difference to a reference: `rc` is the reference row, `up` the decoded row
 /// above with its reference row (`None` on row 0).
 #[inline]
-fn tmed_run(
-    row: &mut [u8],
-    up: Option<(&[u8], &[u8])>,
-    rc: &[u8],
-    x0: usize,
-    x1: usize,
-    s: usize,
-) {
+fn tmed_run(row: &mut [u8], up: Option<(&[u8], &[u8])>, rc: &[u8], x0: usize, x1: usize, s: usize) {
     let row = &mut row[..x1];
     let rc = &rc[..x1];
     let d = |x: u8, r: u8| i32::from(x) - i32::from(r);
@@ -1484,7 +1543,8 @@ fn tmed_run(
     if s == 1 {
         let mut da = d(row[start - 1], rc[start - 1]);
         let mut dc = d(up[start - 1], ru[start - 1]);
-        let it = row[start..].iter_mut().zip(&rc[start..]).zip(up[start..].iter().zip(&ru[start..]));
+        let it =
+            row[start..].iter_mut().zip(&rc[start..]).zip(up[start..].iter().zip(&ru[start..]));
         for ((x, &r), (&u, &uref)) in it {
             let db = d(u, uref);
             let v = x.wrapping_add((i32::from(r) + med(da, db, dc)) as u8);
@@ -1501,5 +1561,457 @@ fn tmed_run(
     }
 }
 
-thread_local!(pub static PROF: std::cell::RefCell<[f64; 3]> = const { std::cell::RefCell::new([0.0; 3]) });
-thread_local!(pub static CNT: std::cell::RefCell<[u64; 4]> = const { std::cell::RefCell::new([0; 4]) });
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+    fn noise(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// A smooth textured scene (what real footage looks like to a predictor).
+    fn scene(x: i64, y: i64, seed: u64) -> u8 {
+        let h = |a: i64, b: i64| {
+            let v = (a.wrapping_mul(73_856_093) ^ b.wrapping_mul(19_349_663) ^ seed as i64) as u64;
+            (v.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 58) as i64
+        };
+        // Coarse random lattice, bilinearly smoothed, plus a gradient.
+        let (cx, cy) = (x.div_euclid(8), y.div_euclid(8));
+        let (fx, fy) = (x.rem_euclid(8), y.rem_euclid(8));
+        let v = h(cx, cy) * (8 - fx) * (8 - fy)
+            + h(cx + 1, cy) * fx * (8 - fy)
+            + h(cx, cy + 1) * (8 - fx) * fy
+            + h(cx + 1, cy + 1) * fx * fy;
+        (v / 64 * 3 + x + y / 2).rem_euclid(256) as u8
+    }
+
+    /// `n` frames of a scene panning by `(dx, dy)` pixels a frame, with a little noise.
+    fn clip(layout: &FrameLayout, n: usize, dx: i64, dy: i64, noise_amp: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        let jitter = noise(7, n * layout.frame_bytes());
+        for f in 0..n as i64 {
+            for (p, g) in geoms(layout).iter().enumerate() {
+                for y in 0..g.h as i64 {
+                    for x in 0..g.w as i64 {
+                        let (px, ch) = (x / g.s as i64, x % g.s as i64);
+                        let scale = if g.bh < 16 { 2 } else { 1 };
+                        let v = scene(
+                            (px + f * dx / scale) * scale,
+                            (y + f * dy / scale) * scale,
+                            p as u64 * 3 + ch as u64,
+                        );
+                        let j = if noise_amp > 0 { jitter[out.len()] % noise_amp } else { 0 };
+                        out.push(v.wrapping_add(j));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn layouts() -> Vec<FrameLayout> {
+        vec![
+            FrameLayout::new(64, 48, PixelFormat::Yuv420p).unwrap(),
+            FrameLayout::new(38, 22, PixelFormat::Yuv420p).unwrap(),
+            FrameLayout::new(41, 19, PixelFormat::Rgb24).unwrap(),
+            FrameLayout::new(2, 2, PixelFormat::Yuv420p).unwrap(),
+            FrameLayout::new(1, 1, PixelFormat::Rgb24).unwrap(),
+        ]
+    }
+
+    const MODES: [PredictorMode; 4] =
+        [PredictorMode::Raw, PredictorMode::Temporal, PredictorMode::Med, PredictorMode::Adaptive];
+
+    fn round_trip(layout: &FrameLayout, frames: &[u8], mode: PredictorMode, level: i32) -> usize {
+        let n = frames.len() / layout.frame_bytes();
+        let chunk = ChunkEncoder::new(level, mode).unwrap().encode(layout, frames).unwrap();
+        let mut out = vec![0xA5; frames.len()];
+        ChunkDecoder::new().unwrap().decode(layout, n, &chunk, &mut out).unwrap();
+        assert!(out == frames, "{mode} {layout:?}: decoded frames differ");
+        chunk.len()
+    }
+
+    #[test]
+    fn every_mode_round_trips_gradients_noise_and_motion() {
+        for layout in layouts() {
+            let fb = layout.frame_bytes();
+            let gradient: Vec<u8> = (0..3 * fb).map(|i| (i % 251) as u8).collect();
+            let clips = [
+                gradient,
+                noise(1, 3 * fb),
+                clip(&layout, 5, 3, -2, 0),
+                clip(&layout, 4, -7, 1, 6),
+                clip(&layout, 1, 0, 0, 3),
+                vec![0; 2 * fb],
+                vec![255; 2 * fb],
+            ];
+            for frames in &clips {
+                for mode in MODES {
+                    round_trip(&layout, frames, mode, 3);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_residuals_round_trip() {
+        // Alternating 0/128/255 columns and rows produce residuals of -128, 127 and 128.
+        let layout = FrameLayout::new(24, 10, PixelFormat::Rgb24).unwrap();
+        let fb = layout.frame_bytes();
+        let frames: Vec<u8> =
+            (0..3 * fb).map(|i| [0u8, 128, 255, 127, 1][(i * 7 + i / 72) % 5]).collect();
+        for mode in MODES {
+            round_trip(&layout, &frames, mode, 1);
+        }
+    }
+
+    #[test]
+    fn one_decoder_handles_chunks_of_different_layouts_in_turn() {
+        let mut dec = ChunkDecoder::new().unwrap();
+        let mut enc = ChunkEncoder::new(3, PredictorMode::Adaptive).unwrap();
+        for (i, layout) in layouts().iter().cycle().take(10).enumerate() {
+            let frames = clip(layout, 1 + i % 3, 1, 1, 4);
+            let chunk = enc.encode(layout, &frames).unwrap();
+            let mut out = vec![0; frames.len()];
+            dec.decode(layout, 1 + i % 3, &chunk, &mut out).unwrap();
+            assert_eq!(out, frames);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn random_frames_round_trip(
+            w in 1u32..40, h in 1u32..24, rgb in any::<bool>(), n in 1usize..5,
+            seed in any::<u64>(), smooth in any::<bool>(), mode in 0usize..4, level in 1i32..6,
+        ) {
+            let (w, h, format) = if rgb { (w, h, PixelFormat::Rgb24) } else {
+                (w * 2, h * 2, PixelFormat::Yuv420p)
+            };
+            let layout = FrameLayout::new(w, h, format).unwrap();
+            let frames = if smooth {
+                clip(&layout, n, (seed % 5) as i64 - 2, (seed % 3) as i64 - 1, (seed % 4) as u8)
+            } else {
+                noise(seed, n * layout.frame_bytes())
+            };
+            round_trip(&layout, &frames, MODES[mode], level);
+        }
+
+        /// Whatever the decompressed payload holds, the decoder returns (an error, usually)
+        /// without panicking.
+        #[test]
+        fn mutated_payloads_never_panic(
+            edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6),
+            cut in any::<u16>(),
+        ) {
+            let layout = FrameLayout::new(20, 12, PixelFormat::Yuv420p).unwrap();
+            let frames = clip(&layout, 3, 2, 1, 5);
+            let mut payload = payload_of(&layout, &frames);
+            for (at, v) in edits {
+                let at = usize::from(at) % payload.len();
+                payload[at] = v;
+            }
+            if cut % 4 == 0 {
+                payload.truncate(usize::from(cut) % payload.len());
+            }
+            let mut out = vec![0; frames.len()];
+            let _ = ChunkDecoder::new().unwrap().decode(&layout, 3, &zstd::bulk::compress(&payload, 1).unwrap(), &mut out);
+        }
+    }
+
+    /// The decompressed payload the encoder wrote for `frames`.
+    fn payload_of(layout: &FrameLayout, frames: &[u8]) -> Vec<u8> {
+        let chunk =
+            ChunkEncoder::new(3, PredictorMode::Adaptive).unwrap().encode(layout, frames).unwrap();
+        zstd::bulk::decompress(&chunk, 1 << 24).unwrap()
+    }
+
+    fn decode_payload(layout: &FrameLayout, n: usize, payload: &[u8]) -> Result<(), CodecError> {
+        let mut out = vec![0; n * layout.frame_bytes()];
+        let chunk = zstd::bulk::compress(payload, 3).unwrap();
+        ChunkDecoder::new().unwrap().decode(layout, n, &chunk, &mut out)
+    }
+
+    fn test_clip() -> (FrameLayout, Vec<u8>) {
+        let layout = FrameLayout::new(32, 24, PixelFormat::Yuv420p).unwrap();
+        (layout, clip(&layout, 3, 2, 1, 5))
+    }
+
+    /// Offset of the first block code of frame `f`, plane 0.
+    fn codes_at(layout: &FrameLayout, n: usize, f: usize) -> usize {
+        let gs = geoms(layout);
+        let blocks: usize = gs.iter().map(Geom::blocks).sum();
+        n * gs.len() * 2 + f * blocks
+    }
+
+    #[test]
+    fn crafted_payload_decodes_and_the_encoder_payload_is_valid() {
+        let (layout, frames) = test_clip();
+        decode_payload(&layout, 3, &payload_of(&layout, &frames)).unwrap();
+    }
+
+    #[test]
+    fn rejects_unknown_predictor_codes() {
+        let (layout, frames) = test_clip();
+        for code in [6u8, 7, 0x80, 255] {
+            let mut p = payload_of(&layout, &frames);
+            p[codes_at(&layout, 3, 1) + 2] = code;
+            match decode_payload(&layout, 3, &p) {
+                Err(CodecError::UnknownPredictor { frame: 1, plane: 0, block: 2, code: c }) => {
+                    assert_eq!(c, code)
+                }
+                other => panic!("code {code}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_temporal_predictors_and_vectors_on_the_first_frame() {
+        let (layout, frames) = test_clip();
+        for p in Predictor::ALL.into_iter().filter(|p| p.is_temporal()) {
+            let mut payload = payload_of(&layout, &frames);
+            payload[codes_at(&layout, 3, 0) + 1] = p.code();
+            assert!(
+                matches!(
+                    decode_payload(&layout, 3, &payload),
+                    Err(CodecError::TemporalOnFirstFrame { plane: 0, block: 1, .. })
+                ),
+                "{p:?}"
+            );
+        }
+        let mut payload = payload_of(&layout, &frames);
+        payload[3] = 1; // dy of frame 0, plane 1
+        assert!(matches!(
+            decode_payload(&layout, 3, &payload),
+            Err(CodecError::VectorOnFirstFrame { plane: 1 })
+        ));
+    }
+
+    #[test]
+    fn rejects_payloads_of_the_wrong_size() {
+        let (layout, frames) = test_clip();
+        let payload = payload_of(&layout, &frames);
+        let mut longer = payload.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode_payload(&layout, 3, &longer),
+            Err(CodecError::SizeMismatch { .. })
+        ));
+        for len in [0, 10, payload.len() / 2, payload.len() - 1] {
+            assert!(decode_payload(&layout, 3, &payload[..len]).is_err(), "length {len}");
+        }
+        // A payload far beyond what the chunk could need is refused by zstd, not allocated.
+        assert!(matches!(
+            decode_payload(&layout, 3, &vec![0; 20 * frames.len()]),
+            Err(CodecError::Zstd(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_streams_that_end_early_or_late() {
+        let (layout, frames) = test_clip();
+        let payload = payload_of(&layout, &frames);
+        let table = codes_at(&layout, 3, 3);
+        let len = |p: &[u8], k: usize| {
+            u32::from_le_bytes(p[table + 4 * k..table + 4 * k + 4].try_into().unwrap())
+        };
+        // Move one byte from the first non-empty zero-flag stream to the next stream: the
+        // total stays right but the streams no longer hold what the decoder reads.
+        let k = (0..NZ).find(|&k| len(&payload, k) > 0).unwrap();
+        let mut p = payload.clone();
+        p[table + 4 * k..][..4].copy_from_slice(&(len(&payload, k) - 1).to_le_bytes());
+        p[table + 4 * (k + 1)..][..4].copy_from_slice(&(len(&payload, k + 1) + 1).to_le_bytes());
+        assert!(matches!(
+            decode_payload(&layout, 3, &p),
+            Err(CodecError::StreamOverrun { .. } | CodecError::StreamTrailing { .. })
+        ));
+        // Padding bits of a bit stream must be zero: set the top bit of a stream's last byte.
+        let start = table + 4 * N_STREAMS;
+        let mut end = start;
+        let mut found = false;
+        for s in 0..N_BIT_STREAMS {
+            end += len(&payload, s) as usize;
+            if len(&payload, s) > 0 && payload[end - 1] & 0x80 == 0 {
+                let mut p = payload.clone();
+                p[end - 1] |= 0x80;
+                if let Err(CodecError::StreamTrailing { .. }) = decode_payload(&layout, 3, &p) {
+                    found = true;
+                    break;
+                }
+            }
+        }
+        assert!(found, "no stream with padding detected its non-zero padding bit");
+    }
+
+    #[test]
+    fn rejects_magnitudes_out_of_range() {
+        // One 8x1 rgb24 frame (24 bytes, one RAW block), written by hand: every residual is
+        // non-zero, the first has magnitude byte 126, i.e. +128, which is out of range.
+        let layout = FrameLayout::new(8, 1, PixelFormat::Rgb24).unwrap();
+        let mut p = vec![0, 0, Predictor::Raw.code()];
+        // Row 0 has no row above: every group context is 0, so 3 groups of 8 flags in Z0.
+        // Per pixel the context sum is 2 * (left non-zero): 0 for x < 3, 2 after.
+        let (o_first, o_rest) = (usize::from(om_code(0) & 7), usize::from(om_code(2) & 7));
+        assert_ne!(o_first, o_rest);
+        let mut streams = vec![Vec::new(); N_STREAMS];
+        streams[0] = vec![0xFF; 3];
+        streams[NZ + o_first] = vec![0b001]; // x = 0 has magnitude > 1, x = 1, 2 do not
+        streams[NZ + o_rest] = vec![0; 3]; // 21 flags: magnitude 1
+        streams[NZ + NO + 4] = vec![0; 3]; // signs (context 4: no neighbours): positive
+        streams[N_BIT_STREAMS + usize::from(om_code(0) >> 3)] = vec![126];
+        for s in &streams {
+            p.extend((s.len() as u32).to_le_bytes());
+        }
+        p.extend(streams.concat());
+        match decode_payload(&layout, 1, &p) {
+            Err(CodecError::BadMagnitude { magnitude: 128, frame: 0, plane: 0 }) => {}
+            other => panic!("{other:?}"),
+        }
+        // The same payload with magnitude 127 is valid.
+        let m = p.len() - 1;
+        p[m] = 125;
+        let mut out = vec![0; 24];
+        let chunk = zstd::bulk::compress(&p, 3).unwrap();
+        ChunkDecoder::new().unwrap().decode(&layout, 1, &chunk, &mut out).unwrap();
+        assert_eq!(out, [&[127u8][..], &[1; 23][..]].concat());
+    }
+
+    #[test]
+    fn rejects_truncated_flipped_garbage_and_concatenated_chunks() {
+        let (layout, frames) = test_clip();
+        let chunk = ChunkEncoder::new(3, PredictorMode::Adaptive)
+            .unwrap()
+            .encode(&layout, &frames)
+            .unwrap();
+        let mut dec = ChunkDecoder::new().unwrap();
+        let mut out = vec![0; frames.len()];
+        for len in 0..chunk.len() {
+            assert!(dec.decode(&layout, 3, &chunk[..len], &mut out).is_err(), "truncated to {len}");
+        }
+        // Thanks to the frame checksum a flipped bit is an error, never wrong pixels. About one
+        // bit in a thousand changes nothing at all (the frame descriptor's unused bit, slack in
+        // entropy table descriptions): those decode to the right frames.
+        let mut harmless = 0;
+        for bit in 0..chunk.len() * 8 {
+            let mut c = chunk.clone();
+            c[bit / 8] ^= 1 << (bit % 8);
+            if dec.decode(&layout, 3, &c, &mut out).is_ok() {
+                assert!(out == frames, "bit {bit} flipped: wrong pixels accepted");
+                harmless += 1;
+            }
+        }
+        assert!(harmless * 100 < chunk.len() * 8, "{harmless} flips changed nothing");
+        for seed in 0..64 {
+            let garbage = noise(seed, 1 + seed as usize * 13);
+            assert!(dec.decode(&layout, 3, &garbage, &mut out).is_err());
+        }
+        let twice = [chunk.clone(), chunk.clone()].concat();
+        assert!(matches!(
+            dec.decode(&layout, 3, &twice, &mut out),
+            Err(CodecError::NotOneFrame { .. })
+        ));
+        // And the decoder still works afterwards.
+        dec.decode(&layout, 3, &chunk, &mut out).unwrap();
+        assert_eq!(out, frames);
+    }
+
+    #[test]
+    fn rejects_wrong_frame_counts_and_buffer_sizes() {
+        let (layout, frames) = test_clip();
+        let chunk = ChunkEncoder::new(3, PredictorMode::Adaptive)
+            .unwrap()
+            .encode(&layout, &frames)
+            .unwrap();
+        let fb = layout.frame_bytes();
+        let mut dec = ChunkDecoder::new().unwrap();
+        for n in [1, 2, 4, 16] {
+            let mut out = vec![0; n * fb];
+            assert!(dec.decode(&layout, n, &chunk, &mut out).is_err(), "{n} frames");
+        }
+        let mut out = vec![0; 3 * fb + 1];
+        assert!(matches!(
+            dec.decode(&layout, 3, &chunk, &mut out),
+            Err(CodecError::BadLength { .. })
+        ));
+        assert!(matches!(dec.decode(&layout, 0, &chunk, &mut []), Err(CodecError::NoFrames)));
+        let other = FrameLayout::new(32, 22, PixelFormat::Yuv420p).unwrap();
+        let mut out = vec![0; 3 * other.frame_bytes()];
+        assert!(dec.decode(&other, 3, &chunk, &mut out).is_err());
+        let mut enc = ChunkEncoder::new(3, PredictorMode::Adaptive).unwrap();
+        assert!(matches!(enc.encode(&layout, &frames[1..]), Err(CodecError::BadLength { .. })));
+        assert!(matches!(enc.encode(&layout, &[]), Err(CodecError::NoFrames)));
+    }
+
+    #[test]
+    fn adaptive_is_never_much_larger_than_the_best_fixed_mode() {
+        let layout = FrameLayout::new(96, 64, PixelFormat::Yuv420p).unwrap();
+        let clips = [
+            ("static", clip(&layout, 8, 0, 0, 3)),
+            ("panning", clip(&layout, 8, 3, 1, 3)),
+            ("noise", noise(3, 4 * layout.frame_bytes())),
+        ];
+        for (name, frames) in &clips {
+            let size = |m| round_trip(&layout, frames, m, 3);
+            let best_fixed = [PredictorMode::Raw, PredictorMode::Temporal, PredictorMode::Med]
+                .map(size)
+                .into_iter()
+                .min()
+                .unwrap();
+            let adaptive = size(PredictorMode::Adaptive);
+            assert!(
+                adaptive as f64 <= best_fixed as f64 * 1.03,
+                "{name}: adaptive {adaptive} B, best fixed mode {best_fixed} B"
+            );
+        }
+    }
+
+    #[test]
+    fn motion_predictors_pay_on_panning_footage() {
+        let layout = FrameLayout::new(96, 64, PixelFormat::Yuv420p).unwrap();
+        let frames = clip(&layout, 6, 4, 2, 2);
+        let enc = |c: &[Predictor]| {
+            let mut e = ChunkEncoder::new(3, PredictorMode::Adaptive).unwrap().with_candidates(c);
+            e.encode(&layout, &frames).unwrap().len()
+        };
+        let all = enc(&Predictor::ALL);
+        let no_motion =
+            enc(&[Predictor::Raw, Predictor::Temporal, Predictor::Med, Predictor::TemporalMed]);
+        assert!(all < no_motion, "with motion {all} B, without {no_motion} B");
+    }
+
+    #[test]
+    fn mode_names_and_codes_round_trip() {
+        for m in MODES {
+            assert_eq!(m.to_string().parse::<PredictorMode>().unwrap(), m);
+        }
+        assert_eq!(PredictorMode::default(), PredictorMode::Adaptive);
+        assert!("fast".parse::<PredictorMode>().is_err());
+        for p in Predictor::ALL {
+            assert_eq!(Predictor::from_code(p.code()), Some(p));
+        }
+        assert_eq!(Predictor::from_code(6), None);
+    }
+
+    #[test]
+    fn context_tables_match_their_thresholds() {
+        for g in 0..100u32 {
+            assert_eq!(z_ctx(g), Z_THRESHOLDS.iter().filter(|&&t| g > t).count());
+        }
+        for s in 0..=255u8 {
+            let c = om_code(s);
+            let above = |t: &[u32]| t.iter().filter(|&&t| u32::from(s) > t).count() as u8;
+            assert_eq!((c & 7, c >> 3), (above(&O_THRESHOLDS), above(&M_THRESHOLDS)));
+        }
+        assert_eq!(pixel_sum(1, 128, 128, 128), 255);
+    }
+}

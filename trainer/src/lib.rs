@@ -6,9 +6,18 @@
 //! build script adds an rpath to libtorch and keeps libtorch_cuda.so linked so that CUDA is
 //! found at run time (see `build.rs`).
 //!
-//! So far it holds [`device`] (picking and describing the device to train on) and
-//! [`sampler`] (CVRL's temporal interval sampler and evaluation clip placement).
+//! So far it holds [`device`] (picking and describing the device to train on),
+//! [`sampler`] (CVRL's temporal interval sampler and evaluation clip placement),
+//! [`augment`] (CVRL's temporally consistent crop, flip and colour augmentation, on the CPU),
+//! [`model`] (the R3D backbone and projection head) and [`loss`] (the InfoNCE loss).
 
+pub mod augment;
+pub mod checkpoint;
 pub mod device;
 pub mod loader;
+pub mod loss;
+pub mod model;
+pub mod optim;
 pub mod sampler;
+pub mod schedule;
+pub mod train;

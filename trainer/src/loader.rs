@@ -28,7 +28,14 @@ pub trait ClipTransform: Send + Sync {
     fn output_len(&self, t: usize) -> usize;
     /// Transforms `t` frames (`layout.frame_bytes()` each, back to back) into `out`
     /// (`output_len(t)` bytes).
-    fn apply(&self, rng: &mut Xoshiro256PlusPlus, layout: &FrameLayout, frames: &[u8], t: usize, out: &mut [u8]);
+    fn apply(
+        &self,
+        rng: &mut Xoshiro256PlusPlus,
+        layout: &FrameLayout,
+        frames: &[u8],
+        t: usize,
+        out: &mut [u8],
+    );
 }
 
 /// What the loader draws.
@@ -109,9 +116,18 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
 
 impl Loader {
     /// Starts the workers at `start_step` (0 for a new run).
-    pub fn start(set: Arc<ShardSet>, cfg: LoaderConfig, transform: Arc<dyn ClipTransform>, start_step: u64) -> Result<Loader, String> {
+    pub fn start(
+        set: Arc<ShardSet>,
+        cfg: LoaderConfig,
+        transform: Arc<dyn ClipTransform>,
+        start_step: u64,
+    ) -> Result<Loader, String> {
         if set.len() < cfg.batch_size || cfg.batch_size == 0 {
-            return Err(format!("batch size {} needs at least that many videos; the set has {}", cfg.batch_size, set.len()));
+            return Err(format!(
+                "batch size {} needs at least that many videos; the set has {}",
+                cfg.batch_size,
+                set.len()
+            ));
         }
         let workers = cfg.workers.max(1);
         let stats = Arc::new(LoaderStats::default());
@@ -119,7 +135,8 @@ impl Loader {
         let mut handles = Vec::with_capacity(workers);
         for w in 0..workers {
             let (tx, rx) = sync_channel(cfg.prefetch.max(1));
-            let (set, cfg, transform, stats) = (set.clone(), cfg.clone(), transform.clone(), stats.clone());
+            let (set, cfg, transform, stats) =
+                (set.clone(), cfg.clone(), transform.clone(), stats.clone());
             let first = start_step + w as u64;
             let handle = std::thread::Builder::new()
                 .name(format!("cvrl-loader-{w}"))
@@ -128,7 +145,14 @@ impl Loader {
             queues.push(rx);
             handles.push(handle);
         }
-        Ok(Loader { queues, workers: handles, start_step, next_step: start_step, stats, last_return: None })
+        Ok(Loader {
+            queues,
+            workers: handles,
+            start_step,
+            next_step: start_step,
+            stats,
+            last_return: None,
+        })
     }
 
     /// The next batch, in step order. Blocks until it is ready; the time blocked counts as
@@ -163,7 +187,15 @@ impl Drop for Loader {
 }
 
 /// Builds batches `first, first + every, ...` until the consumer hangs up.
-fn worker(set: &ShardSet, cfg: &LoaderConfig, transform: &dyn ClipTransform, stats: &LoaderStats, first: u64, every: u64, tx: SyncSender<Batch>) {
+fn worker(
+    set: &ShardSet,
+    cfg: &LoaderConfig,
+    transform: &dyn ClipTransform,
+    stats: &LoaderStats,
+    first: u64,
+    every: u64,
+    tx: SyncSender<Batch>,
+) {
     let Ok(mut reader) = set.reader() else { return };
     let per_epoch = (set.len() / cfg.batch_size) as u64;
     let clip_len = transform.output_len(cfg.clip.frames as usize);
@@ -177,16 +209,34 @@ fn worker(set: &ShardSet, cfg: &LoaderConfig, transform: &dyn ClipTransform, sta
             order = (epoch, epoch_order(set.len(), cfg.seed, epoch));
         }
         let base = (step % per_epoch) as usize * cfg.batch_size;
-        let mut batch = Batch { step, videos: Vec::with_capacity(cfg.batch_size), view_a: vec![0; clip_len * cfg.batch_size], view_b: vec![0; clip_len * cfg.batch_size] };
+        let mut batch = Batch {
+            step,
+            videos: Vec::with_capacity(cfg.batch_size),
+            view_a: vec![0; clip_len * cfg.batch_size],
+            view_b: vec![0; clip_len * cfg.batch_size],
+        };
         for slot in 0..cfg.batch_size {
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix(cfg.seed ^ mix(epoch ^ mix((base + slot) as u64))));
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix(
+                cfg.seed ^ mix(epoch ^ mix((base + slot) as u64))
+            ));
             let out_a = &mut batch.view_a[slot * clip_len..(slot + 1) * clip_len];
             let out_b = &mut batch.view_b[slot * clip_len..(slot + 1) * clip_len];
             // Damaged videos are replaced by the next ones in the epoch's order.
             let mut k = base + slot;
             let video = loop {
                 let v = order.1[k % order.1.len()] as usize;
-                match make_pair(set, &mut reader, cfg, transform, &mut rng, v, &mut frames, &mut indices, out_a, out_b) {
+                match make_pair(
+                    set,
+                    &mut reader,
+                    cfg,
+                    transform,
+                    &mut rng,
+                    v,
+                    &mut frames,
+                    &mut indices,
+                    out_a,
+                    out_b,
+                ) {
                     Ok(()) => break v,
                     Err(e) => {
                         stats.skipped.fetch_add(1, Ordering::Relaxed);

@@ -85,7 +85,9 @@ impl FromStr for IntervalDistribution {
                 let p = other.strip_prefix("power:").and_then(|p| p.parse::<f64>().ok());
                 match p {
                     Some(p) if p > 0.0 && p.is_finite() => Ok(IntervalDistribution::Power(p)),
-                    _ => Err(format!("{other:?}: expected decreasing, uniform, increasing or power:P with P > 0")),
+                    _ => Err(format!(
+                        "{other:?}: expected decreasing, uniform, increasing or power:P with P > 0"
+                    )),
                 }
             }
         }
@@ -148,14 +150,21 @@ pub struct PairStarts {
 }
 
 /// Draws the two clip starts of one video of `len` stored frames at `fps` (CVRL step 1).
-pub fn sample_pair<R: Rng + ?Sized>(rng: &mut R, dist: IntervalDistribution, clip: &ClipSpec, len: u32, fps: f64) -> PairStarts {
+pub fn sample_pair<R: Rng + ?Sized>(
+    rng: &mut R,
+    dist: IntervalDistribution,
+    clip: &ClipSpec,
+    len: u32,
+    fps: f64,
+) -> PairStarts {
     let len = len.max(1);
     let span = clip.span(fps);
     if len <= span {
         return PairStarts { first: rng.random_range(0..len), second: rng.random_range(0..len) };
     }
     let max_offset = len - span;
-    let delta = ((dist.inverse_cdf(rng.random::<f64>()) * f64::from(max_offset)) as u32).min(max_offset - 1);
+    let delta = ((dist.inverse_cdf(rng.random::<f64>()) * f64::from(max_offset)) as u32)
+        .min(max_offset - 1);
     let first = rng.random_range(0..max_offset - delta);
     let (a, b) = (first, first + delta);
     if rng.random::<bool>() {
@@ -178,7 +187,9 @@ pub fn linspace_starts(clip: &ClipSpec, len: u32, fps: f64, k: u32) -> Vec<u32> 
     match k {
         0 => Vec::new(),
         1 => vec![last / 2],
-        _ => (0..k).map(|i| ((f64::from(i) * f64::from(last)) / f64::from(k - 1)).round() as u32).collect(),
+        _ => (0..k)
+            .map(|i| ((f64::from(i) * f64::from(last)) / f64::from(k - 1)).round() as u32)
+            .collect(),
     }
 }
 
@@ -221,13 +232,25 @@ mod tests {
         // M = 10031 - 31 = 10000: fine enough that flooring to frames is negligible.
         let n = 20_000;
         let critical = 1.95 / (n as f64).sqrt(); // alpha = 0.001
-        let all = [IntervalDistribution::Decreasing, IntervalDistribution::Uniform, IntervalDistribution::Increasing, IntervalDistribution::Power(3.0)];
+        let all = [
+            IntervalDistribution::Decreasing,
+            IntervalDistribution::Uniform,
+            IntervalDistribution::Increasing,
+            IntervalDistribution::Power(3.0),
+        ];
         for dist in all {
-            let xs: Vec<f64> = gaps(dist, 10_031, n).into_iter().map(|g| (f64::from(g) + 0.5) / 10_000.0).collect();
+            let xs: Vec<f64> = gaps(dist, 10_031, n)
+                .into_iter()
+                .map(|g| (f64::from(g) + 0.5) / 10_000.0)
+                .collect();
             let d = ks_statistic(xs.clone(), dist);
             assert!(d < critical, "{dist}: KS statistic {d:.4} >= {critical:.4}");
             // And the test has power: the same draws are far from another distribution.
-            let other = if dist == IntervalDistribution::Uniform { IntervalDistribution::Decreasing } else { IntervalDistribution::Uniform };
+            let other = if dist == IntervalDistribution::Uniform {
+                IntervalDistribution::Decreasing
+            } else {
+                IntervalDistribution::Uniform
+            };
             assert!(ks_statistic(xs, other) > 5.0 * critical, "{dist} draws also fit {other}");
         }
     }
@@ -244,7 +267,10 @@ mod tests {
     #[test]
     fn power_one_is_the_decreasing_line() {
         for u in [0.0, 0.1, 0.5, 0.9, 0.999] {
-            let (a, b) = (IntervalDistribution::Power(1.0).inverse_cdf(u), IntervalDistribution::Decreasing.inverse_cdf(u));
+            let (a, b) = (
+                IntervalDistribution::Power(1.0).inverse_cdf(u),
+                IntervalDistribution::Decreasing.inverse_cdf(u),
+            );
             assert!((a - b).abs() < 1e-9, "u={u}: {a} vs {b}");
         }
     }
@@ -263,7 +289,10 @@ mod tests {
                     assert_eq!(idx.len(), 16);
                     assert!(idx.iter().all(|&i| i < len));
                     if len > clip.span(25.0) {
-                        assert!(idx.windows(2).all(|w| w[1] == w[0] + 2), "no wrap when the clip fits: {idx:?}");
+                        assert!(
+                            idx.windows(2).all(|w| w[1] == w[0] + 2),
+                            "no wrap when the clip fits: {idx:?}"
+                        );
                     }
                 }
             }
@@ -302,8 +331,14 @@ mod tests {
 
     #[test]
     fn distributions_parse_from_the_command_line() {
-        assert_eq!("power:2.5".parse::<IntervalDistribution>(), Ok(IntervalDistribution::Power(2.5)));
-        assert_eq!("decreasing".parse::<IntervalDistribution>(), Ok(IntervalDistribution::Decreasing));
+        assert_eq!(
+            "power:2.5".parse::<IntervalDistribution>(),
+            Ok(IntervalDistribution::Power(2.5))
+        );
+        assert_eq!(
+            "decreasing".parse::<IntervalDistribution>(),
+            Ok(IntervalDistribution::Decreasing)
+        );
         assert!("power:-1".parse::<IntervalDistribution>().is_err());
         assert!("sideways".parse::<IntervalDistribution>().is_err());
     }

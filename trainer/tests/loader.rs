@@ -21,7 +21,14 @@ impl ClipTransform for Probe {
     fn output_len(&self, t: usize) -> usize {
         t + 1
     }
-    fn apply(&self, rng: &mut Xoshiro256PlusPlus, layout: &FrameLayout, frames: &[u8], t: usize, out: &mut [u8]) {
+    fn apply(
+        &self,
+        rng: &mut Xoshiro256PlusPlus,
+        layout: &FrameLayout,
+        frames: &[u8],
+        t: usize,
+        out: &mut [u8],
+    ) {
         for k in 0..t {
             out[k] = frames[k * layout.frame_bytes()];
         }
@@ -77,12 +84,24 @@ fn write_set(dir: &Path, n: u32) {
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
         tool: "test".into(),
-        params: BuildParams { short_side: None, fps: None, pixel_format: PixelFormat::Yuv420p, chunk_frames: 8, zstd_level: 3, predictor: "adaptive".into(), shard_bytes: bytes },
+        params: BuildParams {
+            short_side: None,
+            fps: None,
+            pixel_format: PixelFormat::Yuv420p,
+            chunk_frames: 8,
+            zstd_level: 3,
+            predictor: "adaptive".into(),
+            shard_bytes: bytes,
+        },
         classes: vec![],
         part: None,
         index: "index.parquet".into(),
         failures: "failures.parquet".into(),
-        shards: vec![manifest::ShardInfo { file: "shard-00000.cvrs".into(), bytes, videos: u64::from(n) }],
+        shards: vec![manifest::ShardInfo {
+            file: "shard-00000.cvrs".into(),
+            bytes,
+            videos: u64::from(n),
+        }],
         counts: Counts::default(),
     }
     .save(&dir.join("manifest.json"))
@@ -90,7 +109,14 @@ fn write_set(dir: &Path, n: u32) {
 }
 
 fn cfg(workers: usize) -> LoaderConfig {
-    LoaderConfig { batch_size: 4, workers, prefetch: 2, seed: 42, clip: ClipSpec { frames: 8, stride: 2, base_fps: 25.0 }, interval: IntervalDistribution::Decreasing }
+    LoaderConfig {
+        batch_size: 4,
+        workers,
+        prefetch: 2,
+        seed: 42,
+        clip: ClipSpec { frames: 8, stride: 2, base_fps: 25.0 },
+        interval: IntervalDistribution::Decreasing,
+    }
 }
 
 fn take(set: &Arc<ShardSet>, workers: usize, start: u64, n: usize) -> Vec<Batch> {
@@ -113,7 +139,10 @@ fn batches_are_the_same_for_any_worker_count_and_a_resumed_loader_continues_exac
     let resumed: Vec<_> = take(&set, 2, 3, 4).iter().map(key).collect();
     assert_eq!(&one[3..], &resumed[..]);
     // 10 videos, batch 4: 2 steps per epoch, each epoch a new permutation.
-    let (e0, e1): (Vec<u32>, Vec<u32>) = (one[0].1.iter().chain(&one[1].1).copied().collect(), one[2].1.iter().chain(&one[3].1).copied().collect());
+    let (e0, e1): (Vec<u32>, Vec<u32>) = (
+        one[0].1.iter().chain(&one[1].1).copied().collect(),
+        one[2].1.iter().chain(&one[3].1).copied().collect(),
+    );
     assert_ne!(e0, e1);
     let mut distinct = e0.clone();
     distinct.sort();

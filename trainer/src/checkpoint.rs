@@ -1,0 +1,485 @@
+//! Training checkpoints: model weights, optimiser velocities and the run's state, written
+//! atomically, found again for `--resume`, and the backbone exported alone for evaluation.
+//!
+//! A checkpoint is a directory `RUN_DIR/ckpt-<step, 8 digits>/` holding
+//!
+//! - `model.safetensors`: every variable of the model's [`VarStore`] (backbone, head, and
+//!   BatchNorm running statistics), named as [`crate::model`] names them;
+//! - `optimizer.safetensors`: the velocity of each trainable variable, under its name;
+//! - `state.json`: [`CheckpointState`]: the step (number of updates done), seed, a model
+//!   description and the run's whole configuration.
+//!
+//! It is written into `ckpt-<step>.tmp/` and renamed into place only when every file is on
+//! disk (files and directory fsynced), so a crash at any moment leaves either the previous
+//! checkpoints or a complete new one; a leftover `.tmp` directory is never read.
+//!
+//! [`export_encoder`] writes the backbone alone (`stem.*`, `res2.*` .. `res5.*`, the
+//! projection head dropped) as one safetensors file, the format PyTorch reads with
+//! `safetensors.torch.load_file` (or by hand: an 8-byte little-endian header length, a JSON
+//! header of names, dtypes, shapes and offsets, then raw little-endian data).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Device, TchError, Tensor};
+
+use crate::optim::Optimizer;
+
+/// `state.json`'s `format` field.
+pub const FORMAT: &str = "cvrl-checkpoint";
+/// `state.json`'s `version` field; bumped when the layout changes.
+pub const VERSION: u32 = 1;
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "state.json";
+/// The exported backbone, in the run directory.
+pub const ENCODER_FILE: &str = "encoder.safetensors";
+/// The variables of the projection head start with this; everything else is the backbone.
+pub const HEAD_PREFIX: &str = "head.";
+
+/// What `state.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub format: String,
+    pub version: u32,
+    /// Updates done; a resumed run continues with step `step` (0-based).
+    pub step: u64,
+    pub seed: u64,
+    /// A short description of the architecture (e.g. `r3d18 x1, head 3x2048 -> 128`), shown
+    /// when a checkpoint does not fit the model.
+    pub model: String,
+    /// The loss of the last step before the checkpoint.
+    pub loss: Option<f64>,
+    /// The run's configuration (every flag), as the trainer serialised it.
+    pub config: serde_json::Value,
+}
+
+impl CheckpointState {
+    pub fn new(step: u64, seed: u64, model: String, loss: Option<f64>, config: serde_json::Value) -> Self {
+        CheckpointState { format: FORMAT.into(), version: VERSION, step, seed, model, loss, config }
+    }
+}
+
+/// Tensors that one side has and the other lacks, or has with another shape.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TensorMismatch {
+    /// Expected, not found.
+    pub missing: Vec<String>,
+    /// Found, not expected.
+    pub unexpected: Vec<String>,
+    /// `(name, expected shape, found shape)`.
+    pub shapes: Vec<(String, Vec<i64>, Vec<i64>)>,
+}
+
+impl TensorMismatch {
+    /// Compares `found` against `expected` (names and shapes), each list sorted by name.
+    pub fn between(expected: &[(String, Vec<i64>)], found: &[(String, Vec<i64>)]) -> Self {
+        let want: BTreeMap<&str, &Vec<i64>> = expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        let got: BTreeMap<&str, &Vec<i64>> = found.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        let mut m = TensorMismatch::default();
+        for (name, shape) in &want {
+            match got.get(name) {
+                None => m.missing.push(name.to_string()),
+                Some(s) if s != shape => m.shapes.push((name.to_string(), (*shape).clone(), (*s).clone())),
+                Some(_) => {}
+            }
+        }
+        m.unexpected = got.keys().filter(|n| !want.contains_key(*n)).map(|n| n.to_string()).collect();
+        m
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.shapes.is_empty()
+    }
+}
+
+/// How many names of each kind a message lists.
+const SHOWN: usize = 5;
+
+fn name_list(names: &[String]) -> String {
+    let mut s = names.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+impl fmt::Display for TensorMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.shapes.is_empty() {
+            let shown: Vec<String> = self
+                .shapes
+                .iter()
+                .take(SHOWN)
+                .map(|(n, want, got)| format!("{n} is {got:?} there but {want:?} here"))
+                .collect();
+            let more = self.shapes.len().saturating_sub(SHOWN);
+            let more = if more > 0 { format!(", and {more} more") } else { String::new() };
+            parts.push(format!("{} with another shape ({}{more})", self.shapes.len(), shown.join("; ")));
+        }
+        if !self.missing.is_empty() {
+            parts.push(format!("{} missing ({})", self.missing.len(), name_list(&self.missing)));
+        }
+        if !self.unexpected.is_empty() {
+            parts.push(format!("{} not in this model ({})", self.unexpected.len(), name_list(&self.unexpected)));
+        }
+        write!(f, "tensors differ: {}", parts.join("; "))
+    }
+}
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Torch { path: PathBuf, source: TchError },
+    #[error("{path}: not a valid state file: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: format {found:?} version {version} is not a {FORMAT} version {VERSION}")]
+    Format { path: PathBuf, found: String, version: u32 },
+    #[error("{path} is not a checkpoint (expected a ckpt-* directory holding {STATE_FILE}, a run directory holding such directories, or a file in one)")]
+    NotACheckpoint { path: PathBuf },
+    #[error("no checkpoint in {dir} (no ckpt-* directory with a {STATE_FILE})")]
+    NoCheckpoint { dir: PathBuf },
+    #[error("{path} was saved from another model ({saved}) than this run's ({this}): {mismatch}")]
+    OtherModel { path: PathBuf, saved: String, this: String, mismatch: TensorMismatch },
+    #[error("{path}: optimiser state does not fit this model's variables: {mismatch}")]
+    OptimizerState { path: PathBuf, mismatch: TensorMismatch },
+    #[error("refusing to save a checkpoint: variable {name} holds NaN or infinite values")]
+    NonFinite { name: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+}
+
+fn torch(path: &Path) -> impl FnOnce(TchError) -> CheckpointError + '_ {
+    move |source| CheckpointError::Torch { path: path.to_path_buf(), source }
+}
+
+/// `ckpt-00001234` for step 1234: zero-padded so that names sort by step.
+pub fn dir_name(step: u64) -> String {
+    format!("ckpt-{step:08}")
+}
+
+/// The step of a directory named by [`dir_name`].
+fn parse_dir_name(name: &str) -> Option<u64> {
+    name.strip_prefix("ckpt-").filter(|d| d.bytes().all(|b| b.is_ascii_digit())).and_then(|d| d.parse().ok())
+}
+
+/// Writes `tensors` (moved to the CPU, made contiguous) as safetensors, fsynced.
+fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+    let cpu: Vec<(&str, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.as_str(), t.to_device(Device::Cpu).contiguous())).collect();
+    Tensor::write_safetensors(&cpu, path).map_err(torch(path))?;
+    fs::File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
+}
+
+/// Every variable of `vs`, sorted by name.
+fn named(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// Writes the checkpoint of `state.step` into `run_dir` atomically (see the module docs)
+/// and returns its directory. Refuses (and writes nothing) if any variable is not finite,
+/// so that a diverged run never replaces good checkpoints with bad ones.
+pub fn save(
+    run_dir: &Path,
+    state: &CheckpointState,
+    vs: &VarStore,
+    optimizer: &Optimizer,
+) -> Result<PathBuf, CheckpointError> {
+    let vars = named(vs);
+    for (name, t) in &vars {
+        if t.is_floating_point() && !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+            return Err(CheckpointError::NonFinite { name: name.clone() });
+        }
+    }
+    let name = dir_name(state.step);
+    let dir = run_dir.join(&name);
+    let tmp = run_dir.join(format!("{name}.tmp"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    write_tensors(&tmp.join(MODEL_FILE), &vars)?;
+    write_tensors(&tmp.join(OPTIMIZER_FILE), &optimizer.state())?;
+    let state_path = tmp.join(STATE_FILE);
+    let json = serde_json::to_vec_pretty(state).map_err(|source| CheckpointError::Json { path: state_path.clone(), source })?;
+    fs::write(&state_path, json).map_err(io(&state_path))?;
+    fs::File::open(&state_path).and_then(|f| f.sync_all()).map_err(io(&state_path))?;
+    sync_dir(&tmp)?;
+    if dir.exists() {
+        // The same step again (a resumed run that reached it once before): swap, then drop
+        // the old one, so that one complete copy exists at every moment.
+        let old = run_dir.join(format!("{name}.old"));
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        fs::rename(&dir, &old).map_err(io(&dir))?;
+        fs::rename(&tmp, &dir).map_err(io(&dir))?;
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    } else {
+        fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    }
+    sync_dir(run_dir)?;
+    Ok(dir)
+}
+
+/// Writes the backbone's variables (everything but `head.*`, BatchNorm running statistics
+/// included) to `path` as safetensors, through a temporary file and a rename.
+pub fn export_encoder(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
+    let backbone: Vec<(String, Tensor)> =
+        named(vs).into_iter().filter(|(n, _)| !n.starts_with(HEAD_PREFIX)).collect();
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    write_tensors(&tmp, &backbone)?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// The checkpoints in `run_dir`, as `(step, directory)` sorted by step. Directories
+/// without a state file (or `.tmp` leftovers) are not checkpoints.
+pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(run_dir).map_err(io(run_dir))? {
+        let entry = entry.map_err(io(run_dir))?;
+        let name = entry.file_name();
+        if let Some(step) = name.to_str().and_then(parse_dir_name) {
+            if entry.path().join(STATE_FILE).is_file() {
+                found.push((step, entry.path()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The checkpoint directory `path` names: a checkpoint directory itself, a file inside one,
+/// or a run directory (its latest checkpoint).
+pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
+    if path.is_file() {
+        return match path.parent() {
+            Some(dir) if dir.join(STATE_FILE).is_file() => Ok(dir.to_path_buf()),
+            _ => Err(CheckpointError::NotACheckpoint { path: path.to_path_buf() }),
+        };
+    }
+    if !path.is_dir() {
+        return Err(CheckpointError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        });
+    }
+    if path.join(STATE_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    match list(path)?.pop() {
+        Some((_, dir)) => Ok(dir),
+        None => Err(CheckpointError::NoCheckpoint { dir: path.to_path_buf() }),
+    }
+}
+
+/// Reads and checks `state.json` of the checkpoint in `dir`.
+pub fn read_state(dir: &Path) -> Result<CheckpointState, CheckpointError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = fs::read(&path).map_err(io(&path))?;
+    let state: CheckpointState =
+        serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Json { path: path.clone(), source })?;
+    if state.format != FORMAT || state.version != VERSION {
+        return Err(CheckpointError::Format { path, found: state.format, version: state.version });
+    }
+    Ok(state)
+}
+
+fn shapes(tensors: &[(String, Tensor)]) -> Vec<(String, Vec<i64>)> {
+    tensors.iter().map(|(n, t)| (n.clone(), t.size())).collect()
+}
+
+/// Restores the checkpoint in `dir` into `vs` and `optimizer`, after checking that every
+/// tensor name and shape matches (`this_model` describes `vs` for the error message).
+/// Nothing is changed when they do not match.
+pub fn load(
+    dir: &Path,
+    vs: &VarStore,
+    optimizer: &mut Optimizer,
+    this_model: &str,
+) -> Result<CheckpointState, CheckpointError> {
+    let state = read_state(dir)?;
+    let model_path = dir.join(MODEL_FILE);
+    let mut saved = Tensor::read_safetensors(&model_path).map_err(torch(&model_path))?;
+    saved.sort_by(|a, b| a.0.cmp(&b.0));
+    let vars = named(vs);
+    let mismatch = TensorMismatch::between(&shapes(&vars), &shapes(&saved));
+    if !mismatch.is_empty() {
+        return Err(CheckpointError::OtherModel {
+            path: dir.to_path_buf(),
+            saved: state.model.clone(),
+            this: this_model.to_owned(),
+            mismatch,
+        });
+    }
+    let opt_path = dir.join(OPTIMIZER_FILE);
+    let velocities = Tensor::read_safetensors(&opt_path).map_err(torch(&opt_path))?;
+    // Check the optimiser state before touching the weights, so that a failure changes nothing.
+    let expected: Vec<(String, Vec<i64>)> = shapes(&optimizer.state());
+    let mismatch = TensorMismatch::between(&expected, &shapes(&velocities));
+    if !mismatch.is_empty() {
+        return Err(CheckpointError::OptimizerState { path: opt_path, mismatch });
+    }
+    let saved: HashMap<String, Tensor> = saved.into_iter().collect();
+    tch::no_grad(|| {
+        for (name, mut var) in vars {
+            var.copy_(&saved[&name].to_device(var.device()));
+        }
+    });
+    optimizer
+        .load_state(&velocities)
+        .map_err(|mismatch| CheckpointError::OptimizerState { path: opt_path, mismatch })?;
+    Ok(state)
+}
+
+/// Deletes all but the newest `keep` checkpoints (at least one is always kept) and any
+/// `.tmp` leftovers of interrupted saves.
+pub fn prune(run_dir: &Path, keep: usize) -> Result<(), CheckpointError> {
+    let all = list(run_dir)?;
+    let drop = all.len().saturating_sub(keep.max(1));
+    for (_, dir) in &all[..drop] {
+        fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    for entry in fs::read_dir(run_dir).map_err(io(run_dir))? {
+        let entry = entry.map_err(io(run_dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("ckpt-") && name.ends_with(".tmp") && entry.path().is_dir() {
+            fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::OptimizerConfig;
+    use tch::{nn, Kind};
+
+    fn store(width: i64) -> VarStore {
+        let vs = VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let _ = nn::linear(&root / "stem" / "linear", 3, width, Default::default());
+        let _ = nn::linear(&root / "head" / "0" / "linear", width, 2, Default::default());
+        vs
+    }
+
+    fn state(step: u64) -> CheckpointState {
+        CheckpointState::new(step, 7, "toy".into(), Some(1.5), serde_json::json!({"lr": 0.1}))
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        f64::try_from((a - b).abs().max()).unwrap()
+    }
+
+    #[test]
+    fn save_then_load_restores_weights_and_velocities() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = store(4);
+        let mut opt = Optimizer::new(&vs, OptimizerConfig::default());
+        let vars = vs.variables();
+        let loss = vars["stem.linear.weight"].sum(Kind::Float) * 2.0
+            + vars["head.0.linear.weight"].square().sum(Kind::Float);
+        loss.backward();
+        opt.step(0.1);
+        let saved = save(dir.path(), &state(12), &vs, &opt).unwrap();
+        assert_eq!(saved, dir.path().join("ckpt-00000012"));
+        assert!(!dir.path().join("ckpt-00000012.tmp").exists());
+
+        let vs2 = store(4);
+        let mut opt2 = Optimizer::new(&vs2, OptimizerConfig::default());
+        let st = load(&resolve(dir.path()).unwrap(), &vs2, &mut opt2, "toy").unwrap();
+        assert_eq!(st, state(12));
+        let v2 = vs2.variables();
+        for (name, t) in &vars {
+            assert_eq!(max_diff(t, &v2[name]), 0.0, "{name}");
+        }
+        for ((n, a), (_, b)) in opt.state().iter().zip(opt2.state()) {
+            assert_eq!(max_diff(a, &b), 0.0, "velocity of {n}");
+        }
+        // A file inside the checkpoint names it too.
+        assert_eq!(resolve(&saved.join(MODEL_FILE)).unwrap(), saved);
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_model_is_refused_with_the_differing_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = store(4);
+        let opt = Optimizer::new(&vs, OptimizerConfig::default());
+        save(dir.path(), &state(1), &vs, &opt).unwrap();
+        let other = store(5);
+        let before = other.variables()["stem.linear.weight"].copy();
+        let mut opt2 = Optimizer::new(&other, OptimizerConfig::default());
+        let err = load(&resolve(dir.path()).unwrap(), &other, &mut opt2, "toy x5").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, CheckpointError::OtherModel { .. }), "{msg}");
+        assert!(msg.contains("stem.linear.weight is [4, 3] there but [5, 3] here"), "{msg}");
+        assert!(msg.contains("(toy)") && msg.contains("(toy x5)"), "{msg}");
+        assert_eq!(max_diff(&before, &other.variables()["stem.linear.weight"]), 0.0);
+    }
+
+    #[test]
+    fn resolve_picks_the_latest_and_prune_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = store(2);
+        let opt = Optimizer::new(&vs, OptimizerConfig::default());
+        for step in [5, 10, 100, 20] {
+            save(dir.path(), &state(step), &vs, &opt).unwrap();
+        }
+        // A crashed save leaves a .tmp directory: never a candidate.
+        fs::create_dir(dir.path().join("ckpt-00000200.tmp")).unwrap();
+        assert_eq!(resolve(dir.path()).unwrap(), dir.path().join("ckpt-00000100"));
+        prune(dir.path(), 2).unwrap();
+        let left: Vec<u64> = list(dir.path()).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(left, [20, 100]);
+        assert!(!dir.path().join("ckpt-00000200.tmp").exists());
+        // Saving the same step again replaces it.
+        save(dir.path(), &state(100), &vs, &opt).unwrap();
+        assert_eq!(read_state(&dir.path().join("ckpt-00000100")).unwrap().step, 100);
+
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(resolve(empty.path()), Err(CheckpointError::NoCheckpoint { .. })));
+        assert!(resolve(&empty.path().join("nope")).is_err());
+    }
+
+    #[test]
+    fn the_encoder_export_holds_the_backbone_only_and_non_finite_weights_are_not_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = store(3);
+        let path = dir.path().join(ENCODER_FILE);
+        export_encoder(&vs, &path).unwrap();
+        let names: Vec<String> =
+            Tensor::read_safetensors(&path).unwrap().into_iter().map(|(n, _)| n).collect();
+        let mut names = names;
+        names.sort();
+        assert_eq!(names, ["stem.linear.bias", "stem.linear.weight"]);
+
+        let opt = Optimizer::new(&vs, OptimizerConfig::default());
+        tch::no_grad(|| {
+            let mut bias = vs.variables()["head.0.linear.bias"].shallow_clone();
+            let _ = bias.fill_(f64::NAN);
+        });
+        let err = save(dir.path(), &state(3), &vs, &opt).unwrap_err();
+        assert!(matches!(err, CheckpointError::NonFinite { ref name } if name == "head.0.linear.bias"));
+        assert!(list(dir.path()).unwrap().is_empty());
+    }
+}

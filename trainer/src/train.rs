@@ -1,0 +1,842 @@
+//! The CVRL pretraining loop: shard set → loader (interval sampling + augmentation) → R3D
+//! and projection head → InfoNCE → SGD/LARS under the warm-up + cosine schedule, with a
+//! per-step log, checkpoints and resume.
+//!
+//! One step:
+//!
+//! 1. The loader hands over batch `s` (deterministic per step: a resumed run sees exactly
+//!    the batches an uninterrupted one would): two augmented views of `B` videos, `u8`
+//!    `[B, 3, T, S, S]` each. [`AugmentTransform`] makes them from the stored frames.
+//! 2. The two views are concatenated into one batch of `2B` clips, moved to the device as
+//!    `u8` (a quarter of the bytes of floats) and scaled to `[0, 1]` there. One forward pass
+//!    over the `2B` clips means BatchNorm normalises with statistics of both views together,
+//!    as SimCLR does (it concatenates the views along the batch); two separate passes would
+//!    give each view its own statistics, which lets the network tell the views apart by
+//!    their batch statistics.
+//! 3. On CUDA the forward pass runs under bf16 autocast (the reference trains in bfloat16 on
+//!    TPU); [`info_nce`] computes the loss in f32 whatever it gets. The CPU runs f32.
+//! 4. Backward, then [`Optimizer::step`] at [`LrSchedule::lr_at`]`(s)`.
+//! 5. One JSON line in `RUN_DIR/log.jsonl` ([`StepLog`]); a checkpoint every
+//!    `checkpoint_every` steps and at the end (see [`crate::checkpoint`]), each also
+//!    refreshing `RUN_DIR/encoder.safetensors`.
+//!
+//! A NaN or infinite loss stops the run with [`TrainError::NonFiniteLoss`], which names the
+//! last good checkpoint; nothing is saved after the bad step, and a checkpoint is never
+//! written from non-finite weights.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cvrl_formats::{FormatError, FrameLayout, ShardSet};
+use rand::rngs::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Cuda, Device, Kind, TchError, Tensor};
+
+use crate::augment::{augment, AugmentConfig};
+use crate::checkpoint::{self, CheckpointError, CheckpointState};
+use crate::loader::{ClipTransform, Loader, LoaderConfig};
+use crate::loss::info_nce;
+use crate::model::{clips_to_input, Depth, HeadConfig, Model, ModelError, R3dConfig};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::sampler::{ClipSpec, IntervalDistribution};
+use crate::schedule::{epochs_to_steps, scaled_lr, steps_per_epoch, LrSchedule};
+
+/// The per-step log, one JSON object per line.
+pub const LOG_FILE: &str = "log.jsonl";
+/// The run's configuration and derived plan, rewritten at every (re)start.
+pub const RUN_FILE: &str = "run.json";
+
+/// The backbone architecture: an R3D depth (`r3d18`, `r3d34`, `r3d50`, `r3d101`, `r3d152`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arch(pub Depth);
+
+impl FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.strip_prefix("r3d")
+            .and_then(|d| d.parse::<Depth>().ok())
+            .map(Arch)
+            .ok_or_else(|| format!("{s:?}: expected r3d18, r3d34, r3d50, r3d101 or r3d152"))
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r3d{}", self.0)
+    }
+}
+
+/// Where to train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The first CUDA device if libtorch sees one, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// `cuda` (device 0) or `cuda:N`.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("{other:?}: expected auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// How long to train.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunLength {
+    /// Passes over the set (may be fractional), `videos / batch` steps each.
+    Epochs(f64),
+    /// Steps (updates) in all.
+    Steps(u64),
+}
+
+/// (De)serialises a field through its `Display` / `FromStr`, so that the JSON holds what
+/// the command line takes (`"power:2"`, `"r3d50"`, `"lars"`).
+mod as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Everything a run is made of; `cvrl-train`'s flags map onto it one to one. Stored in
+/// every checkpoint's `state.json` and in `RUN_DIR/run.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Shard set directories, opened together as one set.
+    pub shards: Vec<PathBuf>,
+    /// The run directory: log, checkpoints, exported encoder.
+    pub out: PathBuf,
+    #[serde(with = "as_string")]
+    pub model: Arch,
+    pub width_multiplier: u32,
+    /// Dense-BN-ReLU layers of the projection head (reference 3).
+    pub head_layers: usize,
+    /// Units of each hidden head layer (reference 2048).
+    pub head_hidden_dim: i64,
+    /// Units of the embedding the loss sees (reference 128).
+    pub embedding_dim: i64,
+    /// Frames per clip.
+    pub frames: u32,
+    /// Frames between clip frames, at `base_fps`.
+    pub stride: u32,
+    /// The frame rate `stride` is counted at (see [`ClipSpec`]).
+    pub base_fps: f64,
+    /// Side of the square augmented frames.
+    pub crop: u32,
+    /// Videos per step (each gives two clips).
+    pub batch_size: usize,
+    pub length: RunLength,
+    /// Learning rate for a batch of 1024 videos; the run uses `lr * batch / 1024`.
+    pub lr: f64,
+    pub warmup_epochs: f64,
+    pub weight_decay: f64,
+    #[serde(with = "as_string")]
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub lars_eta: f64,
+    pub temperature: f64,
+    #[serde(with = "as_string")]
+    pub interval: IntervalDistribution,
+    pub seed: u64,
+    /// Loader threads.
+    pub workers: usize,
+    /// Batches each loader thread may have ready ahead of the training loop.
+    pub prefetch: usize,
+    /// Steps between checkpoints (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept on disk (the newest).
+    pub keep_checkpoints: usize,
+    #[serde(with = "as_string")]
+    pub device: DeviceChoice,
+    /// Train in f32 on CUDA too (no bf16 autocast).
+    pub fp32: bool,
+    /// libtorch's intra-op CPU threads (None: libtorch's default, one per core). Process-wide.
+    pub threads: Option<i32>,
+}
+
+impl TrainConfig {
+    /// The CPU demo defaults (R3D-18, 8 frames at stride 2, 64-pixel crops, batch 8) with
+    /// the reference's schedule and loss settings.
+    pub fn cpu_demo(shards: Vec<PathBuf>, out: PathBuf) -> Self {
+        TrainConfig {
+            shards,
+            out,
+            model: Arch(Depth::R18),
+            width_multiplier: 1,
+            head_layers: 3,
+            head_hidden_dim: 2048,
+            embedding_dim: 128,
+            frames: 8,
+            stride: 2,
+            base_fps: 25.0,
+            crop: 64,
+            batch_size: 8,
+            length: RunLength::Epochs(200.0),
+            lr: 0.32,
+            warmup_epochs: 5.0,
+            weight_decay: 1e-6,
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            lars_eta: 0.001,
+            temperature: 0.1,
+            interval: IntervalDistribution::Decreasing,
+            seed: 0,
+            workers: 4,
+            prefetch: 2,
+            checkpoint_every: 1000,
+            keep_checkpoints: 3,
+            device: DeviceChoice::Auto,
+            fp32: false,
+            threads: None,
+        }
+    }
+
+    /// The reference's pretraining run: R3D-50, 16 frames at stride 2, 224-pixel crops,
+    /// batch 1024, 200 epochs, lr 0.32 per 1024, 5 warm-up epochs.
+    pub fn paper(shards: Vec<PathBuf>, out: PathBuf) -> Self {
+        TrainConfig {
+            model: Arch(Depth::R50),
+            frames: 16,
+            crop: 224,
+            batch_size: 1024,
+            ..TrainConfig::cpu_demo(shards, out)
+        }
+    }
+
+    pub fn backbone(&self) -> R3dConfig {
+        R3dConfig { depth: self.model.0, width_multiplier: self.width_multiplier, ..R3dConfig::r3d50() }
+    }
+
+    pub fn head(&self) -> HeadConfig {
+        HeadConfig {
+            hidden_layers: self.head_layers,
+            hidden_dim: self.head_hidden_dim,
+            out_dim: self.embedding_dim,
+        }
+    }
+
+    /// A short description of the architecture, e.g. `r3d18 x1, head 3x2048 -> 128`.
+    pub fn model_description(&self) -> String {
+        format!(
+            "{} x{}, head {}x{} -> {}",
+            self.model, self.width_multiplier, self.head_layers, self.head_hidden_dim, self.embedding_dim
+        )
+    }
+
+    fn validate(&self) -> Result<(), TrainError> {
+        let bad = |msg: String| Err(TrainError::Config(msg));
+        if self.shards.is_empty() {
+            return bad("no shard set given".into());
+        }
+        if self.batch_size < 2 {
+            return bad(format!("batch size must be at least 2 (negatives come from the batch), got {}", self.batch_size));
+        }
+        if self.frames == 0 || self.stride == 0 || self.crop == 0 {
+            return bad(format!(
+                "frames ({}), stride ({}) and crop ({}) must be at least 1",
+                self.frames, self.stride, self.crop
+            ));
+        }
+        if !(self.base_fps > 0.0 && self.base_fps.is_finite()) {
+            return bad(format!("base fps must be positive, got {}", self.base_fps));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(format!("temperature must be positive, got {}", self.temperature));
+        }
+        if !(self.lr >= 0.0 && self.lr.is_finite()) || !(self.warmup_epochs >= 0.0) {
+            return bad(format!("lr ({}) and warm-up epochs ({}) must be non-negative", self.lr, self.warmup_epochs));
+        }
+        if !(self.weight_decay >= 0.0) || !(0.0..1.0).contains(&self.momentum) || !(self.lars_eta > 0.0) {
+            return bad(format!(
+                "weight decay ({}) must be >= 0, momentum ({}) in [0, 1), LARS eta ({}) > 0",
+                self.weight_decay, self.momentum, self.lars_eta
+            ));
+        }
+        match self.length {
+            RunLength::Epochs(e) if !(e > 0.0 && e.is_finite()) => {
+                return bad(format!("epochs must be positive, got {e}"))
+            }
+            RunLength::Steps(0) => return bad("steps must be at least 1".into()),
+            _ => {}
+        }
+        self.backbone().validate()?;
+        Ok(())
+    }
+}
+
+/// The run in steps, from the configuration and the set's size.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    pub videos: usize,
+    pub steps_per_epoch: u64,
+    pub total_steps: u64,
+    pub warmup_steps: u64,
+    /// The peak learning rate after linear scaling.
+    pub base_lr: f64,
+}
+
+impl Plan {
+    pub fn new(cfg: &TrainConfig, videos: usize) -> Result<Plan, TrainError> {
+        let per_epoch = steps_per_epoch(videos, cfg.batch_size);
+        if per_epoch == 0 {
+            return Err(TrainError::Config(format!(
+                "batch size {} needs at least that many videos; the set has {videos}",
+                cfg.batch_size
+            )));
+        }
+        let total_steps = match cfg.length {
+            RunLength::Epochs(e) => epochs_to_steps(e, per_epoch).max(1),
+            RunLength::Steps(s) => s,
+        };
+        Ok(Plan {
+            videos,
+            steps_per_epoch: per_epoch,
+            total_steps,
+            warmup_steps: epochs_to_steps(cfg.warmup_epochs, per_epoch).min(total_steps),
+            base_lr: scaled_lr(cfg.lr, cfg.batch_size),
+        })
+    }
+
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule::new(self.base_lr, self.warmup_steps, self.total_steps)
+    }
+}
+
+/// One line of `log.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// 0-based index of the update.
+    pub step: u64,
+    /// `step / steps_per_epoch`.
+    pub epoch: f64,
+    pub loss: f64,
+    /// The learning rate of this update.
+    pub lr: f64,
+    /// Clips (two per video) per second of this step, waiting included.
+    pub clips_per_s: f64,
+    /// Fraction of this step spent waiting for the loader.
+    pub data_wait: f64,
+    pub step_time_s: f64,
+    /// Seconds since this invocation started training.
+    pub elapsed_s: f64,
+}
+
+/// Receives progress; the library never draws (the binary's progress bar implements this).
+pub trait Reporter {
+    /// Training is about to run steps `start_step..plan.total_steps` on `device`.
+    fn start(&mut self, _plan: &Plan, _start_step: u64, _device: &str) {}
+    fn step(&mut self, _log: &StepLog) {}
+    /// Something the user should read (a checkpoint written, a resumed run's differences).
+    fn note(&mut self, _message: &str) {}
+    fn finish(&mut self) {}
+}
+
+/// A [`Reporter`] that discards everything.
+pub struct Silent;
+impl Reporter for Silent {}
+
+/// What a finished run did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub plan: Plan,
+    /// The first step this invocation ran (0 unless resumed).
+    pub start_step: u64,
+    /// The loss of every step this invocation ran, in order.
+    pub losses: Vec<f64>,
+    /// Seconds per step, in order.
+    pub step_times: Vec<f64>,
+    pub last_checkpoint: Option<PathBuf>,
+    pub encoder: PathBuf,
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot open the shard set {}: {source}", show_dirs(dirs))]
+    Shards { dirs: Vec<PathBuf>, source: FormatError },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("--device {0} asked for CUDA, but libtorch sees no CUDA device (see cvrl_trainer::device)")]
+    NoCuda(DeviceChoice),
+    #[error("{dir} already holds a run ({what}): pass --resume {dir} to continue it, or choose another --out", dir = dir.display())]
+    RunExists { dir: PathBuf, what: String },
+    #[error("cannot start the loader: {0}")]
+    Loader(String),
+    #[error("the loader stopped before step {step}: no readable video left")]
+    LoaderStopped { step: u64 },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Torch(#[from] TchError),
+    #[error("the loss is {loss} at step {step}: training stopped. {}", match last_checkpoint {
+        Some(p) => format!("The last good checkpoint is {} (continue with --resume, perhaps at a lower --lr).", p.display()),
+        None => "No checkpoint had been written yet.".to_owned(),
+    })]
+    NonFiniteLoss { step: u64, loss: f64, last_checkpoint: Option<PathBuf> },
+}
+
+fn show_dirs(dirs: &[PathBuf]) -> String {
+    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.to_path_buf(), source }
+}
+
+/// CVRL's two augmented views as a [`ClipTransform`]: the stored frames of one clip become
+/// `u8` RGB `[3, T, S, S]` by [`augment`], with the reference's asymmetric pair of configs
+/// ([`AugmentConfig::first_view`] for the first clip of a pair, blur always;
+/// [`AugmentConfig::second_view`] for the second, blur p = 0.1 and solarization p = 0.2).
+///
+/// The loader's trait does not say which clip of the pair a call is for. It does call
+/// `apply` for the first clip and then, with the same generator and nothing drawn in
+/// between, for the second, on the same worker thread; so each thread remembers the
+/// generator's state after a first view, and a call whose generator is in exactly that
+/// state is the second view. A new pair's generator is freshly seeded and has drawn its
+/// interval, so it never matches (2⁻²⁵⁶). If a video fails between its two clips, the
+/// next call simply starts a new pair. (A `view` argument on the trait would be simpler.)
+pub struct AugmentTransform {
+    views: [AugmentConfig; 2],
+}
+
+struct ThreadState {
+    /// The generator's state right after a first view.
+    after_first: Option<Xoshiro256PlusPlus>,
+    scratch: Vec<u8>,
+}
+
+thread_local! {
+    static AUGMENT_STATE: RefCell<ThreadState> =
+        const { RefCell::new(ThreadState { after_first: None, scratch: Vec::new() }) };
+}
+
+impl AugmentTransform {
+    /// The reference's two views at `out_size²` pixels.
+    pub fn new(out_size: u32) -> Self {
+        let [a, b] = AugmentConfig::pair();
+        AugmentTransform::with_views([AugmentConfig { out_size, ..a }, AugmentConfig { out_size, ..b }])
+    }
+
+    /// Other augmentations (both must have the same `out_size`).
+    ///
+    /// # Panics
+    ///
+    /// If the two output sizes differ.
+    pub fn with_views(views: [AugmentConfig; 2]) -> Self {
+        assert_eq!(views[0].out_size, views[1].out_size, "both views must have one output size");
+        AugmentTransform { views }
+    }
+}
+
+impl ClipTransform for AugmentTransform {
+    fn output_len(&self, t: usize) -> usize {
+        let s = self.views[0].out_size as usize;
+        3 * t * s * s
+    }
+
+    fn apply(
+        &self,
+        rng: &mut Xoshiro256PlusPlus,
+        layout: &FrameLayout,
+        frames: &[u8],
+        t: usize,
+        out: &mut [u8],
+    ) {
+        AUGMENT_STATE.with(|state| {
+            let mut state = state.borrow_mut();
+            let second = state.after_first.as_ref() == Some(&*rng);
+            let view = &self.views[usize::from(second)];
+            let ThreadState { after_first, scratch } = &mut *state;
+            match augment(rng, view, layout, frames, t, scratch) {
+                Ok(_) if scratch.len() == out.len() => out.copy_from_slice(scratch),
+                Ok(_) => {
+                    eprintln!("warning: augmented clip has {} bytes, expected {}", scratch.len(), out.len());
+                    out.fill(0);
+                }
+                Err(e) => {
+                    // The frames come from a validated shard set, so this is a bug; a black
+                    // clip keeps the run going and the warning says what happened.
+                    eprintln!("warning: cannot augment a clip: {e}");
+                    out.fill(0);
+                }
+            }
+            *after_first = if second { None } else { Some(rng.clone()) };
+        });
+    }
+}
+
+/// Resolves `--device`.
+pub fn pick_device(choice: DeviceChoice) -> Result<Device, TrainError> {
+    match choice {
+        DeviceChoice::Auto => Ok(crate::device::default_device()),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(i) if Cuda::is_available() && i < Cuda::device_count() as usize => {
+            Ok(Device::Cuda(i))
+        }
+        DeviceChoice::Cuda(_) => Err(TrainError::NoCuda(choice)),
+    }
+}
+
+/// Makes CUDA autocast produce bfloat16 rather than its float16 default.
+///
+/// tch 0.24 can switch autocast on ([`tch::autocast`]) but not choose its type, so this
+/// calls libtorch's `at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType)`
+/// (libtorch_cpu, exported since 2.4) by its C++ name. Both arguments are `int8_t` enums,
+/// which the C calling convention passes like `i8`; CUDA is `DeviceType` 1 and BFloat16 is
+/// `ScalarType` 15. The setting is read back with `get_autocast_dtype` to be sure it took.
+fn use_bf16_autocast() -> bool {
+    extern "C" {
+        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+        fn set_autocast_dtype(device_type: i8, dtype: i8);
+        #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
+        fn get_autocast_dtype(device_type: i8) -> i8;
+    }
+    const CUDA: i8 = 1;
+    const BFLOAT16: i8 = 15;
+    // SAFETY: both functions only store / load the per-thread autocast type for a device
+    // type; the arguments are valid enum values (see above) and nothing is returned by
+    // pointer.
+    unsafe {
+        set_autocast_dtype(CUDA, BFLOAT16);
+        get_autocast_dtype(CUDA) == BFLOAT16
+    }
+}
+
+/// Builds the model with weights drawn from `seed`. libtorch's generator is global, so
+/// seeding and drawing happen under a lock: two runs in one process (tests) each get the
+/// weights their seed gives. Weights are drawn on the CPU and then moved, so a seed gives
+/// the same initial model on every device.
+fn build_model(cfg: &TrainConfig, device: Device) -> Result<(VarStore, Model), TrainError> {
+    static INIT: Mutex<()> = Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(cfg.seed as i64);
+    let mut vs = VarStore::new(Device::Cpu);
+    let model = Model::new(&vs.root(), &cfg.backbone(), &cfg.head())?;
+    vs.set_device(device);
+    Ok((vs, model))
+}
+
+/// Keeps the lines of `log.jsonl` for steps before `start_step` (a resumed run rewrites the
+/// steps after its checkpoint) and returns the file opened for appending.
+fn open_log(path: &Path, start_step: u64) -> Result<fs::File, TrainError> {
+    if start_step > 0 && path.exists() {
+        let file = fs::File::open(path).map_err(io_err(path))?;
+        let mut kept = String::new();
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(io_err(path))?;
+            let step = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+            if step.is_some_and(|s| s < start_step) {
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        }
+        let tmp = path.with_extension("jsonl.tmp");
+        fs::write(&tmp, kept).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+    } else if start_step == 0 {
+        fs::write(path, "").map_err(io_err(path))?;
+    }
+    fs::OpenOptions::new().create(true).append(true).open(path).map_err(io_err(path))
+}
+
+/// Refuses to start a fresh run over an existing one.
+fn check_fresh(out: &Path) -> Result<(), TrainError> {
+    let log = out.join(LOG_FILE);
+    if log.metadata().is_ok_and(|m| m.len() > 0) {
+        return Err(TrainError::RunExists { dir: out.to_path_buf(), what: LOG_FILE.into() });
+    }
+    if out.is_dir() && !checkpoint::list(out)?.is_empty() {
+        return Err(TrainError::RunExists { dir: out.to_path_buf(), what: "checkpoints".into() });
+    }
+    Ok(())
+}
+
+/// Top-level fields of two serialised configurations that differ (`out` aside).
+fn config_differences(saved: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    let (Some(a), Some(b)) = (saved.as_object(), now.as_object()) else { return Vec::new() };
+    b.iter()
+        .filter(|(k, v)| k.as_str() != "out" && a.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}: {} -> {v}", a.get(k).map_or("absent".to_owned(), |x| x.to_string())))
+        .collect()
+}
+
+/// Runs (or, with `resume`, continues) the training `cfg` describes, with CVRL's
+/// augmentation ([`AugmentTransform`]). `resume` names a checkpoint directory, a file in
+/// one, or a run directory (its latest checkpoint).
+pub fn train(
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    reporter: &mut dyn Reporter,
+) -> Result<Summary, TrainError> {
+    train_with(cfg, resume, reporter, Arc::new(AugmentTransform::new(cfg.crop)))
+}
+
+/// [`train`] with another clip transform (an augmentation ablation, or a milder one for
+/// tests). It must produce `u8` `[3, frames, crop, crop]` clips.
+pub fn train_with(
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    reporter: &mut dyn Reporter,
+    transform: Arc<dyn ClipTransform>,
+) -> Result<Summary, TrainError> {
+    cfg.validate()?;
+    let (frames, crop) = (cfg.frames as usize, cfg.crop as usize);
+    if transform.output_len(frames) != 3 * frames * crop * crop {
+        return Err(TrainError::Config(format!(
+            "the clip transform makes {} bytes per clip, not 3 x {frames} x {crop} x {crop}",
+            transform.output_len(frames)
+        )));
+    }
+    if let Some(n) = cfg.threads {
+        tch::set_num_threads(n.max(1));
+    }
+    let device = pick_device(cfg.device)?;
+    let set = ShardSet::open_many(&cfg.shards)
+        .map_err(|source| TrainError::Shards { dirs: cfg.shards.clone(), source })?;
+    let plan = Plan::new(cfg, set.len())?;
+    let schedule = plan.schedule();
+    let config_json = serde_json::to_value(cfg).expect("the configuration serialises");
+
+    let (vs, model) = build_model(cfg, device)?;
+    let mut optimizer = Optimizer::new(
+        &vs,
+        OptimizerConfig {
+            kind: cfg.optimizer,
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+            lars_eta: cfg.lars_eta,
+        },
+    );
+
+    let out = cfg.out.as_path();
+    let mut start_step = 0;
+    let mut last_checkpoint = None;
+    match resume {
+        Some(path) => {
+            let dir = checkpoint::resolve(path)?;
+            let state = checkpoint::load(&dir, &vs, &mut optimizer, &cfg.model_description())?;
+            let differences = config_differences(&state.config, &config_json);
+            if !differences.is_empty() {
+                reporter.note(&format!(
+                    "resuming {} with a changed configuration: {}",
+                    dir.display(),
+                    differences.join(", ")
+                ));
+            }
+            reporter.note(&format!("resumed from {} at step {}", dir.display(), state.step));
+            start_step = state.step;
+            last_checkpoint = Some(dir);
+        }
+        None => check_fresh(out)?,
+    }
+    fs::create_dir_all(out).map_err(io_err(out))?;
+    let run_json = serde_json::json!({ "config": &config_json, "plan": plan, "model": cfg.model_description(),
+        "device": crate::device::describe(device), "start_step": start_step });
+    let run_path = out.join(RUN_FILE);
+    fs::write(&run_path, serde_json::to_vec_pretty(&run_json).expect("json")).map_err(io_err(&run_path))?;
+    let log_path = out.join(LOG_FILE);
+    let mut log = open_log(&log_path, start_step)?;
+    let encoder = out.join(checkpoint::ENCODER_FILE);
+
+    let mut summary = Summary {
+        plan,
+        start_step,
+        losses: Vec::new(),
+        step_times: Vec::new(),
+        last_checkpoint: last_checkpoint.clone(),
+        encoder: encoder.clone(),
+    };
+    if start_step >= plan.total_steps {
+        reporter.note(&format!("the run is already complete ({} steps)", plan.total_steps));
+        if !encoder.exists() {
+            checkpoint::export_encoder(&vs, &encoder)?;
+        }
+        return Ok(summary);
+    }
+
+    let bf16 = device.is_cuda() && !cfg.fp32;
+    if bf16 && !use_bf16_autocast() {
+        return Err(TrainError::Config("libtorch did not accept bfloat16 autocast; pass --fp32".into()));
+    }
+    if device.is_cuda() {
+        // Every step has the same shapes: let cuDNN pick the fastest convolution once.
+        Cuda::cudnn_set_benchmark(true);
+    }
+
+    let set = Arc::new(set);
+    let loader_cfg = LoaderConfig {
+        batch_size: cfg.batch_size,
+        workers: cfg.workers.max(1),
+        prefetch: cfg.prefetch.max(1),
+        seed: cfg.seed,
+        clip: ClipSpec { frames: cfg.frames, stride: cfg.stride, base_fps: cfg.base_fps },
+        interval: cfg.interval,
+    };
+    let mut loader =
+        Loader::start(set, loader_cfg, transform, start_step).map_err(TrainError::Loader)?;
+
+    reporter.start(&plan, start_step, &crate::device::describe(device));
+    let (b, t, s) = (cfg.batch_size as i64, i64::from(cfg.frames), i64::from(cfg.crop));
+    let started = Instant::now();
+    for step in start_step..plan.total_steps {
+        let t0 = Instant::now();
+        let batch = loader.next_batch().ok_or(TrainError::LoaderStopped { step })?;
+        let wait = t0.elapsed().as_secs_f64();
+        let lr = schedule.lr_at(step);
+
+        let view_a = Tensor::from_slice(&batch.view_a).view([b, 3, t, s, s]);
+        let view_b = Tensor::from_slice(&batch.view_b).view([b, 3, t, s, s]);
+        let xs = clips_to_input(&Tensor::cat(&[view_a, view_b], 0), device)?;
+        let (_, embeddings) = tch::autocast(bf16, || model.forward_t(&xs, true));
+        let z = embeddings.chunk(2, 0);
+        let loss = info_nce(&z[0], &z[1], cfg.temperature);
+        optimizer.zero_grad();
+        loss.backward();
+        optimizer.step(lr);
+        // Read after the update is queued, so the GPU is never idle waiting for this copy.
+        let loss = f64::try_from(&loss.to_kind(Kind::Double))?;
+        if !loss.is_finite() {
+            reporter.finish();
+            return Err(TrainError::NonFiniteLoss { step, loss, last_checkpoint });
+        }
+
+        let step_time = t0.elapsed().as_secs_f64();
+        let entry = StepLog {
+            step,
+            epoch: step as f64 / plan.steps_per_epoch as f64,
+            loss,
+            lr,
+            clips_per_s: 2.0 * cfg.batch_size as f64 / step_time,
+            data_wait: wait / step_time,
+            step_time_s: step_time,
+            elapsed_s: started.elapsed().as_secs_f64(),
+        };
+        let mut line = serde_json::to_string(&entry).expect("json");
+        line.push('\n');
+        log.write_all(line.as_bytes()).map_err(io_err(&log_path))?;
+        reporter.step(&entry);
+        summary.losses.push(loss);
+        summary.step_times.push(step_time);
+
+        let done = step + 1;
+        let due = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
+        if due || done == plan.total_steps {
+            let state = CheckpointState::new(done, cfg.seed, cfg.model_description(), Some(loss), config_json.clone());
+            let dir = checkpoint::save(out, &state, &vs, &optimizer)?;
+            checkpoint::export_encoder(&vs, &encoder)?;
+            checkpoint::prune(out, cfg.keep_checkpoints)?;
+            reporter.note(&format!("checkpoint {}", dir.display()));
+            last_checkpoint = Some(dir);
+        }
+    }
+    log.sync_all().map_err(io_err(&log_path))?;
+    reporter.finish();
+    summary.last_checkpoint = last_checkpoint;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_print_back() {
+        assert_eq!("r3d50".parse::<Arch>(), Ok(Arch(Depth::R50)));
+        assert_eq!(Arch(Depth::R18).to_string(), "r3d18");
+        assert!("r50".parse::<Arch>().is_err());
+        assert_eq!("cuda:1".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(1)));
+        assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+        assert!("gpu".parse::<DeviceChoice>().is_err());
+    }
+
+    #[test]
+    fn the_configuration_round_trips_through_json_with_flag_spellings() {
+        let mut cfg = TrainConfig::paper(vec!["a".into()], "out".into());
+        cfg.interval = IntervalDistribution::Power(2.5);
+        cfg.optimizer = OptimizerKind::Lars;
+        cfg.length = RunLength::Steps(10);
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["model"], "r3d50");
+        assert_eq!(json["interval"], "power:2.5");
+        assert_eq!(json["optimizer"], "lars");
+        assert_eq!(json["length"], serde_json::json!({"steps": 10}));
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), cfg);
+    }
+
+    #[test]
+    fn the_paper_plan_on_kinetics_600() {
+        let cfg = TrainConfig::paper(vec!["k600".into()], "out".into());
+        let plan = Plan::new(&cfg, 366_016).unwrap();
+        assert_eq!(plan.steps_per_epoch, 357);
+        assert_eq!(plan.total_steps, 71_400);
+        assert_eq!(plan.warmup_steps, 1785);
+        assert!((plan.base_lr - 0.32).abs() < 1e-12);
+        let small = TrainConfig { batch_size: 8, ..TrainConfig::cpu_demo(vec![], "o".into()) };
+        assert!((Plan::new(&small, 9).unwrap().base_lr - 0.0025).abs() < 1e-12);
+        assert!(matches!(Plan::new(&small, 7), Err(TrainError::Config(_))));
+    }
+
+    #[test]
+    fn config_differences_name_the_changed_fields() {
+        let a = TrainConfig::cpu_demo(vec!["s".into()], "o1".into());
+        let b = TrainConfig { lr: 0.5, out: "o2".into(), ..a.clone() };
+        let d = config_differences(&serde_json::to_value(&a).unwrap(), &serde_json::to_value(&b).unwrap());
+        assert_eq!(d, ["lr: 0.32 -> 0.5"]);
+    }
+
+    #[test]
+    fn bf16_autocast_can_be_selected() {
+        // The setting is plain state in libtorch; it can be set and read back without a GPU.
+        assert!(use_bf16_autocast());
+    }
+}
