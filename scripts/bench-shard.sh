@@ -94,6 +94,7 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 SET=$B/out/default
+rm -rf "$B/out/raw" "$B/out/raw_l1" # only their timings are needed (about 300 MB)
 
 # Per video: id, source, width, height, frames, fps, record bytes (copy 0 of each video).
 "$PY" - "$SET" >"$R/videos.tsv" <<'EOF'

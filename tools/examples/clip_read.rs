@@ -40,7 +40,16 @@ fn parse_args() -> Result<Args, String> {
     let [dir, rest @ ..] = &argv[..] else {
         return Err("usage: clip_read SET_DIR [clips=N] [count=N] [stride=N] [repeat=N] [seed=N] [videos=ID,..] [tsv]".into());
     };
-    let mut a = Args { dir: dir.clone(), clips: 200, count: 16, stride: 2, repeat: 3, seed: 1, videos: None, tsv: false };
+    let mut a = Args {
+        dir: dir.clone(),
+        clips: 200,
+        count: 16,
+        stride: 2,
+        repeat: 3,
+        seed: 1,
+        videos: None,
+        tsv: false,
+    };
     fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, String> {
         v.parse().map_err(|_| format!("bad {k} {v:?}"))
     }
@@ -106,7 +115,13 @@ fn chunk_of(set: &ShardSet, video: usize, frame: u32) -> usize {
 }
 
 /// Leaves the reader's buffer holding a chunk outside `first..=last` (if the video has one).
-fn point_elsewhere(reader: &mut FrameReader<'_>, set: &ShardSet, video: usize, first: usize, last: usize) -> Result<(), String> {
+fn point_elsewhere(
+    reader: &mut FrameReader<'_>,
+    set: &ShardSet,
+    video: usize,
+    first: usize,
+    last: usize,
+) -> Result<(), String> {
     let chunks = &set.videos()[video].chunks;
     let other = if first > 0 {
         Some(0)
@@ -135,12 +150,14 @@ fn run() -> Result<(), String> {
             eprintln!("clip_read: skipping {} ({} frames < {span})", row.video_id, row.num_frames);
             continue;
         }
-        let starts: Vec<u32> = (0..a.clips).map(|_| rng.below(u64::from(row.num_frames - span + 1)) as u32).collect();
+        let starts: Vec<u32> =
+            (0..a.clips).map(|_| rng.below(u64::from(row.num_frames - span + 1)) as u32).collect();
         let (mut chunks_touched, mut frames_decoded) = (0, 0u64);
         for &s in &starts {
             let (first, last) = (chunk_of(&set, i, s), chunk_of(&set, i, s + span - 1));
             chunks_touched += last - first + 1;
-            frames_decoded += row.chunks[first..=last].iter().map(|c| u64::from(c.num_frames)).sum::<u64>();
+            frames_decoded +=
+                row.chunks[first..=last].iter().map(|c| u64::from(c.num_frames)).sum::<u64>();
         }
         videos.push(Video {
             index: i,
@@ -174,7 +191,9 @@ fn run() -> Result<(), String> {
             reader.frame(v.index, c.first_frame).map_err(|e| e.to_string())?;
         }
         buf.clear();
-        reader.read_frames(v.index, v.starts[0], a.count, a.stride, &mut buf).map_err(|e| e.to_string())?;
+        reader
+            .read_frames(v.index, v.starts[0], a.count, a.stride, &mut buf)
+            .map_err(|e| e.to_string())?;
     }
 
     let t0 = Instant::now();
@@ -184,12 +203,15 @@ fn run() -> Result<(), String> {
         for k in 0..a.clips {
             for (j, v) in videos.iter().enumerate() {
                 let start = v.starts[k];
-                let (first, last) = (chunk_of(&set, v.index, start), chunk_of(&set, v.index, start + span - 1));
+                let (first, last) =
+                    (chunk_of(&set, v.index, start), chunk_of(&set, v.index, start + span - 1));
                 point_elsewhere(&mut reader, &set, v.index, first, last)?;
                 buf.clear();
                 let w = Instant::now();
                 let c = cpu_now(t0);
-                reader.read_frames(v.index, start, a.count, a.stride, &mut buf).map_err(|e| format!("{}: {e}", v.id))?;
+                reader
+                    .read_frames(v.index, start, a.count, a.stride, &mut buf)
+                    .map_err(|e| format!("{}: {e}", v.id))?;
                 cpu[j] += cpu_now(t0) - c;
                 wall[j] += w.elapsed().as_secs_f64();
                 std::hint::black_box(&buf);
