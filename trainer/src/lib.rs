@@ -9,7 +9,10 @@
 //! So far it holds [`device`] (picking and describing the device to train on),
 //! [`sampler`] (CVRL's temporal interval sampler and evaluation clip placement),
 //! [`augment`] (CVRL's temporally consistent crop, flip and colour augmentation, on the CPU),
-//! [`model`] (the R3D backbone and projection head) and [`loss`] (the InfoNCE loss).
+//! [`model`] (the R3D backbone and projection head), [`loss`] (the InfoNCE loss),
+//! [`schedule`] (warm-up + cosine learning rate, linear scaling), [`optim`] (SGD with
+//! momentum and LARS, weight decay on kernels only), [`checkpoint`] (atomic checkpoints,
+//! resume, encoder export) and [`train`] (the training loop behind the `cvrl-train` binary).
 
 pub mod augment;
 pub mod checkpoint;
