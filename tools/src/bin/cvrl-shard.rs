@@ -60,7 +60,8 @@ struct BuildArgs {
     /// codec's predictor (BENCHMARKS.md, table 4).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     zstd_level: i32,
-    /// Predictor applied before zstd: adaptive (best per plane), med, temporal or raw.
+    /// Predictor applied before zstd: adaptive (best per 16x16 block, with motion search), med,
+    /// temporal or raw.
     #[arg(long, default_value = "adaptive")]
     predictor: cvrl_formats::codec::PredictorMode,
     /// Target shard size, e.g. 1GiB, 512MiB, 64M; a video is never split across shards.
