@@ -59,7 +59,13 @@ pub struct CheckpointState {
 }
 
 impl CheckpointState {
-    pub fn new(step: u64, seed: u64, model: String, loss: Option<f64>, config: serde_json::Value) -> Self {
+    pub fn new(
+        step: u64,
+        seed: u64,
+        model: String,
+        loss: Option<f64>,
+        config: serde_json::Value,
+    ) -> Self {
         CheckpointState { format: FORMAT.into(), version: VERSION, step, seed, model, loss, config }
     }
 }
@@ -78,17 +84,21 @@ pub struct TensorMismatch {
 impl TensorMismatch {
     /// Compares `found` against `expected` (names and shapes), each list sorted by name.
     pub fn between(expected: &[(String, Vec<i64>)], found: &[(String, Vec<i64>)]) -> Self {
-        let want: BTreeMap<&str, &Vec<i64>> = expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        let want: BTreeMap<&str, &Vec<i64>> =
+            expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
         let got: BTreeMap<&str, &Vec<i64>> = found.iter().map(|(n, s)| (n.as_str(), s)).collect();
         let mut m = TensorMismatch::default();
         for (name, shape) in &want {
             match got.get(name) {
                 None => m.missing.push(name.to_string()),
-                Some(s) if s != shape => m.shapes.push((name.to_string(), (*shape).clone(), (*s).clone())),
+                Some(s) if s != shape => {
+                    m.shapes.push((name.to_string(), (*shape).clone(), (*s).clone()))
+                }
                 Some(_) => {}
             }
         }
-        m.unexpected = got.keys().filter(|n| !want.contains_key(*n)).map(|n| n.to_string()).collect();
+        m.unexpected =
+            got.keys().filter(|n| !want.contains_key(*n)).map(|n| n.to_string()).collect();
         m
     }
 
@@ -120,13 +130,21 @@ impl fmt::Display for TensorMismatch {
                 .collect();
             let more = self.shapes.len().saturating_sub(SHOWN);
             let more = if more > 0 { format!(", and {more} more") } else { String::new() };
-            parts.push(format!("{} with another shape ({}{more})", self.shapes.len(), shown.join("; ")));
+            parts.push(format!(
+                "{} with another shape ({}{more})",
+                self.shapes.len(),
+                shown.join("; ")
+            ));
         }
         if !self.missing.is_empty() {
             parts.push(format!("{} missing ({})", self.missing.len(), name_list(&self.missing)));
         }
         if !self.unexpected.is_empty() {
-            parts.push(format!("{} not in this model ({})", self.unexpected.len(), name_list(&self.unexpected)));
+            parts.push(format!(
+                "{} not in this model ({})",
+                self.unexpected.len(),
+                name_list(&self.unexpected)
+            ));
         }
         write!(f, "tensors differ: {}", parts.join("; "))
     }
@@ -135,12 +153,12 @@ impl fmt::Display for TensorMismatch {
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Torch { path: PathBuf, source: TchError },
-    #[error("{path}: not a valid state file: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("{path}: {error}")]
+    Torch { path: PathBuf, error: TchError },
+    #[error("{path}: not a valid state file: {error}")]
+    Json { path: PathBuf, error: serde_json::Error },
     #[error("{path}: format {found:?} version {version} is not a {FORMAT} version {VERSION}")]
     Format { path: PathBuf, found: String, version: u32 },
     #[error("{path} is not a checkpoint (expected a ckpt-* directory holding {STATE_FILE}, a run directory holding such directories, or a file in one)")]
@@ -148,19 +166,19 @@ pub enum CheckpointError {
     #[error("no checkpoint in {dir} (no ckpt-* directory with a {STATE_FILE})")]
     NoCheckpoint { dir: PathBuf },
     #[error("{path} was saved from another model ({saved}) than this run's ({this}): {mismatch}")]
-    OtherModel { path: PathBuf, saved: String, this: String, mismatch: TensorMismatch },
+    OtherModel { path: PathBuf, saved: String, this: String, mismatch: Box<TensorMismatch> },
     #[error("{path}: optimiser state does not fit this model's variables: {mismatch}")]
-    OptimizerState { path: PathBuf, mismatch: TensorMismatch },
+    OptimizerState { path: PathBuf, mismatch: Box<TensorMismatch> },
     #[error("refusing to save a checkpoint: variable {name} holds NaN or infinite values")]
     NonFinite { name: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+    move |error| CheckpointError::Io { path: path.to_path_buf(), error }
 }
 
 fn torch(path: &Path) -> impl FnOnce(TchError) -> CheckpointError + '_ {
-    move |source| CheckpointError::Torch { path: path.to_path_buf(), source }
+    move |error| CheckpointError::Torch { path: path.to_path_buf(), error }
 }
 
 /// `ckpt-00001234` for step 1234: zero-padded so that names sort by step.
@@ -170,7 +188,9 @@ pub fn dir_name(step: u64) -> String {
 
 /// The step of a directory named by [`dir_name`].
 fn parse_dir_name(name: &str) -> Option<u64> {
-    name.strip_prefix("ckpt-").filter(|d| d.bytes().all(|b| b.is_ascii_digit())).and_then(|d| d.parse().ok())
+    name.strip_prefix("ckpt-")
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse().ok())
 }
 
 /// Writes `tensors` (moved to the CPU, made contiguous) as safetensors, fsynced.
@@ -217,7 +237,8 @@ pub fn save(
     write_tensors(&tmp.join(MODEL_FILE), &vars)?;
     write_tensors(&tmp.join(OPTIMIZER_FILE), &optimizer.state())?;
     let state_path = tmp.join(STATE_FILE);
-    let json = serde_json::to_vec_pretty(state).map_err(|source| CheckpointError::Json { path: state_path.clone(), source })?;
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|error| CheckpointError::Json { path: state_path.clone(), error })?;
     fs::write(&state_path, json).map_err(io(&state_path))?;
     fs::File::open(&state_path).and_then(|f| f.sync_all()).map_err(io(&state_path))?;
     sync_dir(&tmp)?;
@@ -279,7 +300,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
     if !path.is_dir() {
         return Err(CheckpointError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
         });
     }
     if path.join(STATE_FILE).is_file() {
@@ -295,8 +316,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
 pub fn read_state(dir: &Path) -> Result<CheckpointState, CheckpointError> {
     let path = dir.join(STATE_FILE);
     let bytes = fs::read(&path).map_err(io(&path))?;
-    let state: CheckpointState =
-        serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Json { path: path.clone(), source })?;
+    let state: CheckpointState = serde_json::from_slice(&bytes)
+        .map_err(|error| CheckpointError::Json { path: path.clone(), error })?;
     if state.format != FORMAT || state.version != VERSION {
         return Err(CheckpointError::Format { path, found: state.format, version: state.version });
     }
@@ -327,7 +348,7 @@ pub fn load(
             path: dir.to_path_buf(),
             saved: state.model.clone(),
             this: this_model.to_owned(),
-            mismatch,
+            mismatch: Box::new(mismatch),
         });
     }
     let opt_path = dir.join(OPTIMIZER_FILE);
@@ -336,7 +357,10 @@ pub fn load(
     let expected: Vec<(String, Vec<i64>)> = shapes(&optimizer.state());
     let mismatch = TensorMismatch::between(&expected, &shapes(&velocities));
     if !mismatch.is_empty() {
-        return Err(CheckpointError::OptimizerState { path: opt_path, mismatch });
+        return Err(CheckpointError::OptimizerState {
+            path: opt_path,
+            mismatch: Box::new(mismatch),
+        });
     }
     let saved: HashMap<String, Tensor> = saved.into_iter().collect();
     tch::no_grad(|| {
@@ -346,7 +370,7 @@ pub fn load(
     });
     optimizer
         .load_state(&velocities)
-        .map_err(|mismatch| CheckpointError::OptimizerState { path: opt_path, mismatch })?;
+        .map_err(|m| CheckpointError::OptimizerState { path: opt_path, mismatch: Box::new(m) })?;
     Ok(state)
 }
 
@@ -479,7 +503,9 @@ mod tests {
             let _ = bias.fill_(f64::NAN);
         });
         let err = save(dir.path(), &state(3), &vs, &opt).unwrap_err();
-        assert!(matches!(err, CheckpointError::NonFinite { ref name } if name == "head.0.linear.bias"));
+        assert!(
+            matches!(err, CheckpointError::NonFinite { ref name } if name == "head.0.linear.bias")
+        );
         assert!(list(dir.path()).unwrap().is_empty());
     }
 }

@@ -305,7 +305,12 @@ mod tests {
         let (vs, w, b, s) = toy([0.5, -1.0], 0.25, 1.0);
         let mut opt = Optimizer::new(
             &vs,
-            OptimizerConfig { kind: OptimizerKind::Sgd, momentum: m, weight_decay: wd, lars_eta: 0.0 },
+            OptimizerConfig {
+                kind: OptimizerKind::Sgd,
+                momentum: m,
+                weight_decay: wd,
+                lars_eta: 0.0,
+            },
         );
         // By hand: pred = w·x + b, r = pred - 3, dL/dw = 2r·x, dL/db = 2r, dL/ds = 2r·(w·x + b).
         let (mut wv, mut bv, mut sv) = ([0.5f64, -1.0], 0.25f64, 1.0f64);
@@ -355,7 +360,12 @@ mod tests {
         let (vs, w, b, s) = toy([3.0, 4.0], 1.0, 2.0);
         let mut opt = Optimizer::new(
             &vs,
-            OptimizerConfig { kind: OptimizerKind::Lars, momentum: 0.9, weight_decay: wd, lars_eta: eta },
+            OptimizerConfig {
+                kind: OptimizerKind::Lars,
+                momentum: 0.9,
+                weight_decay: wd,
+                lars_eta: eta,
+            },
         );
         backward(&w, &b, &s);
         let grad = |t: &Tensor| values(&t.grad());
@@ -375,7 +385,11 @@ mod tests {
         let (vs, w, b, s) = toy([0.0, 0.0], 1.0, 1.0);
         let mut opt = Optimizer::new(
             &vs,
-            OptimizerConfig { kind: OptimizerKind::Lars, weight_decay: 0.0, ..OptimizerConfig::default() },
+            OptimizerConfig {
+                kind: OptimizerKind::Lars,
+                weight_decay: 0.0,
+                ..OptimizerConfig::default()
+            },
         );
         backward(&w, &b, &s);
         let gw = values(&w.grad());

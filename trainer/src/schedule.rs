@@ -37,7 +37,12 @@ pub struct LrSchedule {
 impl LrSchedule {
     /// The reference's shape: decay to 0. `warmup_steps` is capped at `total_steps`.
     pub fn new(base_lr: f64, warmup_steps: u64, total_steps: u64) -> Self {
-        LrSchedule { base_lr, warmup_steps: warmup_steps.min(total_steps), total_steps, final_lr: 0.0 }
+        LrSchedule {
+            base_lr,
+            warmup_steps: warmup_steps.min(total_steps),
+            total_steps,
+            final_lr: 0.0,
+        }
     }
 
     /// The rate of the update made at `step` (0-based: the first update uses `lr_at(0)`).

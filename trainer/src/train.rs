@@ -248,7 +248,11 @@ impl TrainConfig {
     }
 
     pub fn backbone(&self) -> R3dConfig {
-        R3dConfig { depth: self.model.0, width_multiplier: self.width_multiplier, ..R3dConfig::r3d50() }
+        R3dConfig {
+            depth: self.model.0,
+            width_multiplier: self.width_multiplier,
+            ..R3dConfig::r3d50()
+        }
     }
 
     pub fn head(&self) -> HeadConfig {
@@ -263,7 +267,11 @@ impl TrainConfig {
     pub fn model_description(&self) -> String {
         format!(
             "{} x{}, head {}x{} -> {}",
-            self.model, self.width_multiplier, self.head_layers, self.head_hidden_dim, self.embedding_dim
+            self.model,
+            self.width_multiplier,
+            self.head_layers,
+            self.head_hidden_dim,
+            self.embedding_dim
         )
     }
 
@@ -272,8 +280,14 @@ impl TrainConfig {
         if self.shards.is_empty() {
             return bad("no shard set given".into());
         }
+        if let Some(missing) = self.shards.iter().find(|d| !d.is_dir()) {
+            return bad(format!("shard set {}: no such directory", missing.display()));
+        }
         if self.batch_size < 2 {
-            return bad(format!("batch size must be at least 2 (negatives come from the batch), got {}", self.batch_size));
+            return bad(format!(
+                "batch size must be at least 2 (negatives come from the batch), got {}",
+                self.batch_size
+            ));
         }
         if self.frames == 0 || self.stride == 0 || self.crop == 0 {
             return bad(format!(
@@ -287,10 +301,18 @@ impl TrainConfig {
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad(format!("temperature must be positive, got {}", self.temperature));
         }
-        if !(self.lr >= 0.0 && self.lr.is_finite()) || !(self.warmup_epochs >= 0.0) {
-            return bad(format!("lr ({}) and warm-up epochs ({}) must be non-negative", self.lr, self.warmup_epochs));
+        let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        if !(non_negative(self.lr) && non_negative(self.warmup_epochs)) {
+            return bad(format!(
+                "lr ({}) and warm-up epochs ({}) must be non-negative",
+                self.lr, self.warmup_epochs
+            ));
         }
-        if !(self.weight_decay >= 0.0) || !(0.0..1.0).contains(&self.momentum) || !(self.lars_eta > 0.0) {
+        let optimiser_ok = non_negative(self.weight_decay)
+            && (0.0..1.0).contains(&self.momentum)
+            && self.lars_eta.is_finite()
+            && self.lars_eta > 0.0;
+        if !optimiser_ok {
             return bad(format!(
                 "weight decay ({}) must be >= 0, momentum ({}) in [0, 1), LARS eta ({}) > 0",
                 self.weight_decay, self.momentum, self.lars_eta
@@ -398,11 +420,13 @@ pub struct Summary {
 pub enum TrainError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("cannot open the shard set {}: {source}", show_dirs(dirs))]
-    Shards { dirs: Vec<PathBuf>, source: FormatError },
+    #[error("cannot open the shard set {}: {error}", show_dirs(dirs))]
+    Shards { dirs: Vec<PathBuf>, error: FormatError },
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("--device {0} asked for CUDA, but libtorch sees no CUDA device (see cvrl_trainer::device)")]
+    #[error(
+        "--device {0} asked for CUDA, but libtorch sees no CUDA device (see cvrl_trainer::device)"
+    )]
     NoCuda(DeviceChoice),
     #[error("{dir} already holds a run ({what}): pass --resume {dir} to continue it, or choose another --out", dir = dir.display())]
     RunExists { dir: PathBuf, what: String },
@@ -412,8 +436,8 @@ pub enum TrainError {
     LoaderStopped { step: u64 },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error(transparent)]
     Torch(#[from] TchError),
     #[error("the loss is {loss} at step {step}: training stopped. {}", match last_checkpoint {
@@ -421,6 +445,11 @@ pub enum TrainError {
         None => "No checkpoint had been written yet.".to_owned(),
     })]
     NonFiniteLoss { step: u64, loss: f64, last_checkpoint: Option<PathBuf> },
+    #[error("variable {name} holds NaN or infinite values after step {step}: training stopped. {}", match last_checkpoint {
+        Some(p) => format!("The last good checkpoint is {} (continue with --resume, perhaps at a lower --lr).", p.display()),
+        None => "No checkpoint had been written yet.".to_owned(),
+    })]
+    NonFiniteWeights { step: u64, name: String, last_checkpoint: Option<PathBuf> },
 }
 
 fn show_dirs(dirs: &[PathBuf]) -> String {
@@ -428,7 +457,7 @@ fn show_dirs(dirs: &[PathBuf]) -> String {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io { path: path.to_path_buf(), source }
+    move |error| TrainError::Io { path: path.to_path_buf(), error }
 }
 
 /// CVRL's two augmented views as a [`ClipTransform`]: the stored frames of one clip become
@@ -462,7 +491,10 @@ impl AugmentTransform {
     /// The reference's two views at `out_size²` pixels.
     pub fn new(out_size: u32) -> Self {
         let [a, b] = AugmentConfig::pair();
-        AugmentTransform::with_views([AugmentConfig { out_size, ..a }, AugmentConfig { out_size, ..b }])
+        AugmentTransform::with_views([
+            AugmentConfig { out_size, ..a },
+            AugmentConfig { out_size, ..b },
+        ])
     }
 
     /// Other augmentations (both must have the same `out_size`).
@@ -498,7 +530,11 @@ impl ClipTransform for AugmentTransform {
             match augment(rng, view, layout, frames, t, scratch) {
                 Ok(_) if scratch.len() == out.len() => out.copy_from_slice(scratch),
                 Ok(_) => {
-                    eprintln!("warning: augmented clip has {} bytes, expected {}", scratch.len(), out.len());
+                    eprintln!(
+                        "warning: augmented clip has {} bytes, expected {}",
+                        scratch.len(),
+                        out.len()
+                    );
                     out.fill(0);
                 }
                 Err(e) => {
@@ -525,29 +561,70 @@ pub fn pick_device(choice: DeviceChoice) -> Result<Device, TrainError> {
     }
 }
 
-/// Makes CUDA autocast produce bfloat16 rather than its float16 default.
-///
-/// tch 0.24 can switch autocast on ([`tch::autocast`]) but not choose its type, so this
-/// calls libtorch's `at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType)`
-/// (libtorch_cpu, exported since 2.4) by its C++ name. Both arguments are `int8_t` enums,
-/// which the C calling convention passes like `i8`; CUDA is `DeviceType` 1 and BFloat16 is
-/// `ScalarType` 15. The setting is read back with `get_autocast_dtype` to be sure it took.
-fn use_bf16_autocast() -> bool {
+/// libtorch's CUDA autocast settings, called by their C++ names: tch 0.24 cannot choose
+/// the autocast type, and its `tch::autocast` goes through `at::autocast::set_enabled` /
+/// `is_enabled`, deprecated in libtorch 2.x, which print a deprecation warning at every call
+/// (several lines per training step). All four are exported by libtorch_cpu (2.4 and
+/// later). `c10::DeviceType` and `c10::ScalarType` are `int8_t` enums, which the C calling
+/// convention passes like `i8`; C++ `bool` is Rust's `bool`.
+mod ffi {
+    /// `c10::DeviceType::CUDA`.
+    pub const CUDA: i8 = 1;
+    /// `c10::ScalarType::BFloat16`.
+    pub const BFLOAT16: i8 = 15;
     extern "C" {
         #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
-        fn set_autocast_dtype(device_type: i8, dtype: i8);
+        pub fn set_autocast_dtype(device_type: i8, dtype: i8);
         #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
-        fn get_autocast_dtype(device_type: i8) -> i8;
+        pub fn get_autocast_dtype(device_type: i8) -> i8;
+        #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+        pub fn set_autocast_enabled(device_type: i8, enabled: bool);
+        #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+        pub fn is_autocast_enabled(device_type: i8) -> bool;
     }
-    const CUDA: i8 = 1;
-    const BFLOAT16: i8 = 15;
-    // SAFETY: both functions only store / load the per-thread autocast type for a device
-    // type; the arguments are valid enum values (see above) and nothing is returned by
-    // pointer.
+}
+
+/// Makes CUDA autocast (on this thread) produce bfloat16 rather than its float16 default;
+/// false if libtorch did not take the setting (it is read back).
+pub fn enable_bf16_autocast() -> bool {
+    // SAFETY: these only store / load the thread's autocast type for a device type; the
+    // arguments are valid enum values (see `ffi`) and nothing is passed by pointer.
     unsafe {
-        set_autocast_dtype(CUDA, BFLOAT16);
-        get_autocast_dtype(CUDA) == BFLOAT16
+        ffi::set_autocast_dtype(ffi::CUDA, ffi::BFLOAT16);
+        ffi::get_autocast_dtype(ffi::CUDA) == ffi::BFLOAT16
     }
+}
+
+/// Whether CUDA autocast is on for this thread.
+pub fn cuda_autocast_enabled() -> bool {
+    // SAFETY: reads a thread-local flag; see `ffi`.
+    unsafe { ffi::is_autocast_enabled(ffi::CUDA) }
+}
+
+/// Runs `f` with CUDA autocast on or off, then restores the previous setting (also if `f`
+/// panics): what `tch::autocast` does, without its deprecation warnings. Leaving the
+/// outermost autocast region clears the cache of cast weights, so that the next step casts
+/// the updated ones. Does nothing to tensors on the CPU.
+pub fn cuda_autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: libtorch's nesting counter and thread-local flag; see `ffi`.
+            unsafe {
+                if torch_sys::at_autocast_decrement_nesting() == 0 {
+                    torch_sys::at_autocast_clear_cache();
+                }
+                ffi::set_autocast_enabled(ffi::CUDA, self.0);
+            }
+        }
+    }
+    let _restore = Restore(cuda_autocast_enabled());
+    // SAFETY: as above.
+    unsafe {
+        ffi::set_autocast_enabled(ffi::CUDA, enabled);
+        torch_sys::at_autocast_increment_nesting();
+    }
+    f()
 }
 
 /// Builds the model with weights drawn from `seed`. libtorch's generator is global, so
@@ -606,7 +683,9 @@ fn config_differences(saved: &serde_json::Value, now: &serde_json::Value) -> Vec
     let (Some(a), Some(b)) = (saved.as_object(), now.as_object()) else { return Vec::new() };
     b.iter()
         .filter(|(k, v)| k.as_str() != "out" && a.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k}: {} -> {v}", a.get(k).map_or("absent".to_owned(), |x| x.to_string())))
+        .map(|(k, v)| {
+            format!("{k}: {} -> {v}", a.get(k).map_or("absent".to_owned(), |x| x.to_string()))
+        })
         .collect()
 }
 
@@ -642,7 +721,7 @@ pub fn train_with(
     }
     let device = pick_device(cfg.device)?;
     let set = ShardSet::open_many(&cfg.shards)
-        .map_err(|source| TrainError::Shards { dirs: cfg.shards.clone(), source })?;
+        .map_err(|error| TrainError::Shards { dirs: cfg.shards.clone(), error })?;
     let plan = Plan::new(cfg, set.len())?;
     let schedule = plan.schedule();
     let config_json = serde_json::to_value(cfg).expect("the configuration serialises");
@@ -683,7 +762,8 @@ pub fn train_with(
     let run_json = serde_json::json!({ "config": &config_json, "plan": plan, "model": cfg.model_description(),
         "device": crate::device::describe(device), "start_step": start_step });
     let run_path = out.join(RUN_FILE);
-    fs::write(&run_path, serde_json::to_vec_pretty(&run_json).expect("json")).map_err(io_err(&run_path))?;
+    fs::write(&run_path, serde_json::to_vec_pretty(&run_json).expect("json"))
+        .map_err(io_err(&run_path))?;
     let log_path = out.join(LOG_FILE);
     let mut log = open_log(&log_path, start_step)?;
     let encoder = out.join(checkpoint::ENCODER_FILE);
@@ -705,8 +785,10 @@ pub fn train_with(
     }
 
     let bf16 = device.is_cuda() && !cfg.fp32;
-    if bf16 && !use_bf16_autocast() {
-        return Err(TrainError::Config("libtorch did not accept bfloat16 autocast; pass --fp32".into()));
+    if bf16 && !enable_bf16_autocast() {
+        return Err(TrainError::Config(
+            "libtorch did not accept bfloat16 autocast; pass --fp32".into(),
+        ));
     }
     if device.is_cuda() {
         // Every step has the same shapes: let cuDNN pick the fastest convolution once.
@@ -734,10 +816,16 @@ pub fn train_with(
         let wait = t0.elapsed().as_secs_f64();
         let lr = schedule.lr_at(step);
 
-        let view_a = Tensor::from_slice(&batch.view_a).view([b, 3, t, s, s]);
-        let view_b = Tensor::from_slice(&batch.view_b).view([b, 3, t, s, s]);
-        let xs = clips_to_input(&Tensor::cat(&[view_a, view_b], 0), device)?;
-        let (_, embeddings) = tch::autocast(bf16, || model.forward_t(&xs, true));
+        // Each view goes to the device as it is and they are joined there: joining on the
+        // host would copy both once more.
+        let upload = |v: &[u8]| Tensor::from_slice(v).view([b, 3, t, s, s]).to_device(device);
+        let clips = Tensor::cat(&[upload(&batch.view_a), upload(&batch.view_b)], 0);
+        let xs = clips_to_input(&clips, device)?;
+        let (_, embeddings) = if bf16 {
+            cuda_autocast(true, || model.forward_t(&xs, true))
+        } else {
+            model.forward_t(&xs, true)
+        };
         let z = embeddings.chunk(2, 0);
         let loss = info_nce(&z[0], &z[1], cfg.temperature);
         optimizer.zero_grad();
@@ -771,8 +859,21 @@ pub fn train_with(
         let done = step + 1;
         let due = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
         if due || done == plan.total_steps {
-            let state = CheckpointState::new(done, cfg.seed, cfg.model_description(), Some(loss), config_json.clone());
-            let dir = checkpoint::save(out, &state, &vs, &optimizer)?;
+            let state = CheckpointState::new(
+                done,
+                cfg.seed,
+                cfg.model_description(),
+                Some(loss),
+                config_json.clone(),
+            );
+            let dir = match checkpoint::save(out, &state, &vs, &optimizer) {
+                Ok(dir) => dir,
+                Err(CheckpointError::NonFinite { name }) => {
+                    reporter.finish();
+                    return Err(TrainError::NonFiniteWeights { step, name, last_checkpoint });
+                }
+                Err(e) => return Err(e.into()),
+            };
             checkpoint::export_encoder(&vs, &encoder)?;
             checkpoint::prune(out, cfg.keep_checkpoints)?;
             reporter.note(&format!("checkpoint {}", dir.display()));
@@ -788,6 +889,32 @@ pub fn train_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_augment_transform_gives_the_first_clip_of_a_pair_the_first_view() {
+        use cvrl_formats::PixelFormat;
+        use rand::SeedableRng;
+        // First view grayscale, second in colour: the output tells which view was used.
+        let gray = AugmentConfig { grayscale_p: 1.0, ..AugmentConfig::eval(4) };
+        let transform = AugmentTransform::with_views([gray, AugmentConfig::eval(4)]);
+        let layout = FrameLayout::new(4, 4, PixelFormat::Rgb24).unwrap();
+        let frames: Vec<u8> = [200u8, 40, 90].repeat(16);
+        let mut out = vec![0u8; transform.output_len(1)];
+        let is_gray = |out: &[u8]| out[..16] == out[16..32] && out[16..32] == out[32..];
+        let mut apply = |rng: &mut Xoshiro256PlusPlus| {
+            transform.apply(rng, &layout, &frames, 1, &mut out);
+            is_gray(&out)
+        };
+        let mut pair = Xoshiro256PlusPlus::seed_from_u64(1);
+        assert!(apply(&mut pair), "first clip: first view");
+        assert!(!apply(&mut pair), "second clip, same generator: second view");
+        assert!(apply(&mut pair), "a third call starts a new pair");
+        // A pair whose second clip never came (its video failed): the next generator is
+        // another sample's, so its first clip gets the first view.
+        let mut next = Xoshiro256PlusPlus::seed_from_u64(2);
+        assert!(apply(&mut next));
+        assert!(!apply(&mut next));
+    }
 
     #[test]
     fn flags_parse_and_print_back() {
@@ -830,13 +957,23 @@ mod tests {
     fn config_differences_name_the_changed_fields() {
         let a = TrainConfig::cpu_demo(vec!["s".into()], "o1".into());
         let b = TrainConfig { lr: 0.5, out: "o2".into(), ..a.clone() };
-        let d = config_differences(&serde_json::to_value(&a).unwrap(), &serde_json::to_value(&b).unwrap());
+        let d = config_differences(
+            &serde_json::to_value(&a).unwrap(),
+            &serde_json::to_value(&b).unwrap(),
+        );
         assert_eq!(d, ["lr: 0.32 -> 0.5"]);
     }
 
     #[test]
-    fn bf16_autocast_can_be_selected() {
-        // The setting is plain state in libtorch; it can be set and read back without a GPU.
-        assert!(use_bf16_autocast());
+    fn bf16_autocast_can_be_selected_and_regions_restore_the_setting() {
+        // These are plain thread-local state in libtorch: they work without a GPU.
+        assert!(enable_bf16_autocast());
+        assert!(!cuda_autocast_enabled());
+        let inner = cuda_autocast(true, || {
+            let on = cuda_autocast_enabled();
+            (on, cuda_autocast(false, cuda_autocast_enabled), cuda_autocast_enabled())
+        });
+        assert_eq!(inner, (true, false, true));
+        assert!(!cuda_autocast_enabled());
     }
 }
