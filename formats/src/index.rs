@@ -9,7 +9,9 @@ use arrow::array::{
     StructArray, UInt32Array, UInt64Array,
 };
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{DataType, Field, Fields, Float64Type, Int32Type, Schema, UInt32Type, UInt64Type};
+use arrow::datatypes::{
+    DataType, Field, Fields, Float64Type, Int32Type, Schema, UInt32Type, UInt64Type,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -148,8 +150,12 @@ fn chunks_array(rows: &[VideoRow]) -> ArrayRef {
 }
 
 fn index_batch(rows: &[VideoRow]) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
-    let u32s = |f: fn(&VideoRow) -> u32| -> ArrayRef { Arc::new(UInt32Array::from_iter_values(rows.iter().map(f))) };
-    let u64s = |f: fn(&VideoRow) -> u64| -> ArrayRef { Arc::new(UInt64Array::from_iter_values(rows.iter().map(f))) };
+    let u32s = |f: fn(&VideoRow) -> u32| -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(f)))
+    };
+    let u64s = |f: fn(&VideoRow) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(f)))
+    };
     let cols: Vec<ArrayRef> = vec![
         strings(rows.iter().map(|r| r.video_id.as_str())),
         strings(rows.iter().map(|r| r.source_path.as_str())),
@@ -177,7 +183,9 @@ fn index_batch(rows: &[VideoRow]) -> std::result::Result<RecordBatch, arrow::err
     RecordBatch::try_new(index_schema(), cols)
 }
 
-fn failures_batch(rows: &[FailureRow]) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+fn failures_batch(
+    rows: &[FailureRow],
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
     let cols: Vec<ArrayRef> = vec![
         strings(rows.iter().map(|r| r.source_path.as_str())),
         opt_strings(rows.iter().map(|r| r.video_id.as_deref())),
@@ -214,13 +222,15 @@ fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
 
 /// Writes `index.parquet` atomically.
 pub fn write_index(path: &Path, rows: &[VideoRow]) -> Result<()> {
-    let batch = index_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
+    let batch =
+        index_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
     write_batch(path, batch)
 }
 
 /// Writes `failures.parquet` atomically.
 pub fn write_failures(path: &Path, rows: &[FailureRow]) -> Result<()> {
-    let batch = failures_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
+    let batch =
+        failures_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
     write_batch(path, batch)
 }
 
@@ -235,7 +245,10 @@ fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
         };
         if found.data_type() != field.data_type() {
             let (name, found, want) = (field.name(), found.data_type(), field.data_type());
-            return Err(bad_index(path, format!("column {name:?} has type {found}, expected {want}")));
+            return Err(bad_index(
+                path,
+                format!("column {name:?} has type {found}, expected {want}"),
+            ));
         }
     }
     builder
@@ -279,7 +292,8 @@ impl<'a> Cols<'a> {
         let v = list.value(i);
         let s = v.as_struct();
         let c = |n: &str| s.column_by_name(n).expect("schema checked").clone();
-        let (off, len, first, num, crc) = (c("offset"), c("length"), c("first_frame"), c("num_frames"), c("crc32c"));
+        let (off, len, first, num, crc) =
+            (c("offset"), c("length"), c("first_frame"), c("num_frames"), c("crc32c"));
         (0..s.len())
             .map(|j| ChunkEntry {
                 offset: off.as_primitive::<UInt64Type>().value(j),
@@ -378,7 +392,13 @@ mod tests {
             time_start_s: None,
             time_end_s: Some(2.0),
             chunks: (0..i % 4 + 1)
-                .map(|c| ChunkEntry { offset: 100 + u64::from(c), length: c, first_frame: c * 16, num_frames: 16, crc32c: c ^ 0xdead })
+                .map(|c| ChunkEntry {
+                    offset: 100 + u64::from(c),
+                    length: c,
+                    first_frame: c * 16,
+                    num_frames: 16,
+                    crc32c: c ^ 0xdead,
+                })
                 .collect(),
             checksum: i * 7,
         }

@@ -40,7 +40,8 @@ impl Part {
     pub fn parse(s: &str) -> std::result::Result<Part, String> {
         let err = || format!("--part {s:?}: expected I/N with 0 <= I < N, e.g. 0/4");
         let (i, n) = s.split_once('/').ok_or_else(err)?;
-        let (index, count) = (i.trim().parse().map_err(|_| err())?, n.trim().parse().map_err(|_| err())?);
+        let (index, count) =
+            (i.trim().parse().map_err(|_| err())?, n.trim().parse().map_err(|_| err())?);
         if count == 0 || index >= count {
             return Err(err());
         }

@@ -96,7 +96,8 @@ impl FrameLayout {
         if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
             return Err(format!("frame size {width}x{height} outside 1..={MAX_DIMENSION}"));
         }
-        if format == PixelFormat::Yuv420p && (!width.is_multiple_of(2) || !height.is_multiple_of(2)) {
+        if format == PixelFormat::Yuv420p && (!width.is_multiple_of(2) || !height.is_multiple_of(2))
+        {
             return Err(format!("yuv420p frame size {width}x{height} must be even"));
         }
         Ok(FrameLayout { width, height, format })

@@ -69,9 +69,11 @@ impl ShardSet {
         let mut set = ShardSet::open(first)?;
         for dir in rest {
             let (m, videos, failures) = load_dir(dir)?;
-            check_compatible(&set.manifest, &m).map_err(|reason| FormatError::IncompatibleSets {
-                dir: dir.clone(),
-                reason: format!("cannot be opened with {}: {reason}", first.display()),
+            check_compatible(&set.manifest, &m).map_err(|reason| {
+                FormatError::IncompatibleSets {
+                    dir: dir.clone(),
+                    reason: format!("cannot be opened with {}: {reason}", first.display()),
+                }
             })?;
             set.failures.extend(failures);
             set.add_videos(dir, videos)?;
@@ -108,7 +110,11 @@ impl ShardSet {
     fn map_shard(&mut self, dir: &Path, index_path: &Path, row: &VideoRow) -> Result<u32> {
         let plain = Path::new(&row.shard).file_name().is_some_and(|n| n == row.shard.as_str());
         if !plain {
-            return Err(bad_row(index_path, row, format!("shard {:?} is not a file name", row.shard)));
+            return Err(bad_row(
+                index_path,
+                row,
+                format!("shard {:?} is not a file name", row.shard),
+            ));
         }
         let path = dir.join(&row.shard);
         let file = File::open(&path).at(&path)?;
@@ -124,9 +130,17 @@ impl ShardSet {
     fn check_row(&self, index_path: &Path, row: &VideoRow, shard: u32) -> Result<FrameLayout> {
         let bad = |reason: String| bad_row(index_path, row, reason);
         let map = &self.shards[shard as usize].map;
-        let end = row.offset.checked_add(row.length).ok_or_else(|| bad("byte range overflows".into()))?;
-        if end > map.len() as u64 || !row.offset.is_multiple_of(8) || row.offset < crate::shard::FILE_HEADER_LEN as u64 {
-            return Err(bad(format!("record {}..{end} outside shard of {} bytes", row.offset, map.len())));
+        let end =
+            row.offset.checked_add(row.length).ok_or_else(|| bad("byte range overflows".into()))?;
+        if end > map.len() as u64
+            || !row.offset.is_multiple_of(8)
+            || row.offset < crate::shard::FILE_HEADER_LEN as u64
+        {
+            return Err(bad(format!(
+                "record {}..{end} outside shard of {} bytes",
+                row.offset,
+                map.len()
+            )));
         }
         let format = row.pixel_format.parse().map_err(&bad)?;
         let layout = FrameLayout::new(row.width, row.height, format).map_err(&bad)?;
@@ -137,7 +151,10 @@ impl ShardSet {
         }
         if let Some(i) = row.label_index {
             if i < 0 || i as usize >= self.manifest.classes.len() {
-                return Err(bad(format!("label index {i} outside the {} classes", self.manifest.classes.len())));
+                return Err(bad(format!(
+                    "label index {i} outside the {} classes",
+                    self.manifest.classes.len()
+                )));
             }
         }
         Ok(layout)
@@ -217,14 +234,22 @@ impl ShardSet {
         }
         let actual = crc32c::crc32c(self.record(i));
         if actual != row.checksum {
-            return Err(FormatError::RecordChecksum { path: path.into(), video: row.video_id.clone(), expected: row.checksum, actual });
+            return Err(FormatError::RecordChecksum {
+                path: path.into(),
+                video: row.video_id.clone(),
+                expected: row.checksum,
+                actual,
+            });
         }
         Ok(())
     }
 }
 
 fn bad_row(index_path: &Path, row: &VideoRow, reason: String) -> FormatError {
-    FormatError::BadIndex { path: index_path.to_path_buf(), reason: format!("video {:?}: {reason}", row.video_id) }
+    FormatError::BadIndex {
+        path: index_path.to_path_buf(),
+        reason: format!("video {:?}: {reason}", row.video_id),
+    }
 }
 
 fn sum_counts(a: &Counts, b: &Counts) -> Counts {
@@ -249,7 +274,10 @@ fn check_compatible(a: &Manifest, b: &Manifest) -> std::result::Result<(), Strin
         ));
     }
     if a.params.pixel_format != b.params.pixel_format {
-        return Err(format!("pixel formats differ ({} vs {})", a.params.pixel_format, b.params.pixel_format));
+        return Err(format!(
+            "pixel formats differ ({} vs {})",
+            a.params.pixel_format, b.params.pixel_format
+        ));
     }
     Ok(())
 }
@@ -292,7 +320,8 @@ fn load_parts(dir: &Path) -> Result<Vec<PartData>> {
 }
 
 fn join_parts(dir: &Path, parts: Vec<PartData>) -> Result<PartData> {
-    let incompatible = |reason: String| FormatError::IncompatibleSets { dir: dir.to_path_buf(), reason };
+    let incompatible =
+        |reason: String| FormatError::IncompatibleSets { dir: dir.to_path_buf(), reason };
     let count = parts[0].0.part.map(|p| p.count).unwrap_or(1);
     let mut present: Vec<u32> = parts.iter().filter_map(|p| p.0.part.map(|p| p.index)).collect();
     present.sort();
@@ -345,7 +374,14 @@ pub struct FrameReader<'s> {
 impl<'s> FrameReader<'s> {
     /// Appends frames `start, start+stride, ...` (`count` of them) of video `video` to `out`,
     /// each `layout(video).frame_bytes()` bytes. Each chunk touched is decompressed once.
-    pub fn read_frames(&mut self, video: usize, start: u32, count: u32, stride: u32, out: &mut Vec<u8>) -> Result<()> {
+    pub fn read_frames(
+        &mut self,
+        video: usize,
+        start: u32,
+        count: u32,
+        stride: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let row = self.video_row(video)?;
         let stride = stride.max(1);
         let last = u64::from(start) + u64::from(count.saturating_sub(1)) * u64::from(stride);
@@ -374,7 +410,12 @@ impl<'s> FrameReader<'s> {
         let row = self.video_row(video)?;
         if frame >= row.num_frames {
             let (start, end, num_frames) = (u64::from(frame), u64::from(frame) + 1, row.num_frames);
-            return Err(FormatError::FrameOutOfRange { video: row.video_id.clone(), start, end, num_frames });
+            return Err(FormatError::FrameOutOfRange {
+                video: row.video_id.clone(),
+                start,
+                end,
+                num_frames,
+            });
         }
         let c = chunk_of(&row.chunks, frame);
         self.load_chunk(video, c)?;
@@ -409,16 +450,28 @@ impl<'s> FrameReader<'s> {
             });
         }
         let entry = row.chunks[c];
-        let data = &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
+        let data =
+            &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
         let actual = crc32c::crc32c(data);
         if actual != entry.crc32c {
-            return Err(FormatError::ChunkChecksum { path: path.into(), video: row.video_id.clone(), chunk: c, expected: entry.crc32c, actual });
+            return Err(FormatError::ChunkChecksum {
+                path: path.into(),
+                video: row.video_id.clone(),
+                chunk: c,
+                expected: entry.crc32c,
+                actual,
+            });
         }
         let layout = set.layouts[video];
         self.chunk.resize(layout.frame_bytes() * entry.num_frames as usize, 0);
-        self.decoder
-            .decode(&layout, entry.num_frames as usize, data, &mut self.chunk)
-            .map_err(|source| FormatError::ChunkDecode { path: path.into(), video: row.video_id.clone(), chunk: c, source })?;
+        self.decoder.decode(&layout, entry.num_frames as usize, data, &mut self.chunk).map_err(
+            |source| FormatError::ChunkDecode {
+                path: path.into(),
+                video: row.video_id.clone(),
+                chunk: c,
+                source,
+            },
+        )?;
         self.cached = Some((video, c));
         Ok(())
     }

@@ -141,9 +141,10 @@ impl<'e> RecordBuilder<'e> {
         if self.pending_frames == 0 {
             return Ok(());
         }
-        let compressed = self.encoder.encode(&self.spec.layout, &self.pending).map_err(|e| {
-            invalid(&self.spec.video_id, &format!("chunk compression failed: {e}"))
-        })?;
+        let compressed = self
+            .encoder
+            .encode(&self.spec.layout, &self.pending)
+            .map_err(|e| invalid(&self.spec.video_id, &format!("chunk compression failed: {e}")))?;
         let first = self.num_frames - self.pending_frames;
         self.chunks.push((first, self.pending_frames, compressed));
         self.pending.clear();
@@ -170,7 +171,13 @@ impl<'e> RecordBuilder<'e> {
             let length = u32::try_from(data.len())
                 .map_err(|_| invalid(&self.spec.video_id, "chunk larger than 4 GiB"))?;
             let crc32c = crc32c::crc32c(data);
-            entries.push(ChunkEntry { offset, length, first_frame: *first_frame, num_frames: *num_frames, crc32c });
+            entries.push(ChunkEntry {
+                offset,
+                length,
+                first_frame: *first_frame,
+                num_frames: *num_frames,
+                crc32c,
+            });
             offset += u64::from(length);
         }
         let header = RecordHeader {
@@ -257,14 +264,17 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
     let start = usize::try_from(offset).map_err(|_| bad("offset past the file".into()))?;
     let avail = file.len().saturating_sub(start);
     if avail < RECORD_FIXED_LEN {
-        return Err(bad(format!("truncated: {avail} bytes left, a record header needs {RECORD_FIXED_LEN}")));
+        return Err(bad(format!(
+            "truncated: {avail} bytes left, a record header needs {RECORD_FIXED_LEN}"
+        )));
     }
     let b = &file[start..];
     if &b[..8] != RECORD_MAGIC {
         return Err(bad(format!("bad record magic {:?}", &b[..8])));
     }
     let record_len = u64_at(b, 8);
-    let (width, height, num_frames, num_chunks) = (u32_at(b, 16), u32_at(b, 20), u32_at(b, 24), u32_at(b, 28));
+    let (width, height, num_frames, num_chunks) =
+        (u32_at(b, 16), u32_at(b, 20), u32_at(b, 24), u32_at(b, 28));
     let (fps_num, fps_den) = (u32_at(b, 32), u32_at(b, 36));
     let (fmt_code, codec) = (b[40], b[41]);
     let id_len = u16::from_le_bytes([b[42], b[43]]) as usize;
@@ -274,7 +284,9 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
         .and_then(|t| t.checked_add(RECORD_FIXED_LEN + pad8(id_len) + 8))
         .ok_or_else(|| bad("chunk count overflows".into()))?;
     if hlen != stored_hlen {
-        return Err(bad(format!("header length {stored_hlen} does not match its contents ({hlen})")));
+        return Err(bad(format!(
+            "header length {stored_hlen} does not match its contents ({hlen})"
+        )));
     }
     if hlen > b.len() {
         return Err(bad(format!("truncated: header needs {hlen} bytes, {} left", b.len())));
@@ -292,7 +304,8 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
         offset,
         reason,
     };
-    let format = PixelFormat::from_code(fmt_code).ok_or_else(|| bad(format!("unknown pixel format code {fmt_code}")))?;
+    let format = PixelFormat::from_code(fmt_code)
+        .ok_or_else(|| bad(format!("unknown pixel format code {fmt_code}")))?;
     if codec != CODEC_PREDICTIVE_ZSTD {
         return Err(bad(format!("unknown codec {codec}")));
     }
@@ -301,7 +314,10 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
         return Err(bad(format!("invalid frame rate {fps_num}/{fps_den}")));
     }
     if record_len > b.len() as u64 {
-        return Err(bad(format!("truncated: record needs {record_len} bytes, {} left in the file", b.len())));
+        return Err(bad(format!(
+            "truncated: record needs {record_len} bytes, {} left in the file",
+            b.len()
+        )));
     }
     let table = &b[RECORD_FIXED_LEN + pad8(id_len)..hlen - 8];
     let chunks: Vec<ChunkEntry> = table
@@ -319,17 +335,28 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
 }
 
 /// Checks that `chunks` tile `[data_start, record_len)` and frames `0..num_frames` exactly.
-pub fn check_chunk_table(chunks: &[ChunkEntry], data_start: u64, record_len: u64, num_frames: u32) -> Result<(), String> {
+pub fn check_chunk_table(
+    chunks: &[ChunkEntry],
+    data_start: u64,
+    record_len: u64,
+    num_frames: u32,
+) -> Result<(), String> {
     if num_frames == 0 || chunks.is_empty() {
         return Err("a record needs at least one frame and one chunk".into());
     }
     let (mut offset, mut frame) = (data_start, 0u64);
     for (i, c) in chunks.iter().enumerate() {
         if c.offset != offset {
-            return Err(format!("chunk {i} at byte {} but the previous one ends at {offset}", c.offset));
+            return Err(format!(
+                "chunk {i} at byte {} but the previous one ends at {offset}",
+                c.offset
+            ));
         }
         if u64::from(c.first_frame) != frame || c.num_frames == 0 {
-            return Err(format!("chunk {i} holds frames {}+{}, expected to start at {frame}", c.first_frame, c.num_frames));
+            return Err(format!(
+                "chunk {i} holds frames {}+{}, expected to start at {frame}",
+                c.first_frame, c.num_frames
+            ));
         }
         offset += u64::from(c.length);
         frame += u64::from(c.num_frames);
@@ -345,17 +372,27 @@ pub fn check_chunk_table(chunks: &[ChunkEntry], data_start: u64, record_len: u64
 /// Parses and validates a shard file header.
 pub fn parse_file_header(path: &Path, file: &[u8]) -> Result<()> {
     if file.len() < FILE_HEADER_LEN {
-        let reason = format!("file is {} bytes, shorter than the {FILE_HEADER_LEN}-byte header", file.len());
+        let reason =
+            format!("file is {} bytes, shorter than the {FILE_HEADER_LEN}-byte header", file.len());
         return Err(FormatError::BadShardHeader { path: path.to_path_buf(), reason });
     }
     if &file[..8] != SHARD_MAGIC {
-        return Err(FormatError::BadShardMagic { path: path.to_path_buf(), found: file[..8].to_vec() });
+        return Err(FormatError::BadShardMagic {
+            path: path.to_path_buf(),
+            found: file[..8].to_vec(),
+        });
     }
     let version = u32_at(file, 8);
     if version != FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: FORMAT_VERSION });
+        return Err(FormatError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
-    if u32_at(file, 12) as usize != FILE_HEADER_LEN || crc32c::crc32c(&file[..28]) != u32_at(file, 28) {
+    if u32_at(file, 12) as usize != FILE_HEADER_LEN
+        || crc32c::crc32c(&file[..28]) != u32_at(file, 28)
+    {
         let reason = "header length or checksum mismatch".to_string();
         return Err(FormatError::BadShardHeader { path: path.to_path_buf(), reason });
     }
@@ -374,7 +411,10 @@ fn file_header() -> [u8; FILE_HEADER_LEN] {
 
 /// Iterates the records of a whole shard file (used by `cvrl-inspect` and recovery; the
 /// trainer goes through the index instead). Stops at the first damaged record.
-pub fn records<'a>(path: &'a Path, file: &'a [u8]) -> Result<impl Iterator<Item = Result<(u64, RecordHeader)>> + 'a> {
+pub fn records<'a>(
+    path: &'a Path,
+    file: &'a [u8],
+) -> Result<impl Iterator<Item = Result<(u64, RecordHeader)>> + 'a> {
     parse_file_header(path, file)?;
     let mut offset = FILE_HEADER_LEN as u64;
     let mut failed = false;
@@ -421,7 +461,13 @@ impl ShardWriter {
         let file = File::create(&tmp).at(&tmp)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&file_header()).at(&tmp)?;
-        Ok(ShardWriter { path: path.to_path_buf(), tmp, out, len: FILE_HEADER_LEN as u64, records: 0 })
+        Ok(ShardWriter {
+            path: path.to_path_buf(),
+            tmp,
+            out,
+            len: FILE_HEADER_LEN as u64,
+            records: 0,
+        })
     }
 
     /// Bytes written so far (the shard's size if finished now).
@@ -479,7 +525,10 @@ pub(crate) fn sync_parent(path: &Path) {
 }
 
 /// Writes `path` atomically: `write` fills `<path>.tmp`, which is synced and renamed.
-pub fn atomic_write(path: &Path, write: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+pub fn atomic_write(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
     let tmp = tmp_path(path);
     let mut file = File::create(&tmp).at(&tmp)?;
     write(&mut file).at(&tmp)?;

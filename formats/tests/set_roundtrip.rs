@@ -17,7 +17,8 @@ fn frames(layout: &FrameLayout, n: u32, seed: u32) -> Vec<Vec<u8>> {
             for (p, plane) in layout.planes().iter().enumerate() {
                 for y in 0..plane.height {
                     for x in 0..plane.width {
-                        let v = (x as u32 * 3 + y as u32 * 2 + t * 5 + p as u32 * 40 + seed * 17) ^ (x as u32 * y as u32 / 7);
+                        let v = (x as u32 * 3 + y as u32 * 2 + t * 5 + p as u32 * 40 + seed * 17)
+                            ^ (x as u32 * y as u32 / 7);
                         f.push(v as u8);
                     }
                 }
@@ -49,11 +50,14 @@ fn write_set(dir: &Path, videos: &[Video]) {
     let mut enc = ChunkEncoder::new(3, PredictorMode::default()).unwrap();
     let mut rows = Vec::new();
     let mut shards = Vec::new();
-    for (s, group) in [&videos[..split], &videos[split..]].iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+    for (s, group) in
+        [&videos[..split], &videos[split..]].iter().enumerate().filter(|(_, g)| !g.is_empty())
+    {
         let name = format!("shard-{s:05}.cvrs");
         let mut w = ShardWriter::create(&dir.join(&name)).unwrap();
         for v in group.iter() {
-            let spec = VideoSpec { video_id: v.id.into(), layout: v.layout, fps_num: 25, fps_den: 1 };
+            let spec =
+                VideoSpec { video_id: v.id.into(), layout: v.layout, fps_num: 25, fps_den: 1 };
             let mut b = RecordBuilder::new(spec, 8, &mut enc).unwrap();
             for f in &v.frames {
                 b.push_frame(f).unwrap();
@@ -93,7 +97,15 @@ fn write_set(dir: &Path, videos: &[Video]) {
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
         tool: "test".into(),
-        params: BuildParams { short_side: None, fps: None, pixel_format: PixelFormat::Yuv420p, chunk_frames: 8, zstd_level: 3, predictor: "adaptive".into(), shard_bytes: 1 },
+        params: BuildParams {
+            short_side: None,
+            fps: None,
+            pixel_format: PixelFormat::Yuv420p,
+            chunk_frames: 8,
+            zstd_level: 3,
+            predictor: "adaptive".into(),
+            shard_bytes: 1,
+        },
         classes: vec!["a".into(), "b".into()],
         part: None,
         index: "index.parquet".into(),
@@ -116,10 +128,13 @@ fn every_frame_reads_back_exactly_at_any_start_and_stride() {
         let i = set.find(v.id).unwrap();
         assert_eq!(set.layout(i), v.layout);
         let n = v.frames.len() as u32;
-        for (start, count, stride) in [(0, n, 1), (n - 1, 1, 1), (3 % n, (n - 3 % n).div_ceil(2), 2), (0, n.div_ceil(5), 5)] {
+        for (start, count, stride) in
+            [(0, n, 1), (n - 1, 1, 1), (3 % n, (n - 3 % n).div_ceil(2), 2), (0, n.div_ceil(5), 5)]
+        {
             let mut out = Vec::new();
             reader.read_frames(i, start, count, stride, &mut out).unwrap();
-            let expected: Vec<u8> = (0..count).flat_map(|k| v.frames[(start + k * stride) as usize].clone()).collect();
+            let expected: Vec<u8> =
+                (0..count).flat_map(|k| v.frames[(start + k * stride) as usize].clone()).collect();
             assert!(out == expected, "{}: frames {start}+{count}x{stride} differ", v.id);
         }
         assert_eq!(reader.frame(i, n - 1).unwrap(), &v.frames[n as usize - 1][..]);
@@ -157,7 +172,10 @@ fn a_truncated_shard_or_a_bad_header_is_refused_at_open_naming_the_file() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
     let err = open_err(dir.path());
-    assert!(err.contains("index.parquet") && err.contains("b/three") && err.contains("outside shard"), "{err}");
+    assert!(
+        err.contains("index.parquet") && err.contains("b/three") && err.contains("outside shard"),
+        "{err}"
+    );
     let mut bad = bytes.clone();
     bad[0] = b'X';
     std::fs::write(&path, &bad).unwrap();
@@ -177,7 +195,11 @@ fn a_missing_or_foreign_manifest_is_refused() {
     assert!(open_err(dir.path()).contains("not a cvrl shard set"));
     write_set(dir.path(), &videos());
     let m = std::fs::read_to_string(dir.path().join("manifest.json")).unwrap();
-    std::fs::write(dir.path().join("manifest.json"), m.replace("\"format_version\": 1", "\"format_version\": 9")).unwrap();
+    std::fs::write(
+        dir.path().join("manifest.json"),
+        m.replace("\"format_version\": 1", "\"format_version\": 9"),
+    )
+    .unwrap();
     assert!(open_err(dir.path()).contains("version 9"));
 }
 

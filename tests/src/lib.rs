@@ -20,7 +20,11 @@ fn target_dir() -> PathBuf {
 /// Path of a built workspace binary. `cargo test --workspace` builds them.
 pub fn bin(name: &str) -> PathBuf {
     let p = target_dir().join(name);
-    assert!(p.exists(), "{} not built: run `cargo test --workspace` (or `cargo build -p cvrl-tools`)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo test --workspace` (or `cargo build -p cvrl-tools`)",
+        p.display()
+    );
     p
 }
 
@@ -35,7 +39,12 @@ pub fn run(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 
 /// stdout and stderr of a run, for assertion messages.
 pub fn text(o: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The generated sample videos (`videos/`, `broken/`, `mixed/`), made once.
@@ -61,7 +70,12 @@ pub fn ffmpeg_raw(video: &Path, filter: &str, pix_fmt: &str) -> Vec<u8> {
         .args(["-vf", filter, "-pix_fmt", pix_fmt, "-f", "rawvideo", "-"])
         .output()
         .expect("run ffmpeg");
-    assert!(out.status.success(), "ffmpeg failed on {}: {}", video.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg failed on {}: {}",
+        video.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 

@@ -9,7 +9,8 @@ use std::process::Command;
 const SIDE: &str = "64";
 
 fn build(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"build", &input, &out, &"--short-side", &SIDE, &"--quiet"];
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"build", &input, &out, &"--short-side", &SIDE, &"--quiet"];
     for e in extra {
         args.push(e);
     }
@@ -21,7 +22,8 @@ fn ids(set: &ShardSet) -> Vec<String> {
 }
 
 #[test]
-fn mixed_good_and_broken_files_build_lists_each_broken_one_and_the_index_opens_in_pyarrow_and_duckdb() {
+fn mixed_good_and_broken_files_build_lists_each_broken_one_and_the_index_opens_in_pyarrow_and_duckdb(
+) {
     let out = tempdir();
     let o = build(&sample_videos().join("mixed"), out.path(), &[]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
@@ -32,7 +34,9 @@ fn mixed_good_and_broken_files_build_lists_each_broken_one_and_the_index_opens_i
         .lines()
         .skip(1)
         .filter_map(|l| l.split_once('\t'))
-        .filter_map(|(path, stage)| Some((path.strip_prefix("broken/")?.to_string(), stage.to_string())))
+        .filter_map(|(path, stage)| {
+            Some((path.strip_prefix("broken/")?.to_string(), stage.to_string()))
+        })
         .collect();
     assert!(expected.len() >= 7, "{tsv}");
     let set = ShardSet::open(out.path()).unwrap();
@@ -47,7 +51,11 @@ fn mixed_good_and_broken_files_build_lists_each_broken_one_and_the_index_opens_i
     }
     assert_eq!(set.classes(), ["archery", "bowling", "juggling"]);
     let t = set.videos().iter().find(|v| v.video_id == "archery/testsrc2_h264").unwrap();
-    assert_eq!((t.num_frames, t.width, t.height, t.label_index), (50, 86, 64, Some(0)), "160x120 to short side 64: 85.3 rounds to the nearest even width");
+    assert_eq!(
+        (t.num_frames, t.width, t.height, t.label_index),
+        (50, 86, 64, Some(0)),
+        "160x120 to short side 64: 85.3 rounds to the nearest even width"
+    );
 
     let script = r#"
 import sys, pyarrow.parquet as pq, duckdb
@@ -71,10 +79,18 @@ fn frames_read_back_equal_the_ffmpeg_cli_decode_with_the_same_scaling() {
     assert!(o.status.success(), "{}", text(&o));
     let set = ShardSet::open(out.path()).unwrap();
     let mut reader = set.reader().unwrap();
-    for (id, file) in [("archery/testsrc2_h264", "archery/testsrc2_h264.mp4"), ("juggling/long_640x360", "juggling/long_640x360.mp4"), ("bowling/smptebars_mpeg4", "bowling/smptebars_mpeg4.avi")] {
+    for (id, file) in [
+        ("archery/testsrc2_h264", "archery/testsrc2_h264.mp4"),
+        ("juggling/long_640x360", "juggling/long_640x360.mp4"),
+        ("bowling/smptebars_mpeg4", "bowling/smptebars_mpeg4.avi"),
+    ] {
         let i = set.find(id).unwrap();
         let v = &set.videos()[i];
-        let expected = ffmpeg_raw(&sample_videos().join("videos").join(file), &format!("scale={}:{}", v.width, v.height), "yuv420p");
+        let expected = ffmpeg_raw(
+            &sample_videos().join("videos").join(file),
+            &format!("scale={}:{}", v.width, v.height),
+            "yuv420p",
+        );
         let mut got = Vec::new();
         reader.read_frames(i, 0, v.num_frames, 1, &mut got).unwrap();
         assert_eq!(got.len(), expected.len(), "{id}: frame count differs from ffmpeg");
@@ -103,7 +119,10 @@ fn a_build_killed_midway_and_rerun_gives_the_same_set_as_an_uninterrupted_one() 
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!killed.path().join("manifest.json").exists(), "build finished before it could be killed");
+    assert!(
+        !killed.path().join("manifest.json").exists(),
+        "build finished before it could be killed"
+    );
 
     let o = build(&videos, killed.path(), &["--shard-size", "1", "--jobs", "1"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -111,10 +130,17 @@ fn a_build_killed_midway_and_rerun_gives_the_same_set_as_an_uninterrupted_one() 
     let (a, b) = (ShardSet::open(whole.path()).unwrap(), ShardSet::open(killed.path()).unwrap());
     assert_eq!(a.videos(), b.videos());
     for s in &a.manifest().shards {
-        let (x, y) = (std::fs::read(whole.path().join(&s.file)).unwrap(), std::fs::read(killed.path().join(&s.file)).unwrap());
+        let (x, y) = (
+            std::fs::read(whole.path().join(&s.file)).unwrap(),
+            std::fs::read(killed.path().join(&s.file)).unwrap(),
+        );
         assert!(x == y, "{} differs after resume", s.file);
     }
-    let leftovers: Vec<_> = std::fs::read_dir(killed.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().ends_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(killed.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let o = run("cvrl-inspect", &[&killed.path(), &"--verify"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -130,7 +156,10 @@ fn parts_built_separately_merge_into_the_whole_set() {
         let o = build(&videos, parts.path(), &["--part", p]);
         assert!(o.status.success(), "{}", text(&o));
     }
-    let err = ShardSet::open(parts.path()).err().expect("a set with a part missing must not open").to_string();
+    let err = ShardSet::open(parts.path())
+        .err()
+        .expect("a set with a part missing must not open")
+        .to_string();
     assert!(err.contains("parts [2] are missing"), "{err}");
     assert!(build(&videos, parts.path(), &["--part", "2/3"]).status.success());
     let joined = ShardSet::open(parts.path()).unwrap();
@@ -140,7 +169,12 @@ fn parts_built_separately_merge_into_the_whole_set() {
     let whole = ShardSet::open(whole.path()).unwrap();
     assert_eq!(ids(&joined), ids(&whole));
     assert_eq!(ids(&merged), ids(&whole));
-    let frames = |s: &ShardSet| s.videos().iter().map(|v| (v.video_id.clone(), v.num_frames, v.checksum)).collect::<Vec<_>>();
+    let frames = |s: &ShardSet| {
+        s.videos()
+            .iter()
+            .map(|v| (v.video_id.clone(), v.num_frames, v.checksum))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(frames(&merged), frames(&whole));
 }
 
@@ -161,14 +195,24 @@ fn a_damaged_chunk_is_found_by_verify_and_the_reader_names_the_video() {
     let o = run("cvrl-inspect", &[&out.path(), &"--verify"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("1 damaged") && stdout.contains("bowling/smptebars_mpeg4") && stdout.contains("chunk 1"), "{stdout}");
+    assert!(
+        stdout.contains("1 damaged")
+            && stdout.contains("bowling/smptebars_mpeg4")
+            && stdout.contains("chunk 1"),
+        "{stdout}"
+    );
 
     let set = ShardSet::open(out.path()).unwrap();
     let mut reader = set.reader().unwrap();
     let mut frames = Vec::new();
     reader.read_frames(i, 0, 16, 1, &mut frames).expect("chunk 0 is intact");
     let err = reader.read_frames(i, 16, 4, 1, &mut frames).unwrap_err().to_string();
-    assert!(err.contains("bowling/smptebars_mpeg4") && err.contains("checksum") && err.contains(&v.shard), "{err}");
+    assert!(
+        err.contains("bowling/smptebars_mpeg4")
+            && err.contains("checksum")
+            && err.contains(&v.shard),
+        "{err}"
+    );
 
     let o = run("cvrl-inspect", &[&shard, &"--verify"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
@@ -185,7 +229,10 @@ fn a_kinetics_csv_is_matched_to_trimmed_and_untrimmed_files_and_missing_rows_are
     let csv = d.path().join("train.csv");
     std::fs::write(&csv, "label,youtube_id,time_start,time_end,split\narchery,aaaaaaaaaaa,0,2,train\nbowling,bbbbbbbbbbb,0.4,1.2,train\nbowling,ccccccccccc,5,15,train\n").unwrap();
     let out = d.path().join("out");
-    let o = run("cvrl-shard", &[&"build", &csv, &out, &"--video-root", &dl, &"--short-side", &SIDE, &"--quiet"]);
+    let o = run(
+        "cvrl-shard",
+        &[&"build", &csv, &out, &"--video-root", &dl, &"--short-side", &SIDE, &"--quiet"],
+    );
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("ccccccccccc"), "{}", text(&o));
     let set = ShardSet::open(&out).unwrap();
@@ -209,7 +256,20 @@ fn inspect_shows_a_set_a_video_a_shard_and_a_source_and_draws_a_contact_sheet() 
 
     let sheet = out.path().join("sheet.png");
     let frames = out.path().join("frames");
-    let o = run("cvrl-inspect", &[&out.path(), &"--video", &"archery/testsrc2_h264", &"--contact-sheet", &sheet, &"--export-frames", &frames, &"--frames", &"0..3"]);
+    let o = run(
+        "cvrl-inspect",
+        &[
+            &out.path(),
+            &"--video",
+            &"archery/testsrc2_h264",
+            &"--contact-sheet",
+            &sheet,
+            &"--export-frames",
+            &frames,
+            &"--frames",
+            &"0..3",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("chunks      4"), "{}", text(&o));
     let png = std::fs::read(&sheet).unwrap();
@@ -218,7 +278,11 @@ fn inspect_shows_a_set_a_video_a_shard_and_a_source_and_draws_a_contact_sheet() 
 
     let shard = out.path().join("shard-00000.cvrs");
     let o = run("cvrl-inspect", &[&shard]);
-    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("9 videos"), "{}", text(&o));
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("9 videos"),
+        "{}",
+        text(&o)
+    );
     let o = run("cvrl-inspect", &[&sample_videos().join("videos/juggling/rotated_90.mp4")]);
     assert!(o.status.success(), "{}", text(&o));
 }
@@ -243,10 +307,18 @@ fn bad_flags_and_paths_get_clear_errors() {
     // A finished set is neither rebuilt nor overwritten with other parameters.
     assert!(build(&videos, out.path(), &[]).status.success());
     let o = build(&videos, out.path(), &[]);
-    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("already complete"), "{}", text(&o));
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("already complete"),
+        "{}",
+        text(&o)
+    );
     let before = std::fs::read(out.path().join("shard-00000.cvrs")).unwrap();
     let o = run("cvrl-shard", &[&"build", &videos, &out.path(), &"--short-side", &"48"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("short_side: 64 there, 48 now"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("short_side: 64 there, 48 now"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(before, std::fs::read(out.path().join("shard-00000.cvrs")).unwrap());
 }

@@ -20,7 +20,8 @@ use cvrl_formats::index::{read_failures, read_index, write_failures, write_index
 use cvrl_formats::manifest::{Counts, ShardInfo, FORMAT_NAME};
 use cvrl_formats::shard::{tmp_path, FORMAT_VERSION};
 use cvrl_formats::{
-    BuildParams, EncodedRecord, FailureRow, Manifest, Part, RecordBuilder, SetFiles, ShardWriter, VideoRow, VideoSpec,
+    BuildParams, EncodedRecord, FailureRow, Manifest, Part, RecordBuilder, SetFiles, ShardWriter,
+    VideoRow, VideoSpec,
 };
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -74,9 +75,11 @@ pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Res
     let started = Instant::now();
     let files = SetFiles::new(cfg.part);
     let state = cfg.out.join(".building");
-    std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create {}", state.display()))?;
     let manifest_path = cfg.out.join(files.manifest());
-    let params_path = state.join(format!("{}params.json", files.shard(0).trim_end_matches("shard-00000.cvrs")));
+    let params_path =
+        state.join(format!("{}params.json", files.shard(0).trim_end_matches("shard-00000.cvrs")));
     if cfg.force {
         remove_part_files(&cfg.out, &files)?;
     }
@@ -87,7 +90,13 @@ pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Res
             bail!("{} was built with other parameters ({diff}); use --force to rebuild or choose another output folder", manifest_path.display());
         }
         let failures = read_failures(&cfg.out.join(&m.failures))?;
-        return Ok(BuildSummary { manifest: m, failures, resumed: 0, already_complete: true, seconds: 0.0 });
+        return Ok(BuildSummary {
+            manifest: m,
+            failures,
+            resumed: 0,
+            already_complete: true,
+            seconds: 0.0,
+        });
     }
     check_resume_params(&params_path, &cfg.params)?;
 
@@ -103,12 +112,13 @@ pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Res
     for batch in mine[resumed.min(mine.len())..].chunks(window) {
         let encoded: Vec<Encoded> = batch
             .par_iter()
-            .map_init(|| ChunkEncoder::new(cfg.params.zstd_level, predictor(&cfg.params)), |enc, input| {
-                match enc {
+            .map_init(
+                || ChunkEncoder::new(cfg.params.zstd_level, predictor(&cfg.params)),
+                |enc, input| match enc {
                     Ok(enc) => encode_one(input, &cfg.params, enc),
                     Err(e) => Encoded::Failed(failure(input, "encode", &e.to_string())),
-                }
-            })
+                },
+            )
             .collect();
         for (input, e) in batch.iter().zip(encoded) {
             match e {
@@ -130,7 +140,13 @@ pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Res
     let _ = std::fs::remove_file(&params_path);
     let _ = std::fs::remove_dir(&state); // only if empty: other parts may still be building
     let failures = read_failures(&cfg.out.join(&manifest.failures))?;
-    Ok(BuildSummary { manifest, failures, resumed, already_complete: false, seconds: started.elapsed().as_secs_f64() })
+    Ok(BuildSummary {
+        manifest,
+        failures,
+        resumed,
+        already_complete: false,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 fn predictor(params: &BuildParams) -> PredictorMode {
@@ -139,16 +155,26 @@ fn predictor(params: &BuildParams) -> PredictorMode {
 
 /// `name: old -> new` for each build parameter that differs.
 fn param_diff(old: &BuildParams, new: &BuildParams) -> String {
-    let (a, b) = (serde_json::to_value(old).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default());
+    let (a, b) = (
+        serde_json::to_value(old).unwrap_or_default(),
+        serde_json::to_value(new).unwrap_or_default(),
+    );
     let keys = a.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
-    keys.iter().filter(|k| a[k.as_str()] != b[k.as_str()]).map(|k| format!("{k}: {} there, {} now", a[k.as_str()], b[k.as_str()])).collect::<Vec<_>>().join(", ")
+    keys.iter()
+        .filter(|k| a[k.as_str()] != b[k.as_str()])
+        .map(|k| format!("{k}: {} there, {} now", a[k.as_str()], b[k.as_str()]))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A resumed build must use the parameters of the run it continues.
 fn check_resume_params(path: &Path, params: &BuildParams) -> Result<()> {
     if path.exists() {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let before: BuildParams = serde_json::from_str(&text).with_context(|| format!("damaged {}; delete the output folder and rebuild", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let before: BuildParams = serde_json::from_str(&text).with_context(|| {
+            format!("damaged {}; delete the output folder and rebuild", path.display())
+        })?;
         if &before != params {
             let diff = param_diff(&before, params);
             bail!("an interrupted build in this folder used other parameters ({diff}); rerun it with those, or pass --force to start over");
@@ -170,10 +196,12 @@ fn remove_part_files(out: &Path, files: &SetFiles) -> Result<()> {
             let name = e.file_name().to_string_lossy().into_owned();
             let base = name.trim_end_matches(".tmp");
             let ours = fixed.iter().any(|f| f == base)
-                || (base.starts_with(&shard_prefix) && (base.ends_with(".cvrs") || base.ends_with(".parquet")))
+                || (base.starts_with(&shard_prefix)
+                    && (base.ends_with(".cvrs") || base.ends_with(".parquet")))
                 || base == format!("{}params.json", shard_prefix.trim_end_matches("shard-"));
             if ours && e.path().is_file() {
-                std::fs::remove_file(e.path()).with_context(|| format!("cannot remove {}", e.path().display()))?;
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("cannot remove {}", e.path().display()))?;
             }
         }
     }
@@ -203,14 +231,23 @@ fn decode_options(params: &BuildParams, input: &InputVideo) -> DecodeOptions {
 /// Decodes one input and compresses it into a record (runs on a rayon worker).
 fn encode_one(input: &InputVideo, params: &BuildParams, enc: &mut ChunkEncoder) -> Encoded {
     let Some(path) = &input.path else {
-        return Encoded::Failed(failure(input, "missing", "no file for this CSV row under the video root"));
+        return Encoded::Failed(failure(
+            input,
+            "missing",
+            "no file for this CSV row under the video root",
+        ));
     };
     let mut builder: Option<RecordBuilder<'_>> = None;
     let mut encode_error: Option<String> = None;
     let mut enc = Some(enc);
     let info = decode_video(path, &decode_options(params, input), |layout, frame| {
         if builder.is_none() {
-            let spec = VideoSpec { video_id: input.video_id.clone(), layout: *layout, fps_num: 1, fps_den: 1 };
+            let spec = VideoSpec {
+                video_id: input.video_id.clone(),
+                layout: *layout,
+                fps_num: 1,
+                fps_den: 1,
+            };
             let e = enc.take().expect("encoder taken once");
             builder = Some(RecordBuilder::new(spec, params.chunk_frames, e)?);
         }
@@ -278,7 +315,9 @@ impl Output {
             }
             let rows = read_index(&idx)?;
             let failures = read_failures(&fail)?;
-            let bytes = std::fs::metadata(&shard).with_context(|| format!("cannot stat {}", shard.display()))?.len();
+            let bytes = std::fs::metadata(&shard)
+                .with_context(|| format!("cannot stat {}", shard.display()))?
+                .len();
             o.inputs_done += rows.len() + failures.len();
             o.shards.push(ShardInfo { file: name, bytes, videos: rows.len() as u64 });
             o.committed_rows.extend(rows);
@@ -292,7 +331,8 @@ impl Output {
                 break;
             }
             for p in stale.iter().filter(|p| p.exists()) {
-                std::fs::remove_file(p).with_context(|| format!("cannot remove stale {}", p.display()))?;
+                std::fs::remove_file(p)
+                    .with_context(|| format!("cannot remove stale {}", p.display()))?;
             }
         }
         Ok(o)
@@ -306,7 +346,13 @@ impl Output {
         )
     }
 
-    fn append(&mut self, input: &InputVideo, inputs: &Inputs, record: &EncodedRecord, info: &VideoInfo) -> Result<()> {
+    fn append(
+        &mut self,
+        input: &InputVideo,
+        inputs: &Inputs,
+        record: &EncodedRecord,
+        info: &VideoInfo,
+    ) -> Result<()> {
         if self.writer.is_none() {
             let path = self.out.join(self.files.shard(self.shards.len()));
             self.writer = Some(ShardWriter::create(&path)?);

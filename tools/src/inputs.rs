@@ -11,7 +11,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// File extensions treated as videos in a class-folder tree.
-pub const VIDEO_EXTENSIONS: &[&str] = &["mp4", "webm", "mkv", "avi", "mov", "m4v", "mpg", "mpeg", "flv", "ts", "3gp", "ogv"];
+pub const VIDEO_EXTENSIONS: &[&str] =
+    &["mp4", "webm", "mkv", "avi", "mov", "m4v", "mpg", "mpeg", "flv", "ts", "3gp", "ogv"];
 
 /// Folder names recognised as splits above the class folders (`train/<class>/x.mp4`).
 const SPLIT_DIRS: &[&str] = &["train", "val", "validate", "valid", "test"];
@@ -40,14 +41,20 @@ impl Inputs {
     /// Reads `source`: a directory of class folders, or a `.csv` file (videos looked up under
     /// `video_root`, default the CSV's folder).
     pub fn discover(source: &Path, video_root: Option<&Path>) -> Result<Inputs> {
-        let meta = std::fs::metadata(source).with_context(|| format!("cannot read input {}", source.display()))?;
+        let meta = std::fs::metadata(source)
+            .with_context(|| format!("cannot read input {}", source.display()))?;
         let mut inputs = if meta.is_dir() {
             from_folders(source)?
         } else if source.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-            let root = video_root.map(Path::to_path_buf).unwrap_or_else(|| source.parent().unwrap_or(Path::new(".")).to_path_buf());
+            let root = video_root
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| source.parent().unwrap_or(Path::new(".")).to_path_buf());
             from_csv(source, &root)?
         } else {
-            bail!("{}: expected a folder of class folders or a Kinetics .csv file", source.display());
+            bail!(
+                "{}: expected a folder of class folders or a Kinetics .csv file",
+                source.display()
+            );
         };
         inputs.videos.sort_by(|a, b| a.video_id.cmp(&b.video_id));
         if let Some(w) = inputs.videos.windows(2).find(|w| w[0].video_id == w[1].video_id) {
@@ -90,10 +97,14 @@ fn stem_of(p: &Path) -> String {
 fn from_folders(root: &Path) -> Result<Inputs> {
     let entries = sorted_entries(root)?;
     let dirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
-    let split_layout = !dirs.is_empty() && dirs.iter().all(|d| SPLIT_DIRS.contains(&name_of(d).as_str()));
+    let split_layout =
+        !dirs.is_empty() && dirs.iter().all(|d| SPLIT_DIRS.contains(&name_of(d).as_str()));
     let mut videos = Vec::new();
     let mut classes = BTreeSet::new();
-    let mut add_class_dir = |class_dir: &Path, split: Option<String>, videos: &mut Vec<InputVideo>| -> Result<()> {
+    let mut add_class_dir = |class_dir: &Path,
+                             split: Option<String>,
+                             videos: &mut Vec<InputVideo>|
+     -> Result<()> {
         let label = name_of(class_dir);
         classes.insert(label.clone());
         for file in sorted_entries(class_dir)?.into_iter().filter(|p| p.is_file() && is_video(p)) {
@@ -118,10 +129,20 @@ fn from_folders(root: &Path) -> Result<Inputs> {
         }
     }
     for file in entries.iter().filter(|p| p.is_file() && is_video(p)) {
-        videos.push(InputVideo { video_id: stem_of(file), path: Some(file.clone()), label: None, split: None, trim: None });
+        videos.push(InputVideo {
+            video_id: stem_of(file),
+            path: Some(file.clone()),
+            label: None,
+            split: None,
+            trim: None,
+        });
     }
     if videos.is_empty() {
-        bail!("{}: no video files found (expected <class>/<video>.mp4; extensions: {})", root.display(), VIDEO_EXTENSIONS.join(", "));
+        bail!(
+            "{}: no video files found (expected <class>/<video>.mp4; extensions: {})",
+            root.display(),
+            VIDEO_EXTENSIONS.join(", ")
+        );
     }
     Ok(Inputs { videos, classes: classes.into_iter().collect() })
 }
@@ -142,19 +163,28 @@ fn from_csv(csv_path: &Path, root: &Path) -> Result<Inputs> {
         .trim(csv::Trim::All)
         .from_path(csv_path)
         .with_context(|| format!("cannot read {}", csv_path.display()))?;
-    let headers = reader.headers().with_context(|| format!("{}: no header row", csv_path.display()))?.clone();
+    let headers =
+        reader.headers().with_context(|| format!("{}: no header row", csv_path.display()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h == name);
-    let (Some(yt), Some(ts), Some(te)) = (col("youtube_id"), col("time_start"), col("time_end")) else {
-        bail!("{}: header must have youtube_id, time_start, time_end (and label, split); found {:?}", csv_path.display(), headers.iter().collect::<Vec<_>>());
+    let (Some(yt), Some(ts), Some(te)) = (col("youtube_id"), col("time_start"), col("time_end"))
+    else {
+        bail!(
+            "{}: header must have youtube_id, time_start, time_end (and label, split); found {:?}",
+            csv_path.display(),
+            headers.iter().collect::<Vec<_>>()
+        );
     };
     let (label_col, split_col) = (col("label"), col("split"));
     let mut videos = Vec::new();
     let mut classes = BTreeSet::new();
     for (line, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("{}: bad row {}", csv_path.display(), line + 2))?;
+        let record =
+            record.with_context(|| format!("{}: bad row {}", csv_path.display(), line + 2))?;
         let field = |i: usize| record.get(i).unwrap_or("").to_string();
         let num = |i: usize| -> Result<f64> {
-            field(i).parse().with_context(|| format!("{}: row {}: {:?} is not a number", csv_path.display(), line + 2, field(i)))
+            field(i).parse().with_context(|| {
+                format!("{}: row {}: {:?} is not a number", csv_path.display(), line + 2, field(i))
+            })
         };
         let (id, start, end) = (field(yt), num(ts)?, num(te)?);
         let label = label_col.map(field).filter(|l| !l.is_empty());

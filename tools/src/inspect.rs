@@ -36,7 +36,8 @@ pub fn set_report(path: &Path, set: &ShardSet) -> SetReport {
     let frames: u64 = set.videos().iter().map(|v| u64::from(v.num_frames)).sum();
     let stored: u64 = m.shards.iter().map(|s| s.bytes).sum();
     let source: u64 = set.videos().iter().map(|v| v.source_bytes).sum();
-    let mut per_class: Vec<(String, usize)> = set.classes().iter().map(|c| (c.clone(), 0)).collect();
+    let mut per_class: Vec<(String, usize)> =
+        set.classes().iter().map(|c| (c.clone(), 0)).collect();
     for v in set.videos() {
         if let Some(i) = v.label_index {
             per_class[i as usize].1 += 1;
@@ -64,12 +65,31 @@ impl std::fmt::Display for SetReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = &self.params;
         writeln!(f, "shard set {} (format v{}, {})", self.path, self.format_version, self.tool)?;
-        writeln!(f, "  videos      {} in {} classes, {} frames", self.videos, self.classes, self.frames)?;
-        writeln!(f, "  on disk     {:.1} MB in {} shards, {:.0} bytes/frame", self.stored_bytes as f64 / 1e6, self.shards, self.bytes_per_frame)?;
-        writeln!(f, "  sources     {:.1} MB; shards are {:.2}x their size", self.source_bytes as f64 / 1e6, self.size_vs_sources)?;
+        writeln!(
+            f,
+            "  videos      {} in {} classes, {} frames",
+            self.videos, self.classes, self.frames
+        )?;
+        writeln!(
+            f,
+            "  on disk     {:.1} MB in {} shards, {:.0} bytes/frame",
+            self.stored_bytes as f64 / 1e6,
+            self.shards,
+            self.bytes_per_frame
+        )?;
+        writeln!(
+            f,
+            "  sources     {:.1} MB; shards are {:.2}x their size",
+            self.source_bytes as f64 / 1e6,
+            self.size_vs_sources
+        )?;
         let side = p.short_side.map_or("source size".to_string(), |s| format!("short side {s}"));
         let fps = p.fps.map_or("source fps".to_string(), |f| format!("{f} fps"));
-        writeln!(f, "  frames      {}, {side}, {fps}; chunks of {} frames, zstd {}, predictor {}", p.pixel_format, p.chunk_frames, p.zstd_level, p.predictor)?;
+        writeln!(
+            f,
+            "  frames      {}, {side}, {fps}; chunks of {} frames, zstd {}, predictor {}",
+            p.pixel_format, p.chunk_frames, p.zstd_level, p.predictor
+        )?;
         for (c, n) in &self.videos_per_class {
             writeln!(f, "    {n:6}  {c}")?;
         }
@@ -93,15 +113,44 @@ impl std::fmt::Display for VideoReport<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let r = self.row;
         writeln!(f, "video {}", r.video_id)?;
-        writeln!(f, "  source      {} ({}, {} bytes)", r.source_path, r.source_codec, r.source_bytes)?;
-        writeln!(f, "  label       {} (index {:?}), split {}", r.label.as_deref().unwrap_or("-"), r.label_index, r.split.as_deref().unwrap_or("-"))?;
-        writeln!(f, "  frames      {} x {}x{} {}, {}/{} fps, {:.2} s", r.num_frames, r.width, r.height, r.pixel_format, r.fps_num, r.fps_den, r.duration_s)?;
-        writeln!(f, "  record      {} bytes {}..{}, crc32c {:#010x}", self.shard, r.offset, r.offset + r.length, r.checksum)?;
+        writeln!(
+            f,
+            "  source      {} ({}, {} bytes)",
+            r.source_path, r.source_codec, r.source_bytes
+        )?;
+        writeln!(
+            f,
+            "  label       {} (index {:?}), split {}",
+            r.label.as_deref().unwrap_or("-"),
+            r.label_index,
+            r.split.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            f,
+            "  frames      {} x {}x{} {}, {}/{} fps, {:.2} s",
+            r.num_frames, r.width, r.height, r.pixel_format, r.fps_num, r.fps_den, r.duration_s
+        )?;
+        writeln!(
+            f,
+            "  record      {} bytes {}..{}, crc32c {:#010x}",
+            self.shard,
+            r.offset,
+            r.offset + r.length,
+            r.checksum
+        )?;
         writeln!(f, "  chunks      {}", r.chunks.len())?;
-        writeln!(f, "    {:>5} {:>8} {:>10} {:>8} {:>10}", "chunk", "frames", "offset", "bytes", "crc32c")?;
+        writeln!(
+            f,
+            "    {:>5} {:>8} {:>10} {:>8} {:>10}",
+            "chunk", "frames", "offset", "bytes", "crc32c"
+        )?;
         for (i, c) in r.chunks.iter().enumerate() {
             let frames = format!("{}-{}", c.first_frame, c.first_frame + c.num_frames - 1);
-            writeln!(f, "    {i:>5} {frames:>8} {:>10} {:>8} {:#010x}", c.offset, c.length, c.crc32c)?;
+            writeln!(
+                f,
+                "    {i:>5} {frames:>8} {:>10} {:>8} {:#010x}",
+                c.offset, c.length, c.crc32c
+            )?;
         }
         Ok(())
     }
@@ -136,16 +185,28 @@ pub struct ShardReport {
 
 /// Walks the records of one shard file; with `verify`, decodes every chunk too.
 pub fn shard_report(path: &Path, verify: bool) -> Result<ShardReport> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: read-only map of a finished shard; see cvrl_formats::set.
-    let map = unsafe { memmap2_map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
-    let mut report = ShardReport { path: path.display().to_string(), bytes: map.len() as u64, format_version: cvrl_formats::shard::FORMAT_VERSION, records: Vec::new(), error: None };
+    let map =
+        unsafe { memmap2_map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
+    let mut report = ShardReport {
+        path: path.display().to_string(),
+        bytes: map.len() as u64,
+        format_version: cvrl_formats::shard::FORMAT_VERSION,
+        records: Vec::new(),
+        error: None,
+    };
     let mut decoder = ChunkDecoder::new().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut buf = Vec::new();
     for rec in records(path, &map)? {
         match rec {
             Ok((offset, h)) => {
-                let error = if verify { verify_record(&map, offset, &h, &mut decoder, &mut buf).err() } else { None };
+                let error = if verify {
+                    verify_record(&map, offset, &h, &mut decoder, &mut buf).err()
+                } else {
+                    None
+                };
                 report.records.push(RecordSummary {
                     video_id: h.video_id.clone(),
                     offset,
@@ -169,7 +230,13 @@ unsafe fn memmap2_map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
     memmap2::Mmap::map(file)
 }
 
-fn verify_record(map: &[u8], offset: u64, h: &cvrl_formats::shard::RecordHeader, dec: &mut ChunkDecoder, buf: &mut Vec<u8>) -> Result<(), String> {
+fn verify_record(
+    map: &[u8],
+    offset: u64,
+    h: &cvrl_formats::shard::RecordHeader,
+    dec: &mut ChunkDecoder,
+    buf: &mut Vec<u8>,
+) -> Result<(), String> {
     for (i, c) in h.chunks.iter().enumerate() {
         let start = (offset + c.offset) as usize;
         let data = &map[start..start + c.length as usize];
@@ -177,17 +244,29 @@ fn verify_record(map: &[u8], offset: u64, h: &cvrl_formats::shard::RecordHeader,
             return Err(format!("chunk {i}: checksum mismatch"));
         }
         buf.resize(h.layout.frame_bytes() * c.num_frames as usize, 0);
-        dec.decode(&h.layout, c.num_frames as usize, data, buf).map_err(|e| format!("chunk {i}: {e}"))?;
+        dec.decode(&h.layout, c.num_frames as usize, data, buf)
+            .map_err(|e| format!("chunk {i}: {e}"))?;
     }
     Ok(())
 }
 
 impl std::fmt::Display for ShardReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "shard {} ({} bytes, format v{}), {} videos", self.path, self.bytes, self.format_version, self.records.len())?;
+        writeln!(
+            f,
+            "shard {} ({} bytes, format v{}), {} videos",
+            self.path,
+            self.bytes,
+            self.format_version,
+            self.records.len()
+        )?;
         for r in &self.records {
             let status = r.error.as_deref().map_or(String::new(), |e| format!("  DAMAGED: {e}"));
-            writeln!(f, "  {:>12} {:>10} B {:>5} frames {}x{} {} {:.2} fps  {}{status}", r.offset, r.bytes, r.frames, r.width, r.height, r.pixel_format, r.fps, r.video_id)?;
+            writeln!(
+                f,
+                "  {:>12} {:>10} B {:>5} frames {}x{} {} {:.2} fps  {}{status}",
+                r.offset, r.bytes, r.frames, r.width, r.height, r.pixel_format, r.fps, r.video_id
+            )?;
         }
         if let Some(e) = &self.error {
             writeln!(f, "  DAMAGED after the last record listed: {e}")?;
@@ -218,7 +297,13 @@ pub fn verify_set(set: &ShardSet) -> Result<VerifyReport> {
 
 impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "verified {} videos: {} ok, {} damaged", self.videos, self.ok, self.damaged.len())?;
+        writeln!(
+            f,
+            "verified {} videos: {} ok, {} damaged",
+            self.videos,
+            self.ok,
+            self.damaged.len()
+        )?;
         for (id, e) in &self.damaged {
             writeln!(f, "  {id}: {e}")?;
         }
@@ -227,7 +312,12 @@ impl std::fmt::Display for VerifyReport {
 }
 
 /// Frame `i` of video `video` as packed RGB.
-fn frame_rgb(reader: &mut cvrl_formats::FrameReader<'_>, layout: &FrameLayout, video: usize, i: u32) -> Result<Vec<u8>> {
+fn frame_rgb(
+    reader: &mut cvrl_formats::FrameReader<'_>,
+    layout: &FrameLayout,
+    video: usize,
+    i: u32,
+) -> Result<Vec<u8>> {
     let frame = reader.frame(video, i)?;
     Ok(match layout.format() {
         PixelFormat::Rgb24 => frame.to_vec(),
@@ -241,7 +331,8 @@ fn frame_rgb(reader: &mut cvrl_formats::FrameReader<'_>, layout: &FrameLayout, v
 
 /// Writes an RGB image as PNG.
 pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
@@ -251,12 +342,22 @@ pub fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> Result<()>
 }
 
 /// Writes frames `range` of a video as `frame-000123.png` files into `dir`. Returns the count.
-pub fn export_frames(set: &ShardSet, video: usize, range: std::ops::Range<u32>, dir: &Path) -> Result<usize> {
+pub fn export_frames(
+    set: &ShardSet,
+    video: usize,
+    range: std::ops::Range<u32>,
+    dir: &Path,
+) -> Result<usize> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let layout = set.layout(video);
     let n = set.videos()[video].num_frames;
     if range.start >= range.end || range.end > n {
-        bail!("frames {}..{} outside 0..{n} of video {}", range.start, range.end, set.videos()[video].video_id);
+        bail!(
+            "frames {}..{} outside 0..{n} of video {}",
+            range.start,
+            range.end,
+            set.videos()[video].video_id
+        );
     }
     let mut reader = set.reader()?;
     for i in range.clone() {
@@ -267,7 +368,13 @@ pub fn export_frames(set: &ShardSet, video: usize, range: std::ops::Range<u32>, 
 }
 
 /// A grid of `count` evenly spaced frames of a video, `cols` per row, as one PNG.
-pub fn contact_sheet(set: &ShardSet, video: usize, count: u32, cols: u32, path: &Path) -> Result<()> {
+pub fn contact_sheet(
+    set: &ShardSet,
+    video: usize,
+    count: u32,
+    cols: u32,
+    path: &Path,
+) -> Result<()> {
     let layout = set.layout(video);
     let n = set.videos()[video].num_frames;
     let count = count.clamp(1, n);

@@ -16,9 +16,14 @@ pub struct Bar {
 
 impl Bar {
     pub fn new(quiet: bool) -> Bar {
-        let bar = ProgressBar::with_draw_target(None, if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
-        let style = ProgressStyle::with_template("{elapsed_precise} {wide_bar} {pos}/{len} videos, {per_sec}, ETA {eta} {msg}")
-            .expect("valid template");
+        let bar = ProgressBar::with_draw_target(
+            None,
+            if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
+        );
+        let style = ProgressStyle::with_template(
+            "{elapsed_precise} {wide_bar} {pos}/{len} videos, {per_sec}, ETA {eta} {msg}",
+        )
+        .expect("valid template");
         bar.set_style(style);
         Bar { bar, frames: AtomicU64::new(0), started: Instant::now() }
     }
@@ -30,7 +35,9 @@ impl Reporter for Bar {
         self.bar.set_position(already_done as u64);
         self.bar.reset_eta();
         if already_done > 0 {
-            self.bar.println(format!("resuming: {already_done} of {total} videos already in committed shards"));
+            self.bar.println(format!(
+                "resuming: {already_done} of {total} videos already in committed shards"
+            ));
         }
     }
 

@@ -67,7 +67,8 @@ fn print<T: serde::Serialize + std::fmt::Display>(json: bool, report: &T) {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let meta = std::fs::metadata(&cli.path).with_context(|| format!("cannot read {}", cli.path.display()))?;
+    let meta = std::fs::metadata(&cli.path)
+        .with_context(|| format!("cannot read {}", cli.path.display()))?;
     if meta.is_dir() {
         return run_set(&cli);
     }
@@ -81,7 +82,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(if damaged { ExitCode::from(3) } else { ExitCode::SUCCESS });
     }
     cvrl_tools::decode::init();
-    let info = cvrl_tools::decode::probe(&cli.path).map_err(|e| anyhow::anyhow!("{}: {e}", cli.path.display()))?;
+    let info = cvrl_tools::decode::probe(&cli.path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cli.path.display()))?;
     print(cli.json, &info);
     Ok(ExitCode::SUCCESS)
 }
@@ -92,12 +94,18 @@ fn run_set(cli: &Cli) -> Result<ExitCode> {
         if cli.verify {
             let report = inspect::verify_set(&set)?;
             print(cli.json, &report);
-            return Ok(if report.damaged.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) });
+            return Ok(if report.damaged.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            });
         }
         print(cli.json, &inspect::set_report(&cli.path, &set));
         return Ok(ExitCode::SUCCESS);
     };
-    let video = set.find(id).with_context(|| format!("no video {id:?} in {} (list them with --json)", cli.path.display()))?;
+    let video = set.find(id).with_context(|| {
+        format!("no video {id:?} in {} (list them with --json)", cli.path.display())
+    })?;
     if cli.verify {
         let mut reader = set.reader()?;
         set.verify_video(video, &mut reader)?;
@@ -112,7 +120,11 @@ fn run_set(cli: &Cli) -> Result<ExitCode> {
         inspect::contact_sheet(&set, video, cli.sheet_frames, 4, path)?;
         eprintln!("wrote {}", path.display());
     }
-    let shard = set.shard_path(video).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let shard = set
+        .shard_path(video)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     print(cli.json, &inspect::VideoReport { shard, row: &set.videos()[video] });
     Ok(ExitCode::SUCCESS)
 }

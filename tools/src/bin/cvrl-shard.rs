@@ -117,7 +117,13 @@ fn run() -> Result<ExitCode> {
         Command::Build(args) => run_build(args),
         Command::Merge { out } => {
             let m = cvrl_formats::merge_parts(&out)?;
-            println!("merged {} parts' files: {} videos, {} failures -> {}", m.shards.len(), m.counts.videos, m.counts.failures, out.join(&m.index).display());
+            println!(
+                "merged {} parts' files: {} videos, {} failures -> {}",
+                m.shards.len(),
+                m.counts.videos,
+                m.counts.failures,
+                out.join(&m.index).display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -125,7 +131,10 @@ fn run() -> Result<ExitCode> {
 
 fn run_build(args: BuildArgs) -> Result<ExitCode> {
     if let Some(jobs) = args.jobs {
-        rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build_global().context("cannot start worker threads")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.max(1))
+            .build_global()
+            .context("cannot start worker threads")?;
     }
     cvrl_tools::decode::init();
     let inputs = Inputs::discover(&args.input, args.video_root.as_deref())?;
@@ -144,9 +153,13 @@ fn run_build(args: BuildArgs) -> Result<ExitCode> {
         force: args.force,
     };
     if let Some(fps) = args.fps {
-        anyhow::ensure!(fps.is_finite() && fps > 0.0 && fps <= 1000.0, "--fps {fps}: must be in (0, 1000]");
+        anyhow::ensure!(
+            fps.is_finite() && fps > 0.0 && fps <= 1000.0,
+            "--fps {fps}: must be in (0, 1000]"
+        );
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let bar = cvrl_tools::progress::Bar::new(args.quiet);
     let summary = build(&inputs, &cfg, &bar)?;
     print_summary(&summary, &args.out);
@@ -156,7 +169,11 @@ fn run_build(args: BuildArgs) -> Result<ExitCode> {
 fn print_summary(s: &BuildSummary, out: &std::path::Path) {
     let c = &s.manifest.counts;
     if s.already_complete {
-        println!("{} is already complete ({} videos); nothing to do (--force rebuilds)", out.display(), c.videos);
+        println!(
+            "{} is already complete ({} videos); nothing to do (--force rebuilds)",
+            out.display(),
+            c.videos
+        );
     } else {
         let ratio = c.source_bytes as f64 / c.stored_bytes.max(1) as f64;
         println!(
@@ -171,9 +188,17 @@ fn print_summary(s: &BuildSummary, out: &std::path::Path) {
         );
     }
     if !s.failures.is_empty() {
-        println!("{} inputs failed (see {}):", s.failures.len(), out.join(&s.manifest.failures).display());
+        println!(
+            "{} inputs failed (see {}):",
+            s.failures.len(),
+            out.join(&s.manifest.failures).display()
+        );
         for f in &s.failures {
-            let what = if f.source_path.is_empty() { f.video_id.clone().unwrap_or_default() } else { f.source_path.clone() };
+            let what = if f.source_path.is_empty() {
+                f.video_id.clone().unwrap_or_default()
+            } else {
+                f.source_path.clone()
+            };
             println!("  {what}: {} failed: {}", f.stage, f.error);
         }
     }
