@@ -14,15 +14,17 @@ default:
 setup:
     @bash scripts/setup.sh
 
-# End to end on generated sample videos: shard them, inspect the set, verify it, draw a contact sheet.
+# End to end on generated sample videos: shard, inspect, verify, contact sheet, then train a few CVRL steps on CPU.
 demo: setup
     bash scripts/make-test-videos.sh {{demo_dir}}
-    cargo build --release -p cvrl-tools
+    cargo build --release -p cvrl-tools -p cvrl-trainer
     ./target/release/cvrl-shard build {{demo_dir}}/videos {{demo_dir}}/shards --short-side 128 --force
     ./target/release/cvrl-inspect {{demo_dir}}/shards
     ./target/release/cvrl-inspect {{demo_dir}}/shards --verify
     ./target/release/cvrl-inspect {{demo_dir}}/shards --video juggling/long_640x360 --contact-sheet {{demo_dir}}/contact-sheet.png
-    @echo "demo done: shards in {{demo_dir}}/shards, contact sheet {{demo_dir}}/contact-sheet.png"
+    rm -rf {{demo_dir}}/run
+    ./target/release/cvrl-train --shards {{demo_dir}}/shards --out {{demo_dir}}/run --steps 10 --batch-size 4 --crop 64 --frames 8 --checkpoint-every 10
+    @echo "demo done: shards in {{demo_dir}}/shards, contact sheet {{demo_dir}}/contact-sheet.png, training log {{demo_dir}}/run/log.jsonl"
 
 # The whole test suite: formatting, clippy with warnings as errors, every test.
 test: setup
