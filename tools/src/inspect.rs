@@ -118,13 +118,9 @@ impl std::fmt::Display for VideoReport<'_> {
             "  source      {} ({}, {} bytes)",
             r.source_path, r.source_codec, r.source_bytes
         )?;
-        writeln!(
-            f,
-            "  label       {} (index {:?}), split {}",
-            r.label.as_deref().unwrap_or("-"),
-            r.label_index,
-            r.split.as_deref().unwrap_or("-")
-        )?;
+        let index = r.label_index.map_or("-".to_string(), |i| i.to_string());
+        let (label, split) = (r.label.as_deref().unwrap_or("-"), r.split.as_deref().unwrap_or("-"));
+        writeln!(f, "  label       {label} (index {index}), split {split}")?;
         writeln!(
             f,
             "  frames      {} x {}x{} {}, {}/{} fps, {:.2} s",
