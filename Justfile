@@ -30,6 +30,8 @@ demo: setup
 test: setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    # The end-to-end tests run the CLIs; cargo test alone builds no plain binary of tools/.
+    cargo build --workspace --bins
     cargo test --workspace
 
 # Sharder benchmark: throughput against ffmpeg decode+scale, bytes/frame against mp4, FFV1, JPEG.
