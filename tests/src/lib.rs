@@ -17,7 +17,7 @@ fn target_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
 }
 
-/// Path of a built workspace binary. `cargo test --workspace` builds them.
+/// Path of a built workspace binary (`cargo build --workspace --bins`, which `just test` runs).
 pub fn bin(name: &str) -> PathBuf {
     let p = target_dir().join(name);
     assert!(
