@@ -22,7 +22,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = target_dir().join(name);
     assert!(
         p.exists(),
-        "{} not built: run `cargo test --workspace` (or `cargo build -p cvrl-tools`)",
+        "{} not built: run `cargo build --workspace --bins` first (`just test` does)",
         p.display()
     );
     p
