@@ -1,4 +1,6 @@
-//! Picking the device to train on, and a one-line description of it for logs.
+//! Picking the device to train on, a one-line description of it for logs, and CUDA autocast
+//! control (bf16, scoped on/off) without tch's deprecated calls, shared by the training
+//! step and the fp32 loss.
 //!
 //! `tch` exposes no GPU name, so a CUDA device is described by its index, the number of
 //! visible devices and the CUDA runtime and cuDNN versions libtorch was built with.
@@ -59,6 +61,72 @@ fn format_cudart_version(v: i64) -> String {
 fn format_cudnn_version(v: i64) -> String {
     let (major, rest) = if v >= 90000 { (v / 10000, v % 10000) } else { (v / 1000, v % 1000) };
     format!("{major}.{}.{}", rest / 100, rest % 100)
+}
+
+/// libtorch's CUDA autocast settings, called by their C++ names: tch 0.24 cannot choose
+/// the autocast type, and its `tch::autocast` goes through `at::autocast::set_enabled` /
+/// `is_enabled`, deprecated in libtorch 2.x, which print a deprecation warning at every call
+/// (several lines per training step). All four are exported by libtorch_cpu (2.4 and
+/// later). `c10::DeviceType` and `c10::ScalarType` are `int8_t` enums, which the C calling
+/// convention passes like `i8`; C++ `bool` is Rust's `bool`.
+mod ffi {
+    /// `c10::DeviceType::CUDA`.
+    pub const CUDA: i8 = 1;
+    /// `c10::ScalarType::BFloat16`.
+    pub const BFLOAT16: i8 = 15;
+    extern "C" {
+        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+        pub fn set_autocast_dtype(device_type: i8, dtype: i8);
+        #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
+        pub fn get_autocast_dtype(device_type: i8) -> i8;
+        #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+        pub fn set_autocast_enabled(device_type: i8, enabled: bool);
+        #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+        pub fn is_autocast_enabled(device_type: i8) -> bool;
+    }
+}
+
+/// Makes CUDA autocast (on this thread) produce bfloat16 rather than its float16 default;
+/// false if libtorch did not take the setting (it is read back).
+pub fn enable_bf16_autocast() -> bool {
+    // SAFETY: these only store / load the thread's autocast type for a device type; the
+    // arguments are valid enum values (see `ffi`) and nothing is passed by pointer.
+    unsafe {
+        ffi::set_autocast_dtype(ffi::CUDA, ffi::BFLOAT16);
+        ffi::get_autocast_dtype(ffi::CUDA) == ffi::BFLOAT16
+    }
+}
+
+/// Whether CUDA autocast is on for this thread.
+pub fn cuda_autocast_enabled() -> bool {
+    // SAFETY: reads a thread-local flag; see `ffi`.
+    unsafe { ffi::is_autocast_enabled(ffi::CUDA) }
+}
+
+/// Runs `f` with CUDA autocast on or off, then restores the previous setting (also if `f`
+/// panics): what `tch::autocast` does, without its deprecation warnings. Leaving the
+/// outermost autocast region clears the cache of cast weights, so that the next step casts
+/// the updated ones. Does nothing to tensors on the CPU.
+pub fn cuda_autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: libtorch's nesting counter and thread-local flag; see `ffi`.
+            unsafe {
+                if torch_sys::at_autocast_decrement_nesting() == 0 {
+                    torch_sys::at_autocast_clear_cache();
+                }
+                ffi::set_autocast_enabled(ffi::CUDA, self.0);
+            }
+        }
+    }
+    let _restore = Restore(cuda_autocast_enabled());
+    // SAFETY: as above.
+    unsafe {
+        ffi::set_autocast_enabled(ffi::CUDA, enabled);
+        torch_sys::at_autocast_increment_nesting();
+    }
+    f()
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub fn info_nce(z_a: &Tensor, z_b: &Tensor, temperature: f64) -> Tensor {
         z_a.size(),
         z_b.size()
     );
-    tch::autocast(false, || {
+    crate::device::cuda_autocast(false, || {
         let a = l2_normalize(&z_a.to_kind(Kind::Float));
         let b = l2_normalize(&z_b.to_kind(Kind::Float));
         let n = a.size()[0];
