@@ -13,8 +13,8 @@
 //! ffmpeg CLI), `frames=N` (use the first N frames), `modes`, `levels`, `chunks` (lists), and
 //! `candidates=0,2,3` (restrict the adaptive mode to these predictor codes, to measure what a
 //! predictor is worth), `repeat=N` (decode N times, report the fastest after the first pass;
-//! default 3). Every decoded chunk is compared with the input. Times are this thread's CPU
-//! time where Linux reports it, as FFV1's are ffmpeg's user time.
+//! default 3; FFV1 is timed as often). Every decoded chunk is compared with the input. Times
+//! are wall time, best of the passes, on one thread for both.
 
 use cvrl_formats::codec::{ChunkDecoder, ChunkEncoder, Predictor, PredictorMode};
 use cvrl_formats::{FrameLayout, PixelFormat};
@@ -82,45 +82,33 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// FFV1 bytes per frame and single-threaded decode seconds (user CPU from `-benchmark`).
-fn ffv1_reference(path: &str) -> Result<(f64, usize, f64), String> {
+/// FFV1 bytes per frame, frame count, and the fastest of `repeat` single-threaded decodes
+/// (wall seconds from `ffmpeg -benchmark`, measured like ours: the machine is shared, and the
+/// fastest run is the one least disturbed).
+fn ffv1_reference(path: &str, repeat: usize) -> Result<(f64, usize, f64), String> {
     let size = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?.len();
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-threads", "1", "-benchmark", "-i", path, "-f", "null", "-"])
-        .output()
-        .map_err(|e| format!("running ffmpeg: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stderr);
-    let utime = text
-        .split_whitespace()
-        .find_map(|t| t.strip_prefix("utime=")?.strip_suffix('s')?.parse::<f64>().ok())
-        .ok_or("no utime in ffmpeg -benchmark output")?;
-    // The last progress line reads "frame=  250 fps=...".
-    let frames = text
-        .rsplit("frame=")
-        .next()
-        .and_then(|t| t.split_whitespace().next()?.parse::<usize>().ok())
-        .ok_or("no frame count in ffmpeg output")?;
-    Ok((size as f64 / frames as f64, frames, utime))
-}
-
-/// Seconds this thread has run on a CPU (Linux schedstat), else wall time: other builds share
-/// the machine, and CPU time keeps the comparison with FFV1's user time fair.
-struct Clock(Instant);
-
-impl Clock {
-    fn start() -> Clock {
-        Clock(Instant::now())
-    }
-    fn cpu_ns() -> Option<u64> {
-        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-        s.split_whitespace().next()?.parse().ok()
-    }
-    fn now(&self) -> f64 {
-        match Clock::cpu_ns() {
-            Some(ns) => ns as f64 * 1e-9,
-            None => self.0.elapsed().as_secs_f64(),
+    let mut best = (0, f64::MAX);
+    for _ in 0..repeat.max(1) {
+        let out = Command::new("ffmpeg")
+            .args(["-hide_banner", "-threads", "1", "-benchmark", "-i", path, "-f", "null", "-"])
+            .output()
+            .map_err(|e| format!("running ffmpeg: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let rtime = text
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix("rtime=")?.strip_suffix('s')?.parse::<f64>().ok())
+            .ok_or("no rtime in ffmpeg -benchmark output")?;
+        // The last progress line reads "frame=  250 fps=...".
+        let frames = text
+            .rsplit("frame=")
+            .next()
+            .and_then(|t| t.split_whitespace().next()?.parse::<usize>().ok())
+            .ok_or("no frame count in ffmpeg output")?;
+        if rtime < best.1 {
+            best = (frames, rtime);
         }
     }
+    Ok((size as f64 / best.0 as f64, best.0, best.1))
 }
 
 fn run() -> Result<(), String> {
@@ -139,7 +127,7 @@ fn run() -> Result<(), String> {
     );
     let mut ffv1_bpf = None;
     if let Some(p) = &a.ffv1 {
-        let (bpf, frames, secs) = ffv1_reference(p)?;
+        let (bpf, frames, secs) = ffv1_reference(p, a.repeat)?;
         let mbs = (frames * fb) as f64 / 1e6 / secs;
         println!("FFV1 {p}: {bpf:.0} B/frame, decode {mbs:.1} MB/s (1 thread, {frames} frames in {secs:.2} s)");
         ffv1_bpf = Some(bpf);
@@ -157,18 +145,17 @@ fn run() -> Result<(), String> {
                 if let Some(c) = &a.candidates {
                     enc = enc.with_candidates(c);
                 }
-                let clock = Clock::start();
-                let t = clock.now();
+                let t = Instant::now();
                 let mut chunks = Vec::new();
                 for frames in data.chunks(chunk * fb) {
                     chunks.push(enc.encode(&a.layout, frames).map_err(|e| e.to_string())?);
                 }
-                let enc_s = clock.now() - t;
+                let enc_s = t.elapsed().as_secs_f64();
                 let bytes: usize = chunks.iter().map(Vec::len).sum();
                 // Best of `repeat` passes: other processes share the machine.
                 let mut dec_s = f64::MAX;
                 for pass in 0..a.repeat {
-                    let t0 = clock.now();
+                    let t0 = Instant::now();
                     for (i, c) in chunks.iter().enumerate() {
                         let frames = &data[i * chunk * fb..((i + 1) * chunk * fb).min(data.len())];
                         out.resize(frames.len(), 0);
@@ -183,7 +170,7 @@ fn run() -> Result<(), String> {
                     }
                     // The comparison is outside the timed work only in passes after the first.
                     if pass > 0 || a.repeat == 1 {
-                        dec_s = dec_s.min(clock.now() - t0);
+                        dec_s = dec_s.min(t0.elapsed().as_secs_f64());
                     }
                 }
                 let bpf = bytes as f64 / n as f64;
