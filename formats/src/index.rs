@@ -3,7 +3,7 @@
 //! by FORMAT.md §4 so pyarrow, pandas and duckdb read them with no help from cvrl.
 
 use crate::error::{FormatError, Result};
-use crate::shard::ChunkEntry;
+use crate::shard::{ChunkEntry, EncodedRecord, RecordLocation};
 use arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int32Array, ListArray, RecordBatch, StringArray,
     StructArray, UInt32Array, UInt64Array,
@@ -55,6 +55,41 @@ pub struct VideoRow {
 }
 
 impl VideoRow {
+    /// The row of `record`, written at `loc` in `shard`: every field the record determines
+    /// (size, frames, rate, chunk table, checksum) is filled; the source's metadata is
+    /// `source_path` and otherwise empty, for the caller to set.
+    pub fn for_record(
+        record: &EncodedRecord,
+        shard: &str,
+        loc: RecordLocation,
+        source_path: String,
+    ) -> VideoRow {
+        let h = &record.header;
+        VideoRow {
+            video_id: h.video_id.clone(),
+            source_path,
+            label: None,
+            label_index: None,
+            split: None,
+            shard: shard.to_string(),
+            offset: loc.offset,
+            length: loc.length,
+            num_frames: h.num_frames,
+            width: h.layout.width(),
+            height: h.layout.height(),
+            fps_num: h.fps_num,
+            fps_den: h.fps_den,
+            duration_s: f64::from(h.num_frames) * f64::from(h.fps_den) / f64::from(h.fps_num),
+            pixel_format: h.layout.format().to_string(),
+            source_bytes: 0,
+            source_codec: String::new(),
+            time_start_s: None,
+            time_end_s: None,
+            chunks: h.chunks.clone(),
+            checksum: record.checksum,
+        }
+    }
+
     /// Frames per second as a float.
     pub fn fps(&self) -> f64 {
         f64::from(self.fps_num) / f64::from(self.fps_den.max(1))

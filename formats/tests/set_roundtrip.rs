@@ -65,27 +65,11 @@ fn write_set(dir: &Path, videos: &[Video]) {
             let rec = b.finish().unwrap();
             let loc = w.append(&rec).unwrap();
             rows.push(VideoRow {
-                video_id: v.id.into(),
-                source_path: format!("{}.mp4", v.id),
                 label: Some(v.id[..1].into()),
                 label_index: Some(i32::from(v.id.as_bytes()[0] - b'a')),
-                split: None,
-                shard: name.clone(),
-                offset: loc.offset,
-                length: loc.length,
-                num_frames: rec.header.num_frames,
-                width: v.layout.width(),
-                height: v.layout.height(),
-                fps_num: 25,
-                fps_den: 1,
-                duration_s: f64::from(rec.header.num_frames) / 25.0,
-                pixel_format: v.layout.format().to_string(),
                 source_bytes: 1,
                 source_codec: "h264".into(),
-                time_start_s: None,
-                time_end_s: None,
-                chunks: rec.header.chunks.clone(),
-                checksum: rec.checksum,
+                ..VideoRow::for_record(&rec, &name, loc, format!("{}.mp4", v.id))
             });
         }
         let bytes = w.finish().unwrap();

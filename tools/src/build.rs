@@ -359,30 +359,17 @@ impl Output {
         }
         let writer = self.writer.as_mut().expect("created above");
         let loc = writer.append(record)?;
-        let h = &record.header;
         let source = input.path.as_ref().expect("decoded inputs have a path");
+        let shard = self.files.shard(self.shards.len());
         self.rows.push(VideoRow {
-            video_id: input.video_id.clone(),
-            source_path: source.display().to_string(),
             label: input.label.clone(),
             label_index: input.label.as_deref().and_then(|l| inputs.label_index(l)),
             split: input.split.clone(),
-            shard: self.files.shard(self.shards.len()),
-            offset: loc.offset,
-            length: loc.length,
-            num_frames: h.num_frames,
-            width: h.layout.width(),
-            height: h.layout.height(),
-            fps_num: h.fps_num,
-            fps_den: h.fps_den,
-            duration_s: f64::from(h.num_frames) * f64::from(h.fps_den) / f64::from(h.fps_num),
-            pixel_format: h.layout.format().to_string(),
             source_bytes: std::fs::metadata(source).map(|m| m.len()).unwrap_or(0),
             source_codec: info.source_codec.clone(),
             time_start_s: input.trim.map(|t| t.0),
             time_end_s: input.trim.map(|t| t.1),
-            chunks: h.chunks.clone(),
-            checksum: record.checksum,
+            ..VideoRow::for_record(record, &shard, loc, source.display().to_string())
         });
         self.inputs_done += 1;
         if writer.len() >= self.shard_bytes {

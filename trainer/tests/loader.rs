@@ -53,29 +53,7 @@ fn write_set(dir: &Path, n: u32) {
         }
         let rec = b.finish().unwrap();
         let loc = w.append(&rec).unwrap();
-        rows.push(VideoRow {
-            video_id: id.clone(),
-            source_path: id,
-            label: None,
-            label_index: None,
-            split: None,
-            shard: "shard-00000.cvrs".into(),
-            offset: loc.offset,
-            length: loc.length,
-            num_frames: rec.header.num_frames,
-            width: 8,
-            height: 8,
-            fps_num: 25,
-            fps_den: 1,
-            duration_s: 0.0,
-            pixel_format: "yuv420p".into(),
-            source_bytes: 0,
-            source_codec: String::new(),
-            time_start_s: None,
-            time_end_s: None,
-            chunks: rec.header.chunks.clone(),
-            checksum: rec.checksum,
-        });
+        rows.push(VideoRow::for_record(&rec, "shard-00000.cvrs", loc, id));
     }
     let bytes = w.finish().unwrap();
     write_index(&dir.join("index.parquet"), &rows).unwrap();
