@@ -49,7 +49,7 @@ pub struct CheckpointState {
     /// Updates done; a resumed run continues with step `step` (0-based).
     pub step: u64,
     pub seed: u64,
-    /// A short description of the architecture (e.g. `r3d18 x1, head 3x2048 -> 128`), shown
+    /// A short description of the architecture (e.g. `r3d18 w64 x1, head 3x2048 -> 128`), shown
     /// when a checkpoint does not fit the model.
     pub model: String,
     /// The loss of the last step before the checkpoint.

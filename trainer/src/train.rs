@@ -143,6 +143,11 @@ mod as_string {
     }
 }
 
+/// The reference backbone's stem width; older run configs lack the field.
+fn reference_base_width() -> u32 {
+    R3dConfig::r3d50().base_width
+}
+
 /// Everything a run is made of; `cvrl-train`'s flags map onto it one to one. Stored in
 /// every checkpoint's `state.json` and in `RUN_DIR/run.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -153,6 +158,9 @@ pub struct TrainConfig {
     pub out: PathBuf,
     #[serde(with = "as_string")]
     pub model: Arch,
+    /// Channels of the backbone's stem (reference 64); the stages double it.
+    #[serde(default = "reference_base_width")]
+    pub base_width: u32,
     pub width_multiplier: u32,
     /// Dense-BN-ReLU layers of the projection head (reference 3).
     pub head_layers: usize,
@@ -207,6 +215,7 @@ impl TrainConfig {
             shards,
             out,
             model: Arch(Depth::R18),
+            base_width: reference_base_width(),
             width_multiplier: 1,
             head_layers: 3,
             head_hidden_dim: 2048,
@@ -251,6 +260,7 @@ impl TrainConfig {
     pub fn backbone(&self) -> R3dConfig {
         R3dConfig {
             depth: self.model.0,
+            base_width: self.base_width,
             width_multiplier: self.width_multiplier,
             ..R3dConfig::r3d50()
         }
@@ -264,11 +274,12 @@ impl TrainConfig {
         }
     }
 
-    /// A short description of the architecture, e.g. `r3d18 x1, head 3x2048 -> 128`.
+    /// A short description of the architecture, e.g. `r3d18 w64 x1, head 3x2048 -> 128`.
     pub fn model_description(&self) -> String {
         format!(
-            "{} x{}, head {}x{} -> {}",
+            "{} w{} x{}, head {}x{} -> {}",
             self.model,
+            self.base_width,
             self.width_multiplier,
             self.head_layers,
             self.head_hidden_dim,

@@ -243,12 +243,28 @@ fn width_multiplier_scales_every_width() {
 }
 
 #[test]
+fn base_width_sets_the_stem_and_doubles_per_stage() {
+    let config = R3dConfig { base_width: 16, width_multiplier: 2, ..R3dConfig::r3d18() };
+    assert_eq!(config.feature_dim(), 256);
+    let vs = nn::VarStore::new(Device::Cpu);
+    R3d::new(&vs.root(), &config).unwrap();
+    let vars = vs.variables();
+    assert_eq!(shape(&vars, "stem.conv.weight"), [32, 3, 5, 7, 7]);
+    assert_eq!(shape(&vars, "res3.0.conv_b.weight"), [64, 64, 1, 3, 3]);
+    assert_eq!(shape(&vars, "res5.1.conv_b.weight"), [256, 256, 1, 3, 3]);
+}
+
+#[test]
 fn configs_are_checked_and_depths_parse() {
     let vs = nn::VarStore::new(Device::Cpu);
     let bad = |config: R3dConfig| R3d::new(&vs.root(), &config).err();
     assert_eq!(
         bad(R3dConfig { width_multiplier: 0, ..R3dConfig::r3d18() }),
         Some(ModelError::ZeroWidthMultiplier)
+    );
+    assert_eq!(
+        bad(R3dConfig { base_width: 0, ..R3dConfig::r3d18() }),
+        Some(ModelError::ZeroBaseWidth)
     );
     assert_eq!(
         bad(R3dConfig { stem_temporal_kernel: 4, ..R3dConfig::r3d18() }),

@@ -53,6 +53,9 @@ pub enum ModelError {
     /// The width multiplier scales every channel count; zero would leave no channels.
     #[error("width multiplier must be at least 1, got 0")]
     ZeroWidthMultiplier,
+    /// The base width is the stem's channel count; zero would leave no channels.
+    #[error("base width must be at least 1, got 0")]
+    ZeroBaseWidth,
     /// The stem's temporal stride must be at least 1.
     #[error("stem temporal stride must be at least 1, got 0")]
     ZeroStemTemporalStride,

@@ -112,6 +112,9 @@ impl FromStr for Depth {
 pub struct R3dConfig {
     /// Block type and count.
     pub depth: Depth,
+    /// Channels of the stem and of res2's inner width (reference 64); res3..res5 double it
+    /// stage by stage. Lower it (16, 32) for CPU experiments; `width_multiplier` scales it.
+    pub base_width: u32,
     /// Scales every width (stem included): 1, or the paper's 2 and 4.
     pub width_multiplier: u32,
     /// Temporal kernel of the stem conv (reference 5; must be odd).
@@ -125,6 +128,7 @@ impl R3dConfig {
     pub fn r3d50() -> Self {
         R3dConfig {
             depth: Depth::R50,
+            base_width: STEM_WIDTH as u32,
             width_multiplier: 1,
             stem_temporal_kernel: 5,
             stem_temporal_stride: 2,
@@ -139,13 +143,26 @@ impl R3dConfig {
     /// Channels of the pooled feature: 2048 x width for bottleneck depths, 512 x width else.
     pub fn feature_dim(&self) -> i64 {
         let expansion = if self.depth.bottleneck() { 4 } else { 1 };
-        STAGE_WIDTHS[3] * i64::from(self.width_multiplier) * expansion
+        self.stage_width(3) * expansion
+    }
+
+    /// Channels of the stem.
+    fn stem_width(&self) -> i64 {
+        i64::from(self.base_width) * i64::from(self.width_multiplier)
+    }
+
+    /// Inner width of stage `i` (0 = res2): the stem's width, doubled per stage.
+    fn stage_width(&self, i: usize) -> i64 {
+        self.stem_width() * STAGE_WIDTHS[i] / STAGE_WIDTHS[0]
     }
 
     /// Checks the fields that the types alone do not.
     pub fn validate(&self) -> Result<(), ModelError> {
         if self.width_multiplier == 0 {
             return Err(ModelError::ZeroWidthMultiplier);
+        }
+        if self.base_width == 0 {
+            return Err(ModelError::ZeroBaseWidth);
         }
         if self.stem_temporal_stride == 0 {
             return Err(ModelError::ZeroStemTemporalStride);
@@ -157,7 +174,7 @@ impl R3dConfig {
     }
 }
 
-/// Output channels of the stem at width 1.
+/// Output channels of the stem in the reference (base width 64, multiplier 1).
 const STEM_WIDTH: i64 = 64;
 /// Inner widths of res2..res5 at width 1 (the output of a bottleneck stage is 4x this).
 const STAGE_WIDTHS: [i64; 4] = [64, 128, 256, 512];
@@ -333,8 +350,7 @@ impl R3d {
     /// Builds the backbone under `p`: `p / "stem"`, `p / "res2"` .. `p / "res5"`.
     pub fn new(p: &nn::Path, config: &R3dConfig) -> Result<Self, ModelError> {
         config.validate()?;
-        let w = i64::from(config.width_multiplier);
-        let stem_width = STEM_WIDTH * w;
+        let stem_width = config.stem_width();
         let t_kernel = i64::from(config.stem_temporal_kernel);
         let t_stride = i64::from(config.stem_temporal_stride);
         let stem =
@@ -344,7 +360,7 @@ impl R3d {
         let mut c_in = stem_width;
         let stages = std::array::from_fn(|i| {
             let sp = p / format!("res{}", i + 2);
-            let width = STAGE_WIDTHS[i] * w;
+            let width = config.stage_width(i);
             let blocks = (0..config.depth.blocks()[i])
                 .map(|j| {
                     let stride = if j == 0 { STAGE_SPATIAL_STRIDES[i] } else { 1 };
