@@ -1,6 +1,14 @@
 //! The Parquet index of a shard set: one row per stored video (`index.parquet`) and one per
 //! video that could not be stored (`failures.parquet`). Column names and types are fixed
 //! by FORMAT.md §4 so pyarrow, pandas and duckdb read them with no help from cvrl.
+//!
+//! Besides the fixed columns, an index MAY hold one nullable utf8 column `factor_<name>` per
+//! labelled factor of variation (`factor_object`, `factor_motion` for the synthetic proxy
+//! dataset), so probes can be scored per factor. They are plain columns rather than one map
+//! column because that is what reads most simply elsewhere (`SELECT factor_motion FROM
+//! 'index.parquet'`, `table.column("factor_motion")`); in Rust they are
+//! [`VideoRow::factors`]. An index without them (every index before they existed) reads
+//! with empty factors.
 
 use crate::error::{FormatError, Result};
 use crate::shard::{ChunkEntry, EncodedRecord, RecordLocation};
@@ -16,6 +24,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -52,6 +61,9 @@ pub struct VideoRow {
     pub chunks: Vec<ChunkEntry>,
     /// CRC-32C of the whole record.
     pub checksum: u32,
+    /// Labelled factors of variation, name -> value (the `factor_<name>` columns); empty
+    /// for datasets that have none, like Kinetics.
+    pub factors: BTreeMap<String, String>,
 }
 
 impl VideoRow {
@@ -87,6 +99,7 @@ impl VideoRow {
             time_end_s: None,
             chunks: h.chunks.clone(),
             checksum: record.checksum,
+            factors: BTreeMap::new(),
         }
     }
 
@@ -117,7 +130,11 @@ fn chunk_fields() -> Fields {
     ])
 }
 
-/// The Arrow schema of `index.parquet`.
+/// Prefix of the optional factor columns of `index.parquet`.
+pub const FACTOR_PREFIX: &str = "factor_";
+
+/// The Arrow schema of `index.parquet`: the columns every index has. Factor columns
+/// (`factor_<name>`, utf8, nullable) follow them when the rows have factors.
 pub fn index_schema() -> Arc<Schema> {
     let s = |n: &str, null| Field::new(n, DataType::Utf8, null);
     let u32f = |n: &str| Field::new(n, DataType::UInt32, false);
@@ -184,6 +201,13 @@ fn chunks_array(rows: &[VideoRow]) -> ArrayRef {
     Arc::new(ListArray::new(item, offsets, Arc::new(values), None))
 }
 
+/// Every factor name any row has, sorted.
+fn factor_names(rows: &[VideoRow]) -> Vec<&str> {
+    let names: std::collections::BTreeSet<&str> =
+        rows.iter().flat_map(|r| r.factors.keys().map(String::as_str)).collect();
+    names.into_iter().collect()
+}
+
 fn index_batch(rows: &[VideoRow]) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
     let u32s = |f: fn(&VideoRow) -> u32| -> ArrayRef {
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(f)))
@@ -215,7 +239,13 @@ fn index_batch(rows: &[VideoRow]) -> std::result::Result<RecordBatch, arrow::err
         chunks_array(rows),
         u32s(|r| r.checksum),
     ];
-    RecordBatch::try_new(index_schema(), cols)
+    let mut fields: Vec<Field> = index_schema().fields().iter().map(|f| (**f).clone()).collect();
+    let mut cols = cols;
+    for name in factor_names(rows) {
+        fields.push(Field::new(format!("{FACTOR_PREFIX}{name}"), DataType::Utf8, true));
+        cols.push(opt_strings(rows.iter().map(|r| r.factors.get(name).map(String::as_str))));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
 }
 
 fn failures_batch(
@@ -342,7 +372,7 @@ impl<'a> Cols<'a> {
 }
 
 /// Reads `index.parquet`. Rejects missing columns, wrong types and nulls where FORMAT.md
-/// forbids them; row contents are checked against the shards by [`crate::set::ShardSet`].
+/// forbids them; `factor_<name>` columns become [`VideoRow::factors`]; row contents are checked against the shards by [`crate::set::ShardSet`].
 pub fn read_index(path: &Path) -> Result<Vec<VideoRow>> {
     let schema = index_schema();
     let mut rows = Vec::new();
@@ -353,6 +383,18 @@ pub fn read_index(path: &Path) -> Result<Vec<VideoRow>> {
             }
         }
         let c = Cols(&batch);
+        let mut factor_cols: Vec<(&str, &str)> = Vec::new();
+        for f in batch.schema_ref().fields() {
+            let Some(name) = f.name().strip_prefix(FACTOR_PREFIX) else { continue };
+            if f.data_type() != &DataType::Utf8 {
+                let (col, found) = (f.name(), f.data_type());
+                return Err(bad_index(
+                    path,
+                    format!("column {col:?} has type {found}, expected Utf8"),
+                ));
+            }
+            factor_cols.push((f.name(), name));
+        }
         for i in 0..batch.num_rows() {
             let req = |n: &str| c.s(n, i).unwrap_or_default();
             rows.push(VideoRow {
@@ -377,6 +419,10 @@ pub fn read_index(path: &Path) -> Result<Vec<VideoRow>> {
                 time_end_s: c.f64("time_end_s", i),
                 chunks: c.chunks(i),
                 checksum: c.u32("checksum", i),
+                factors: factor_cols
+                    .iter()
+                    .filter_map(|&(col, name)| Some((name.to_string(), c.s(col, i)?)))
+                    .collect(),
             });
         }
     }
@@ -436,6 +482,7 @@ mod tests {
                 })
                 .collect(),
             checksum: i * 7,
+            factors: BTreeMap::new(),
         }
     }
 
@@ -447,6 +494,52 @@ mod tests {
         write_index(&path, &rows).unwrap();
         assert_eq!(read_index(&path).unwrap(), rows);
         assert!(!crate::shard::tmp_path(&path).exists());
+    }
+
+    #[test]
+    fn factors_round_trip_as_one_nullable_column_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.parquet");
+        let mut rows: Vec<_> = (0..4).map(row).collect();
+        rows[0].factors = [("object", "disc"), ("motion", "spin")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        rows[2].factors = [("motion".to_string(), "zoom".to_string())].into();
+        write_index(&path, &rows).unwrap();
+        assert_eq!(read_index(&path).unwrap(), rows);
+        let file = File::open(&path).unwrap();
+        let schema = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().schema().clone();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names[names.len() - 2..], ["factor_motion", "factor_object"]);
+    }
+
+    #[test]
+    fn an_index_without_factor_columns_reads_with_empty_factors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.parquet");
+        // Exactly the columns of an index written before factors existed.
+        let batch = index_batch(&[row(1)]).unwrap();
+        assert_eq!(batch.schema(), index_schema());
+        write_batch(&path, batch).unwrap();
+        let back = read_index(&path).unwrap();
+        assert_eq!(back, [row(1)]);
+        assert!(back[0].factors.is_empty());
+    }
+
+    #[test]
+    fn a_factor_column_that_is_not_utf8_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.parquet");
+        let batch = index_batch(&[row(1)]).unwrap();
+        let mut fields: Vec<Field> =
+            batch.schema().fields().iter().map(|f| (**f).clone()).collect();
+        fields.push(Field::new("factor_size", DataType::Int32, true));
+        let mut cols = batch.columns().to_vec();
+        cols.push(Arc::new(Int32Array::from(vec![Some(3)])));
+        write_batch(&path, RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap())
+            .unwrap();
+        let err = read_index(&path).unwrap_err().to_string();
+        assert!(err.contains("\"factor_size\" has type Int32"), "{err}");
     }
 
     #[test]
