@@ -12,11 +12,13 @@
 //! [`model`] (the R3D backbone and projection head), [`loss`] (the InfoNCE loss),
 //! [`schedule`] (warm-up + cosine learning rate, linear scaling), [`optim`] (SGD with
 //! momentum and LARS, weight decay on kernels only), [`checkpoint`] (atomic checkpoints,
-//! resume, encoder export) and [`train`] (the training loop behind the `cvrl-train` binary).
+//! resume, encoder export), [`train`] (the training loop behind the `cvrl-train` binary) and
+//! [`eval`] (linear probe, kNN and plots behind `cvrl-eval`).
 
 pub mod augment;
 pub mod checkpoint;
 pub mod device;
+pub mod eval;
 pub mod loader;
 pub mod loss;
 pub mod model;
