@@ -31,9 +31,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch==2.11.0 is the libtorch that tch 0.24 links; the rest are test and benchmark helpers:
 # just, pyarrow and duckdb (the index must open in them), numpy + zstandard (the reader
-# written from FORMAT.md alone).
+# written from FORMAT.md alone), tensorboard (reads back the trainer's event files).
 PY_PKGS=("torch==$TORCH_VERSION" "rust-just==$JUST_VERSION" "pyarrow==26.0.1" "duckdb==2.0.0"
-  "zstandard==0.25.0" "numpy==2.4.6")
+  "zstandard==0.25.0" "numpy==2.4.6" "tensorboard==2.21.0")
 mapfile -t need < <("$VENV/bin/python" - "${PY_PKGS[@]}" <<'PY'
 import sys
 from importlib.metadata import PackageNotFoundError, version

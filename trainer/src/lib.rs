@@ -25,4 +25,5 @@ pub mod model;
 pub mod optim;
 pub mod sampler;
 pub mod schedule;
+pub mod tensorboard;
 pub mod train;
