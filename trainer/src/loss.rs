@@ -17,6 +17,8 @@
 //! kept on purpose: the reference adds its weight decay (1e-6 · Σ ½‖w‖²) to this summed loss,
 //! so halving it would double the relative weight decay.
 //!
+//! [`cross_entropy`] is the supervised baseline's loss, on the same f32 footing.
+//!
 //! Negatives come from the whole batch passed in. The reference gathers embeddings across
 //! TPU replicas first (global batch); on one device the local batch is the global one.
 
@@ -68,6 +70,15 @@ pub fn info_nce(z_a: &Tensor, z_b: &Tensor, temperature: f64) -> Tensor {
         let loss_a = Tensor::cat(&[&logits_ab, &logits_aa], 1).cross_entropy_for_logits(&labels);
         let loss_b = Tensor::cat(&[&logits_ba, &logits_bb], 1).cross_entropy_for_logits(&labels);
         loss_a + loss_b
+    })
+}
+
+/// Mean cross-entropy of `logits` (`[N, K]`) against class indices `labels` (`[N]`,
+/// int64): the loss of the supervised baseline (`cvrl-train --supervised`). Like
+/// [`info_nce`] it runs in f32 whatever the input kind, with CUDA autocast off.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    crate::device::cuda_autocast(false, || {
+        logits.to_kind(Kind::Float).cross_entropy_for_logits(labels)
     })
 }
 
@@ -149,6 +160,15 @@ mod tests {
         loss.backward();
         assert_eq!(a.grad().kind(), Kind::BFloat16);
         assert!(scalar(&a.grad().abs().sum(Kind::Float)) > 0.0);
+    }
+
+    #[test]
+    fn cross_entropy_of_uniform_logits_is_log_k() {
+        let logits = Tensor::zeros([4, 5], (Kind::BFloat16, Device::Cpu));
+        let labels = Tensor::from_slice(&[0i64, 1, 4, 2]);
+        let loss = cross_entropy(&logits, &labels);
+        assert_eq!(loss.kind(), Kind::Float);
+        assert!((scalar(&loss) - 5f64.ln()).abs() < 1e-6);
     }
 
     #[test]

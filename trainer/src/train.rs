@@ -1,25 +1,48 @@
 //! The CVRL pretraining loop: shard set → loader (interval sampling + augmentation) → R3D
 //! and projection head → InfoNCE → SGD/LARS under the warm-up + cosine schedule, with a
-//! per-step log, checkpoints and resume.
+//! per-step log, TensorBoard events, checkpoints and resume; and the supervised baseline on
+//! the same footing.
 //!
-//! One step:
+//! One step ([`Stepper`] does the arithmetic, [`train_with`] the rest):
 //!
-//! 1. The loader hands over batch `s` (deterministic per step: a resumed run sees exactly
-//!    the batches an uninterrupted one would): two augmented views of `B` videos, `u8`
-//!    `[B, 3, T, S, S]` each. [`AugmentTransform`] makes them from the stored frames.
-//! 2. The two views are concatenated into one batch of `2B` clips, moved to the device as
-//!    `u8` (a quarter of the bytes of floats) and scaled to `[0, 1]` there. One forward pass
-//!    over the `2B` clips means BatchNorm normalises with statistics of both views together,
-//!    as SimCLR does (it concatenates the views along the batch); two separate passes would
-//!    give each view its own statistics, which lets the network tell the views apart by
-//!    their batch statistics.
+//! 1. The loader hands over the step's micro-batches (deterministic per step: a resumed run
+//!    sees exactly the batches an uninterrupted one would): two augmented views of `B / N`
+//!    videos each, `u8` `[B/N, 3, T, S, S]` per view, `N` = `accumulate` (1 by default).
+//!    [`AugmentTransform`] makes them from the stored frames.
+//! 2. The two views are joined into one batch of `2B/N` clips, moved to the device as `u8`
+//!    (a quarter of the bytes of floats; on CUDA from pinned memory, without blocking) and
+//!    scaled to `[0, 1]` there. One forward pass over both views means BatchNorm normalises
+//!    with statistics of both views together, as SimCLR does (it concatenates the views
+//!    along the batch); two separate passes would give each view its own statistics, which
+//!    lets the network tell the views apart by their batch statistics.
 //! 3. On CUDA the forward pass runs under bf16 autocast (the reference trains in bfloat16 on
 //!    TPU); [`info_nce`] computes the loss in f32 whatever it gets. The CPU runs f32.
-//! 4. Backward, then [`Optimizer::step`] at [`LrSchedule::lr_at`]`(s)`.
-//! 5. One JSON line in `RUN_DIR/log.jsonl` ([`StepLog`]); a checkpoint every
+//! 4. Backward of the loss divided by `N`, so that after the `N` micro-batches the gradient
+//!    is their mean; then [`Optimizer::step`] at [`LrSchedule::lr_at`]`(s)`.
+//! 5. One JSON line in `RUN_DIR/log.jsonl` ([`StepLog`]) and the same scalars in
+//!    `RUN_DIR/tb/events.out.tfevents.*` ([`crate::tensorboard`]); a checkpoint every
 //!    `checkpoint_every` steps and at the end (see [`crate::checkpoint`]), each also
 //!    refreshing `RUN_DIR/encoder.safetensors`.
 //!
+//! **Gradient accumulation** (`accumulate = N`) reaches the paper's batch of 1024 videos on
+//! one GPU as far as the *update* goes: the learning rate is scaled by the effective batch
+//! `B`, and each update averages the gradients of `B` videos. It does not reproduce the
+//! paper's *contrastive task*: each micro-batch's InfoNCE only sees its own `2B/N` clips, so
+//! a clip has `2B/N − 2` negatives instead of the `2B − 2` (2046) that the reference gathers
+//! across TPU cores, and BatchNorm normalises with the statistics of `2B/N` clips instead of
+//! the reference's synchronised 2048. SimCLR found that fewer negatives weaken the learned
+//! representation, so an accumulated run is expected to land between a small-batch run and
+//! the paper's. The loader counts its epochs in micro-batches (`videos / (B/N)` per epoch),
+//! so with `N > 1` the `epoch` in the log can run a fraction of a step ahead of the data
+//! loader's own epochs; every video is still seen once per loader epoch.
+//!
+//! **Supervised** (`supervised`): the same backbone, augmentation and schedule, with a linear
+//! classifier (`head.linear.*`) on the pooled feature and cross-entropy against the set's
+//! labels, both views labelled. Checkpoints and the encoder export are the same, so linear
+//! evaluation compares CVRL with it like for like.
+//!
+//! Out of memory in the forward or backward pass stops the run with
+//! [`TrainError::OutOfMemory`], which says to lower `--batch-size` or raise `--accumulate`.
 //! A NaN or infinite loss stops the run with [`TrainError::NonFiniteLoss`], which names the
 //! last good checkpoint; nothing is saved after the bad step, and a checkpoint is never
 //! written from non-finite weights.
@@ -37,22 +60,26 @@ use std::time::Instant;
 use cvrl_formats::{FormatError, FrameLayout, ShardSet};
 use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
-use tch::nn::VarStore;
+use tch::nn::{self, VarStore};
 use tch::{Cuda, Device, Kind, TchError, Tensor};
 
 use crate::augment::{augment, AugmentConfig};
 use crate::checkpoint::{self, CheckpointError, CheckpointState};
 use crate::loader::{ClipTransform, Loader, LoaderConfig};
+use crate::loss::cross_entropy;
 use crate::loss::info_nce;
-use crate::model::{clips_to_input, Depth, HeadConfig, Model, ModelError, R3dConfig};
+use crate::model::{clips_to_input, Depth, HeadConfig, Model, ModelError, R3d, R3dConfig};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::sampler::{ClipSpec, IntervalDistribution};
 use crate::schedule::{epochs_to_steps, scaled_lr, steps_per_epoch, LrSchedule};
+use crate::tensorboard::{EventWriter, TensorBoardError};
 
 /// The per-step log, one JSON object per line.
 pub const LOG_FILE: &str = "log.jsonl";
 /// The run's configuration and derived plan, rewritten at every (re)start.
 pub const RUN_FILE: &str = "run.json";
+/// The TensorBoard event files, one per (re)start: `tensorboard --logdir RUN_DIR/tb`.
+pub const TB_DIR: &str = "tb";
 
 /// The backbone architecture: an R3D depth (`r3d18`, `r3d34`, `r3d50`, `r3d101`, `r3d152`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +175,10 @@ fn reference_base_width() -> u32 {
     R3dConfig::r3d50().base_width
 }
 
+fn one() -> usize {
+    1
+}
+
 /// Everything a run is made of; `cvrl-train`'s flags map onto it one to one. Stored in
 /// every checkpoint's `state.json` and in `RUN_DIR/run.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,8 +207,21 @@ pub struct TrainConfig {
     pub base_fps: f64,
     /// Side of the square augmented frames.
     pub crop: u32,
-    /// Videos per step (each gives two clips).
+    /// Videos per optimiser step (each gives two clips): the effective batch, which the
+    /// learning rate is scaled by.
     pub batch_size: usize,
+    /// Micro-batches per optimiser step: each forward/backward pass sees `batch_size /
+    /// accumulate` videos and the gradients add up (see the module docs for what this does
+    /// and does not reproduce of a large batch).
+    #[serde(default = "one")]
+    pub accumulate: usize,
+    /// Train the backbone with labels (a linear classifier, cross-entropy) instead of CVRL.
+    #[serde(default)]
+    pub supervised: bool,
+    /// Keep conv weights and inputs in the channels-last 3D layout (NDHWC strides), which
+    /// cuDNN's 3D convolutions prefer.
+    #[serde(default)]
+    pub channels_last: bool,
     pub length: RunLength,
     /// Learning rate for a batch of 1024 videos; the run uses `lr * batch / 1024`.
     pub lr: f64,
@@ -225,6 +269,9 @@ impl TrainConfig {
             base_fps: 25.0,
             crop: 64,
             batch_size: 8,
+            accumulate: 1,
+            supervised: false,
+            channels_last: false,
             length: RunLength::Epochs(200.0),
             lr: 0.32,
             warmup_epochs: 5.0,
@@ -274,8 +321,15 @@ impl TrainConfig {
         }
     }
 
-    /// A short description of the architecture, e.g. `r3d18 w64 x1, head 3x2048 -> 128`.
+    /// A short description of the architecture, e.g. `r3d18 w64 x1, head 3x2048 -> 128`, or
+    /// `r3d18 w64 x1, linear classifier` for supervised training.
     pub fn model_description(&self) -> String {
+        if self.supervised {
+            return format!(
+                "{} w{} x{}, linear classifier",
+                self.model, self.base_width, self.width_multiplier
+            );
+        }
         format!(
             "{} w{} x{}, head {}x{} -> {}",
             self.model,
@@ -287,18 +341,43 @@ impl TrainConfig {
         )
     }
 
+    /// Videos per forward/backward pass: `batch_size / accumulate`.
+    pub fn micro_batch(&self) -> usize {
+        self.batch_size / self.accumulate.max(1)
+    }
+
     fn validate(&self) -> Result<(), TrainError> {
-        let bad = |msg: String| Err(TrainError::Config(msg));
         if self.shards.is_empty() {
-            return bad("no shard set given".into());
+            return Err(TrainError::Config("no shard set given".into()));
         }
         if let Some(missing) = self.shards.iter().find(|d| !d.is_dir()) {
-            return bad(format!("shard set {}: no such directory", missing.display()));
+            return Err(TrainError::Config(format!(
+                "shard set {}: no such directory",
+                missing.display()
+            )));
         }
-        if self.batch_size < 2 {
+        self.validate_step()
+    }
+
+    /// Everything but the shard sets.
+    fn validate_step(&self) -> Result<(), TrainError> {
+        let bad = |msg: String| Err(TrainError::Config(msg));
+        if self.accumulate == 0 || !self.batch_size.is_multiple_of(self.accumulate) {
             return bad(format!(
-                "batch size must be at least 2 (negatives come from the batch), got {}",
-                self.batch_size
+                "--accumulate {} must divide --batch-size {} (each micro-batch has batch / \
+                 accumulate videos)",
+                self.accumulate, self.batch_size
+            ));
+        }
+        // Contrastive: each clip needs negatives from its own micro-batch. Supervised: one
+        // video gives two clips, enough for BatchNorm's batch statistics.
+        let (least, why) =
+            if self.supervised { (1, "") } else { (2, " (negatives come from the micro-batch)") };
+        if self.micro_batch() < least {
+            return bad(format!(
+                "each micro-batch needs at least {least} videos{why}, got --batch-size {} / \
+                 --accumulate {}",
+                self.batch_size, self.accumulate
             ));
         }
         if self.frames == 0 || self.stride == 0 || self.crop == 0 {
@@ -349,8 +428,11 @@ pub struct Plan {
     pub steps_per_epoch: u64,
     pub total_steps: u64,
     pub warmup_steps: u64,
-    /// The peak learning rate after linear scaling.
+    /// The peak learning rate after linear scaling (by the effective batch).
     pub base_lr: f64,
+    /// Videos per forward/backward pass, and passes per step.
+    pub micro_batch: usize,
+    pub accumulate: usize,
 }
 
 impl Plan {
@@ -372,6 +454,8 @@ impl Plan {
             total_steps,
             warmup_steps: epochs_to_steps(cfg.warmup_epochs, per_epoch).min(total_steps),
             base_lr: scaled_lr(cfg.lr, cfg.batch_size),
+            micro_batch: cfg.micro_batch(),
+            accumulate: cfg.accumulate.max(1),
         })
     }
 
@@ -462,6 +546,45 @@ pub enum TrainError {
         None => "No checkpoint had been written yet.".to_owned(),
     })]
     NonFiniteWeights { step: u64, name: String, last_checkpoint: Option<PathBuf> },
+    #[error("out of {device} memory at step {step}, with micro-batches of {micro_batch} videos \
+             ({clips} clips) and --accumulate {accumulate}: lower --batch-size or raise \
+             --accumulate (the same batch in more, smaller passes). libtorch said: {detail}",
+             clips = 2 * micro_batch)]
+    OutOfMemory { step: u64, device: String, micro_batch: usize, accumulate: usize, detail: String },
+    #[error("libtorch failed at step {step}: {message}")]
+    TorchFailure { step: u64, message: String },
+    #[error("--supervised needs labelled videos, but the shard set {} {reason}", show_dirs(dirs))]
+    NoLabels { dirs: Vec<PathBuf>, reason: String },
+    #[error(transparent)]
+    TensorBoard(#[from] TensorBoardError),
+}
+
+/// Whether a libtorch error message (or a panic carrying one) reports an allocation that
+/// failed: CUDA's caching allocator (`CUDA out of memory. Tried to allocate ...`), a CUDA
+/// call (`CUDA error: out of memory`), cuDNN or cuBLAS workspace allocations, or the CPU
+/// allocator.
+pub fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "cuda out of memory",
+        "cuda error: out of memory",
+        "outofmemoryerror",
+        "cudnn_status_alloc_failed",
+        "cublas_status_alloc_failed",
+        "can't allocate memory",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+/// The first line of libtorch's message that says what happened (tch wraps it in
+/// `Torch("...")` and libtorch appends a C++ backtrace).
+fn torch_detail(message: &str) -> String {
+    let m = message.split("Torch(\"").nth(1).unwrap_or(message);
+    let line = m.lines().find(|l| !l.trim().is_empty()).unwrap_or(m).trim();
+    // tch's Debug formatting escapes the message: keep the first escaped line too.
+    let line = line.split("\\n").next().unwrap_or(line);
+    line.trim_end_matches(['"', ')']).to_owned()
 }
 
 fn show_dirs(dirs: &[PathBuf]) -> String {
@@ -573,18 +696,276 @@ pub fn pick_device(choice: DeviceChoice) -> Result<Device, TrainError> {
     }
 }
 
+/// The network being trained.
+enum Net {
+    /// CVRL: backbone and projection head, InfoNCE between the two views.
+    Contrastive(Model),
+    /// The supervised baseline: the same backbone, a linear classifier on its pooled feature
+    /// (`head.linear.*`, so the encoder export leaves it out as it leaves out the projection
+    /// head), cross-entropy.
+    Supervised { backbone: R3d, classifier: nn::Linear },
+}
+
 /// Builds the model with weights drawn from `seed`. libtorch's generator is global, so
 /// seeding and drawing happen under a lock: two runs in one process (tests) each get the
 /// weights their seed gives. Weights are drawn on the CPU and then moved, so a seed gives
 /// the same initial model on every device.
-fn build_model(cfg: &TrainConfig, device: Device) -> Result<(VarStore, Model), TrainError> {
+fn build_model(
+    cfg: &TrainConfig,
+    classes: Option<i64>,
+    device: Device,
+) -> Result<(VarStore, Net), TrainError> {
     static INIT: Mutex<()> = Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(cfg.seed as i64);
     let mut vs = VarStore::new(Device::Cpu);
-    let model = Model::new(&vs.root(), &cfg.backbone(), &cfg.head())?;
+    let net = match classes {
+        None => Net::Contrastive(Model::new(&vs.root(), &cfg.backbone(), &cfg.head())?),
+        Some(k) => {
+            let backbone = R3d::new(&vs.root(), &cfg.backbone())?;
+            let p = vs.root() / "head" / "linear";
+            let classifier = nn::linear(p, backbone.feature_dim(), k, Default::default());
+            Net::Supervised { backbone, classifier }
+        }
+    };
     vs.set_device(device);
-    Ok((vs, model))
+    Ok((vs, net))
+}
+
+/// `t` (`[N, C, T, H, W]`) with the same values in the channels-last 3D layout: NDHWC in
+/// memory, still indexed as NCDHW. tch has no `memory_format` argument; this is what
+/// `t.contiguous(memory_format=torch.channels_last_3d)` does, and libtorch recognises the
+/// layout by its strides.
+fn to_channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 4, 1]).contiguous().permute([0, 4, 1, 2, 3])
+}
+
+/// Runs `f`, turning a panic (tch panics on any libtorch error in its non-`f_` calls, which
+/// the model's layers use) into its message.
+fn catch_torch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a libtorch call panicked".to_owned())
+    })
+}
+
+/// One micro-batch as the loader made it.
+pub struct MicroBatch<'a> {
+    /// First views, `u8` `[m, 3, T, S, S]`, clip after clip.
+    pub view_a: &'a [u8],
+    /// Second views, the same shape.
+    pub view_b: &'a [u8],
+    /// The class of each of the `m` videos (supervised training only).
+    pub labels: Option<&'a [i64]>,
+}
+
+/// The model, its variables and the optimiser on one device, and the arithmetic of a step:
+/// [`Stepper::backward`] once per micro-batch, then [`Stepper::update`]. [`train_with`]
+/// feeds it from the loader; `just bench-train` feeds it random clips to time the step
+/// alone, against the same step in PyTorch.
+pub struct Stepper {
+    vs: VarStore,
+    net: Net,
+    optimizer: Optimizer,
+    device: Device,
+    bf16: bool,
+    channels_last: bool,
+    temperature: f64,
+    accumulate: usize,
+    micro_batch: usize,
+    /// `[3, T, S, S]`.
+    clip: [i64; 4],
+}
+
+impl Stepper {
+    /// Builds the model `cfg` describes (with `classes` outputs: supervised, else CVRL's
+    /// projection head) on `cfg.device`, and its optimiser.
+    pub fn new(cfg: &TrainConfig, classes: Option<usize>) -> Result<Stepper, TrainError> {
+        cfg.validate_step()?;
+        if cfg.supervised != classes.is_some() {
+            return Err(TrainError::Config(
+                "a supervised run needs the number of classes, a CVRL run none".into(),
+            ));
+        }
+        let device = pick_device(cfg.device)?;
+        let classes = classes.map(|k| k as i64);
+        let (vs, net) = build_model(cfg, classes, device)?;
+        if cfg.channels_last {
+            tch::no_grad(|| {
+                for (_, mut var) in vs.variables() {
+                    if var.dim() == 5 {
+                        let cl = to_channels_last(&var);
+                        var.set_data(&cl);
+                    }
+                }
+            });
+        }
+        // After the layout change: the velocities are `zeros_like` the variables.
+        let optimizer = Optimizer::new(
+            &vs,
+            OptimizerConfig {
+                kind: cfg.optimizer,
+                momentum: cfg.momentum,
+                weight_decay: cfg.weight_decay,
+                lars_eta: cfg.lars_eta,
+            },
+        );
+        let bf16 = device.is_cuda() && !cfg.fp32;
+        if bf16 && !enable_bf16_autocast() {
+            return Err(TrainError::Config(
+                "libtorch did not accept bfloat16 autocast; pass --fp32".into(),
+            ));
+        }
+        if device.is_cuda() {
+            // Every step has the same shapes: let cuDNN pick the fastest convolution once.
+            Cuda::cudnn_set_benchmark(true);
+        }
+        let (t, s) = (i64::from(cfg.frames), i64::from(cfg.crop));
+        Ok(Stepper {
+            vs,
+            net,
+            optimizer,
+            device,
+            bf16,
+            channels_last: cfg.channels_last,
+            temperature: cfg.temperature,
+            accumulate: cfg.accumulate.max(1),
+            micro_batch: cfg.micro_batch(),
+            clip: [3, t, s, s],
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The model's variables (their gradients after [`Stepper::backward`]).
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// Clears the gradients: call before a step's first micro-batch.
+    pub fn zero_grad(&mut self) {
+        self.optimizer.zero_grad();
+    }
+
+    /// The error for a libtorch failure at `step`: [`TrainError::OutOfMemory`] when it is
+    /// one, naming the flags that help.
+    fn failure(&self, step: u64, message: &str) -> TrainError {
+        if is_out_of_memory(message) {
+            TrainError::OutOfMemory {
+                step,
+                device: if self.device.is_cuda() { "GPU" } else { "CPU" }.to_owned(),
+                micro_batch: self.micro_batch,
+                accumulate: self.accumulate,
+                detail: torch_detail(message),
+            }
+        } else {
+            TrainError::TorchFailure { step, message: message.to_owned() }
+        }
+    }
+
+    /// The two views of a micro-batch, one after the other, as `u8` `[2m, 3, T, S, S]` on
+    /// the device. On CUDA both go into one pinned (page-locked) host buffer and are copied
+    /// without blocking, so the copy overlaps the GPU's work and the host does not wait for
+    /// it; the CPU path makes the tensor from the bytes and is done.
+    fn upload(&self, micro: &MicroBatch<'_>) -> Tensor {
+        let [c, t, s, _] = self.clip;
+        let m = (micro.view_a.len() / (c * t * s * s) as usize) as i64;
+        if !self.device.is_cuda() {
+            let view = |v: &[u8]| Tensor::from_slice(v).view([m, c, t, s, s]);
+            return Tensor::cat(&[view(micro.view_a), view(micro.view_b)], 0);
+        }
+        let host =
+            Tensor::empty([2 * m, c, t, s, s], (Kind::Uint8, Device::Cpu)).pin_memory(self.device);
+        let (a, b) = (micro.view_a.len(), micro.view_b.len());
+        assert!(host.is_contiguous() && host.numel() == a + b, "pinned buffer of the batch size");
+        // SAFETY: `host` is a fresh, contiguous u8 CPU tensor of exactly `a + b` bytes that
+        // nothing else references yet; the two slices are outside it.
+        unsafe {
+            let dst = host.data_ptr() as *mut u8;
+            std::ptr::copy_nonoverlapping(micro.view_a.as_ptr(), dst, a);
+            std::ptr::copy_nonoverlapping(micro.view_b.as_ptr(), dst.add(a), b);
+        }
+        // The caching host allocator keeps the pinned block from reuse until the copy is done.
+        host.to_device_(self.device, Kind::Uint8, true, false)
+    }
+
+    /// Forward and backward pass of one micro-batch (of `batch_size / accumulate` videos).
+    /// Its loss is scaled by `1 / accumulate` before the backward pass, so that after all
+    /// micro-batches the gradient is their mean; the loss is returned unscaled, still on
+    /// the device. Negatives (CVRL) and BatchNorm statistics come from this micro-batch only.
+    pub fn backward(&mut self, step: u64, micro: &MicroBatch<'_>) -> Result<Tensor, TrainError> {
+        let clip_len = self.clip.iter().product::<i64>() as usize;
+        let m = self.micro_batch;
+        let labels_ok = match (&self.net, micro.labels) {
+            (Net::Contrastive(_), None) => true,
+            (Net::Supervised { .. }, Some(l)) => l.len() == m,
+            _ => false,
+        };
+        if micro.view_a.len() != m * clip_len || micro.view_b.len() != m * clip_len || !labels_ok {
+            return Err(TrainError::Config(format!(
+                "a micro-batch must hold {m} clips of {clip_len} bytes per view{}",
+                if self.net_is_supervised() { " and a label per video" } else { "" }
+            )));
+        }
+        let result = catch_torch(|| {
+            let clips = self.upload(micro);
+            let mut xs = clips_to_input(&clips, self.device)?;
+            if self.channels_last {
+                xs = to_channels_last(&xs);
+            }
+            let autocast = |f: &dyn Fn() -> Tensor| {
+                if self.bf16 {
+                    cuda_autocast(true, f)
+                } else {
+                    f()
+                }
+            };
+            let loss = match &self.net {
+                Net::Contrastive(model) => {
+                    let z = autocast(&|| model.forward_t(&xs, true).1).chunk(2, 0);
+                    info_nce(&z[0], &z[1], self.temperature)
+                }
+                Net::Supervised { backbone, classifier } => {
+                    let logits =
+                        autocast(&|| backbone.forward_features_t(&xs, true).apply(classifier));
+                    let labels = Tensor::from_slice(micro.labels.unwrap_or_default())
+                        .to_device(self.device)
+                        .repeat([2]);
+                    cross_entropy(&logits, &labels)
+                }
+            };
+            (&loss / self.accumulate as f64).backward();
+            Ok::<Tensor, ModelError>(loss.detach())
+        });
+        match result {
+            Ok(loss) => Ok(loss?),
+            Err(message) => Err(self.failure(step, &message)),
+        }
+    }
+
+    fn net_is_supervised(&self) -> bool {
+        matches!(self.net, Net::Supervised { .. })
+    }
+
+    /// The optimiser's update at `lr` with the accumulated gradients, then the mean of the
+    /// micro-batches' `losses`, read back after the update is queued so that the GPU is
+    /// never idle waiting for the copy.
+    pub fn update(&mut self, step: u64, lr: f64, losses: &[Tensor]) -> Result<f64, TrainError> {
+        let optimizer = &mut self.optimizer;
+        catch_torch(|| optimizer.step(lr)).map_err(|m| self.failure(step, &m))?;
+        let mean = catch_torch(|| {
+            f64::try_from(&Tensor::stack(losses, 0).mean(Kind::Double)).map_err(|e| e.to_string())
+        });
+        match mean {
+            Ok(Ok(loss)) => Ok(loss),
+            Ok(Err(message)) | Err(message) => Err(self.failure(step, &message)),
+        }
+    }
 }
 
 /// Keeps the lines of `log.jsonl` for steps before `start_step` (a resumed run rewrites the
@@ -665,31 +1046,29 @@ pub fn train_with(
     if let Some(n) = cfg.threads {
         tch::set_num_threads(n.max(1));
     }
-    let device = pick_device(cfg.device)?;
+    // Fail on a bad --device before the (slower) shard set is opened.
+    pick_device(cfg.device)?;
     let set = ShardSet::open_many(&cfg.shards)
         .map_err(|error| TrainError::Shards { dirs: cfg.shards.clone(), error })?;
+    let labels = if cfg.supervised { Some(video_labels(cfg, &set)?) } else { None };
     let plan = Plan::new(cfg, set.len())?;
     let schedule = plan.schedule();
     let config_json = serde_json::to_value(cfg).expect("the configuration serialises");
 
-    let (vs, model) = build_model(cfg, device)?;
-    let mut optimizer = Optimizer::new(
-        &vs,
-        OptimizerConfig {
-            kind: cfg.optimizer,
-            momentum: cfg.momentum,
-            weight_decay: cfg.weight_decay,
-            lars_eta: cfg.lars_eta,
-        },
-    );
-
+    let mut stepper = Stepper::new(cfg, cfg.supervised.then(|| set.classes().len()))?;
+    let device = stepper.device();
     let out = cfg.out.as_path();
     let mut start_step = 0;
     let mut last_checkpoint = None;
     match resume {
         Some(path) => {
             let dir = checkpoint::resolve(path)?;
-            let state = checkpoint::load(&dir, &vs, &mut optimizer, &cfg.model_description())?;
+            let state = checkpoint::load(
+                &dir,
+                &stepper.vs,
+                &mut stepper.optimizer,
+                &cfg.model_description(),
+            )?;
             let differences = config_differences(&state.config, &config_json);
             if !differences.is_empty() {
                 reporter.note(&format!(
@@ -725,60 +1104,52 @@ pub fn train_with(
     if start_step >= plan.total_steps {
         reporter.note(&format!("the run is already complete ({} steps)", plan.total_steps));
         if !encoder.exists() {
-            checkpoint::export_encoder(&vs, &encoder)?;
+            checkpoint::export_encoder(&stepper.vs, &encoder)?;
         }
         return Ok(summary);
     }
+    let mut tb = EventWriter::create(&out.join(TB_DIR), start_step)?;
 
-    let bf16 = device.is_cuda() && !cfg.fp32;
-    if bf16 && !enable_bf16_autocast() {
-        return Err(TrainError::Config(
-            "libtorch did not accept bfloat16 autocast; pass --fp32".into(),
-        ));
-    }
-    if device.is_cuda() {
-        // Every step has the same shapes: let cuDNN pick the fastest convolution once.
-        Cuda::cudnn_set_benchmark(true);
-    }
-
+    // The loader hands out micro-batches: step s is its batches s·N .. s·N + N - 1.
+    let accumulate = plan.accumulate as u64;
     let set = Arc::new(set);
     let loader_cfg = LoaderConfig {
-        batch_size: cfg.batch_size,
+        batch_size: plan.micro_batch,
         workers: cfg.workers.max(1),
         prefetch: cfg.prefetch.max(1),
         seed: cfg.seed,
         clip: ClipSpec { frames: cfg.frames, stride: cfg.stride, base_fps: cfg.base_fps },
         interval: cfg.interval,
     };
-    let mut loader =
-        Loader::start(set, loader_cfg, transform, start_step).map_err(TrainError::Loader)?;
+    let mut loader = Loader::start(set, loader_cfg, transform, start_step * accumulate)
+        .map_err(TrainError::Loader)?;
 
     reporter.start(&plan, start_step, &crate::device::describe(device));
-    let (b, t, s) = (cfg.batch_size as i64, i64::from(cfg.frames), i64::from(cfg.crop));
     let started = Instant::now();
+    let mut batch_labels = Vec::with_capacity(plan.micro_batch);
+    let mut losses = Vec::with_capacity(plan.accumulate);
     for step in start_step..plan.total_steps {
         let t0 = Instant::now();
-        let batch = loader.next_batch().ok_or(TrainError::LoaderStopped { step })?;
-        let wait = t0.elapsed().as_secs_f64();
         let lr = schedule.lr_at(step);
-
-        // Each view goes to the device as it is and they are joined there: joining on the
-        // host would copy both once more.
-        let upload = |v: &[u8]| Tensor::from_slice(v).view([b, 3, t, s, s]).to_device(device);
-        let clips = Tensor::cat(&[upload(&batch.view_a), upload(&batch.view_b)], 0);
-        let xs = clips_to_input(&clips, device)?;
-        let (_, embeddings) = if bf16 {
-            cuda_autocast(true, || model.forward_t(&xs, true))
-        } else {
-            model.forward_t(&xs, true)
-        };
-        let z = embeddings.chunk(2, 0);
-        let loss = info_nce(&z[0], &z[1], cfg.temperature);
-        optimizer.zero_grad();
-        loss.backward();
-        optimizer.step(lr);
-        // Read after the update is queued, so the GPU is never idle waiting for this copy.
-        let loss = f64::try_from(&loss.to_kind(Kind::Double))?;
+        let mut wait = 0.0;
+        stepper.zero_grad();
+        losses.clear();
+        for _ in 0..accumulate {
+            let t_wait = Instant::now();
+            let batch = loader.next_batch().ok_or(TrainError::LoaderStopped { step })?;
+            wait += t_wait.elapsed().as_secs_f64();
+            if let Some(labels) = &labels {
+                batch_labels.clear();
+                batch_labels.extend(batch.videos.iter().map(|&v| labels[v as usize]));
+            }
+            let micro = MicroBatch {
+                view_a: &batch.view_a,
+                view_b: &batch.view_b,
+                labels: labels.is_some().then_some(batch_labels.as_slice()),
+            };
+            losses.push(stepper.backward(step, &micro)?);
+        }
+        let loss = stepper.update(step, lr, &losses)?;
         if !loss.is_finite() {
             reporter.finish();
             return Err(TrainError::NonFiniteLoss { step, loss, last_checkpoint });
@@ -798,6 +1169,17 @@ pub fn train_with(
         let mut line = serde_json::to_string(&entry).expect("json");
         line.push('\n');
         log.write_all(line.as_bytes()).map_err(io_err(&log_path))?;
+        tb.scalars(
+            step,
+            &[
+                ("train/loss", entry.loss),
+                ("train/lr", entry.lr),
+                ("train/clips_per_s", entry.clips_per_s),
+                ("train/data_wait", entry.data_wait),
+                ("train/step_time_s", entry.step_time_s),
+                ("train/epoch", entry.epoch),
+            ],
+        )?;
         reporter.step(&entry);
         summary.losses.push(loss);
         summary.step_times.push(step_time);
@@ -812,7 +1194,7 @@ pub fn train_with(
                 Some(loss),
                 config_json.clone(),
             );
-            let dir = match checkpoint::save(out, &state, &vs, &optimizer) {
+            let dir = match checkpoint::save(out, &state, &stepper.vs, &stepper.optimizer) {
                 Ok(dir) => dir,
                 Err(CheckpointError::NonFinite { name }) => {
                     reporter.finish();
@@ -820,7 +1202,7 @@ pub fn train_with(
                 }
                 Err(e) => return Err(e.into()),
             };
-            checkpoint::export_encoder(&vs, &encoder)?;
+            checkpoint::export_encoder(&stepper.vs, &encoder)?;
             checkpoint::prune(out, cfg.keep_checkpoints)?;
             reporter.note(&format!("checkpoint {}", dir.display()));
             last_checkpoint = Some(dir);
@@ -830,6 +1212,33 @@ pub fn train_with(
     reporter.finish();
     summary.last_checkpoint = last_checkpoint;
     Ok(summary)
+}
+
+/// The class of every video of the set, for `--supervised`; an error naming what is
+/// missing when the set has no classes or some videos no label.
+fn video_labels(cfg: &TrainConfig, set: &ShardSet) -> Result<Vec<i64>, TrainError> {
+    let no_labels = |reason: String| TrainError::NoLabels { dirs: cfg.shards.clone(), reason };
+    if set.classes().is_empty() {
+        return Err(no_labels(
+            "has no classes (it was built from a flat folder or a CSV without labels; \
+             videos/<class>/<video> folders give one)"
+                .into(),
+        ));
+    }
+    let unlabelled: Vec<&str> = set
+        .videos()
+        .iter()
+        .filter(|v| v.label_index.is_none())
+        .map(|v| v.video_id.as_str())
+        .collect();
+    if let Some(first) = unlabelled.first() {
+        return Err(no_labels(format!(
+            "has {} videos without a label (of {}; the first is {first})",
+            unlabelled.len(),
+            set.len()
+        )));
+    }
+    Ok(set.videos().iter().map(|v| i64::from(v.label_index.unwrap_or(0))).collect())
 }
 
 #[cfg(test)]
@@ -908,6 +1317,68 @@ mod tests {
             &serde_json::to_value(&b).unwrap(),
         );
         assert_eq!(d, ["lr: 0.32 -> 0.5"]);
+    }
+
+    #[test]
+    fn an_out_of_memory_message_names_the_flags_that_help() {
+        // What tch's panic carries when the CUDA caching allocator gives up (abridged).
+        let cuda = "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. \
+                    Tried to allocate 3.06 GiB. GPU 0 has a total capacity of 79.19 GiB of which \
+                    1.2 GiB is free.\\nException raised from malloc at \
+                    /pytorch/c10/cuda/CUDACachingAllocator.cpp:1400 (most recent call first):\
+                    \\nframe #0: ...\")";
+        assert!(is_out_of_memory(cuda));
+        for other in [
+            "CUDA error: out of memory",
+            "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+            "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory",
+        ] {
+            assert!(is_out_of_memory(other), "{other}");
+        }
+        for not in ["CUDA error: device-side assert triggered", "shape mismatch", ""] {
+            assert!(!is_out_of_memory(not), "{not}");
+        }
+        let cfg = TrainConfig {
+            batch_size: 1024,
+            accumulate: 8,
+            ..TrainConfig::cpu_demo(vec![], "o".into())
+        };
+        let stepper_like = TrainError::OutOfMemory {
+            step: 3,
+            device: "GPU".into(),
+            micro_batch: cfg.micro_batch(),
+            accumulate: cfg.accumulate,
+            detail: torch_detail(cuda),
+        };
+        let msg = stepper_like.to_string();
+        assert!(msg.contains("lower --batch-size or raise --accumulate"), "{msg}");
+        assert!(msg.contains("micro-batches of 128 videos (256 clips)"), "{msg}");
+        assert!(
+            msg.ends_with("GPU 0 has a total capacity of 79.19 GiB of which 1.2 GiB is free."),
+            "{msg}"
+        );
+        assert!(!msg.contains("frame #0"), "{msg}");
+    }
+
+    #[test]
+    fn accumulate_must_divide_the_batch_into_micro_batches_of_two() {
+        let base = TrainConfig::cpu_demo(vec![], "o".into());
+        let with = |batch_size, accumulate, supervised| {
+            TrainConfig { batch_size, accumulate, supervised, ..base.clone() }.validate_step()
+        };
+        assert!(with(8, 4, false).is_ok());
+        let err = with(8, 3, false).unwrap_err().to_string();
+        assert!(err.contains("--accumulate 3 must divide --batch-size 8"), "{err}");
+        assert!(with(8, 0, false).is_err());
+        let err = with(8, 8, false).unwrap_err().to_string();
+        assert!(err.contains("at least 2 videos (negatives"), "{err}");
+        assert!(with(8, 8, true).is_ok(), "supervised: one video (two clips) per pass is enough");
+        // The learning rate follows the effective batch, whatever the split.
+        let split = TrainConfig { batch_size: 1024, accumulate: 16, ..base.clone() };
+        let plan = Plan::new(&split, 366_016).unwrap();
+        assert_eq!((plan.micro_batch, plan.accumulate, plan.steps_per_epoch), (64, 16, 357));
+        assert!((plan.base_lr - 0.32).abs() < 1e-12);
     }
 
     #[test]

@@ -8,120 +8,21 @@
 //! weights); the tests run libtorch on one thread each so that the two cores of a small
 //! machine run two tests at once.
 
-use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
-use cvrl_formats::index::{write_failures, write_index};
-use cvrl_formats::manifest::{Counts, ShardInfo, FORMAT_NAME};
-use cvrl_formats::shard::FORMAT_VERSION;
-use cvrl_formats::{
-    BuildParams, FrameLayout, Manifest, PixelFormat, RecordBuilder, ShardWriter, VideoRow,
-    VideoSpec,
-};
+mod common;
+
+use common::{tiny, write_set, BATCH, CLASSES};
 use cvrl_trainer::augment::AugmentConfig;
 use cvrl_trainer::checkpoint::{self, CheckpointError};
 use cvrl_trainer::loss::info_nce;
 use cvrl_trainer::model::{clips_to_input, HeadConfig, Model, R3dConfig};
+use cvrl_trainer::tensorboard;
 use cvrl_trainer::train::{
     cuda_autocast, enable_bf16_autocast, train, train_with, AugmentTransform, DeviceChoice,
-    RunLength, Silent, StepLog, TrainConfig, TrainError,
+    MicroBatch, Silent, StepLog, Stepper, TrainConfig, TrainError,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::{Cuda, Device, Kind, Tensor};
-
-const W: u32 = 48;
-const H: u32 = 40;
-const VIDEOS: u32 = 16;
-const FRAMES: u32 = 24;
-const BATCH: usize = 8;
-
-/// Frame `f` of video `v`: a grating whose orientation, frequency and drift speed depend
-/// on `v`, modulated by a per-video texture, over a per-video colour tint; it moves from
-/// frame to frame.
-fn frame(v: u32, f: u32, layout: &FrameLayout) -> Vec<u8> {
-    let mut out = vec![0u8; layout.frame_bytes()];
-    let (v, f) = (f64::from(v), f64::from(f));
-    let (c, s) = ((v * 0.7).cos(), (v * 0.7).sin());
-    let freq = 0.25 + 0.08 * (v % 5.0);
-    let speed = 0.3 + 0.15 * (v % 3.0);
-    for y in 0..H {
-        for x in 0..W {
-            let (xf, yf) = (f64::from(x), f64::from(y));
-            let grating = ((xf * c + yf * s) * freq + f * speed).sin();
-            let texture = 0.5 + 0.5 * ((xf * 0.21 + v) * (yf * 0.17)).cos();
-            out[(y * W + x) as usize] = (128.0 + 90.0 * grating * texture).clamp(0.0, 255.0) as u8;
-        }
-    }
-    let luma = (W * H) as usize;
-    let chroma = luma / 4;
-    out[luma..luma + chroma].fill((128.0 + 60.0 * (v * 1.3).sin()) as u8);
-    out[luma + chroma..].fill((128.0 + 60.0 * (v * 2.1).cos()) as u8);
-    out
-}
-
-/// `VIDEOS` videos of `FRAMES` frames, `W`x`H` yuv420p at 25 fps, in one shard.
-fn write_set(dir: &Path) {
-    let layout = FrameLayout::new(W, H, PixelFormat::Yuv420p).unwrap();
-    let mut enc = ChunkEncoder::new(1, PredictorMode::default()).unwrap();
-    let shard = "shard-00000.cvrs";
-    let mut w = ShardWriter::create(&dir.join(shard)).unwrap();
-    let mut rows = Vec::new();
-    for v in 0..VIDEOS {
-        let id = format!("synthetic/v{v:02}");
-        let spec = VideoSpec { video_id: id.clone(), layout, fps_num: 25, fps_den: 1 };
-        let mut b = RecordBuilder::new(spec, 8, &mut enc).unwrap();
-        for f in 0..FRAMES {
-            b.push_frame(&frame(v, f, &layout)).unwrap();
-        }
-        let rec = b.finish().unwrap();
-        let loc = w.append(&rec).unwrap();
-        rows.push(VideoRow::for_record(&rec, shard, loc, id));
-    }
-    let bytes = w.finish().unwrap();
-    write_index(&dir.join("index.parquet"), &rows).unwrap();
-    write_failures(&dir.join("failures.parquet"), &[]).unwrap();
-    Manifest {
-        format: FORMAT_NAME.into(),
-        format_version: FORMAT_VERSION,
-        tool: "test".into(),
-        params: BuildParams {
-            short_side: None,
-            fps: None,
-            pixel_format: PixelFormat::Yuv420p,
-            chunk_frames: 8,
-            zstd_level: 1,
-            predictor: "adaptive".into(),
-            shard_bytes: bytes,
-        },
-        classes: vec![],
-        part: None,
-        index: "index.parquet".into(),
-        failures: "failures.parquet".into(),
-        shards: vec![ShardInfo { file: shard.into(), bytes, videos: u64::from(VIDEOS) }],
-        counts: Counts::default(),
-    }
-    .save(&dir.join("manifest.json"))
-    .unwrap();
-}
-
-/// R3D-18 on 4 x 16 x 16 clips, a small head, batch 8, one libtorch thread.
-fn tiny(shards: &Path, out: PathBuf, steps: u64) -> TrainConfig {
-    TrainConfig {
-        frames: 4,
-        stride: 1,
-        crop: 16,
-        batch_size: BATCH,
-        head_layers: 2,
-        head_hidden_dim: 64,
-        embedding_dim: 32,
-        length: RunLength::Steps(steps),
-        warmup_epochs: 1.0, // 2 steps
-        workers: 1,
-        checkpoint_every: 0,
-        seed: 1,
-        threads: Some(1),
-        ..TrainConfig::cpu_demo(vec![shards.to_path_buf()], out)
-    }
-}
 
 fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
@@ -142,7 +43,7 @@ fn show(xs: &[f64]) -> String {
 #[test]
 fn the_loss_falls_well_below_chance_within_24_steps() {
     let shards = tempfile::tempdir().unwrap();
-    write_set(shards.path());
+    write_set(shards.path(), false);
     let out = tempfile::tempdir().unwrap();
     let mut cfg = tiny(shards.path(), out.path().join("run"), 24);
     // 0.02 per step at batch 8. The first steps drop the loss fastest; higher rates (0.05,
@@ -193,17 +94,33 @@ fn the_loss_falls_well_below_chance_within_24_steps() {
     let ckpts = checkpoint::list(&out.path().join("run")).unwrap();
     assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), [24]);
     assert!(summary.encoder.is_file());
+
+    // Every step's scalars are in the run's one TensorBoard event file too.
+    let files = tensorboard::event_files(&out.path().join("run/tb")).unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let points = tensorboard::read_scalars(&files[0]).unwrap();
+    let tb_losses: Vec<(i64, f32)> =
+        points.iter().filter(|p| p.tag == "train/loss").map(|p| (p.step, p.value)).collect();
+    let want: Vec<(i64, f32)> =
+        losses.iter().enumerate().map(|(i, &l)| (i as i64, l as f32)).collect();
+    assert_eq!(tb_losses, want);
+    for tag in ["train/lr", "train/clips_per_s", "train/data_wait", "train/step_time_s"] {
+        assert_eq!(points.iter().filter(|p| p.tag == tag).count(), 24, "{tag}");
+    }
 }
 
 #[test]
 fn a_resumed_run_continues_an_uninterrupted_one_exactly() {
     let shards = tempfile::tempdir().unwrap();
-    write_set(shards.path());
+    write_set(shards.path(), false);
     let out = tempfile::tempdir().unwrap();
     let (run_a, run_b) = (out.path().join("a"), out.path().join("b"));
-    // The full CVRL augmentation here: the loader's generators are what must line up.
+    // The full CVRL augmentation here: the loader's generators are what must line up. With
+    // two micro-batches per step: the loader's batches are micro-batches, and a resumed run
+    // must start at the right one.
     let mut cfg = tiny(shards.path(), run_a.clone(), 6);
     cfg.checkpoint_every = 3;
+    cfg.accumulate = 2;
     let whole = train(&cfg, None, &mut Silent).unwrap();
     assert_eq!(whole.losses.len(), 6);
 
@@ -258,7 +175,7 @@ fn a_resumed_run_continues_an_uninterrupted_one_exactly() {
 #[test]
 fn a_diverging_run_stops_on_the_nan_and_names_the_last_good_checkpoint() {
     let shards = tempfile::tempdir().unwrap();
-    write_set(shards.path());
+    write_set(shards.path(), false);
     let out = tempfile::tempdir().unwrap();
     let mut cfg = tiny(shards.path(), out.path().join("run"), 6);
     cfg.checkpoint_every = 1;
@@ -311,7 +228,7 @@ fn on_cuda_the_forward_pass_runs_in_bf16_and_the_loss_in_f32() {
     assert_eq!(grad.kind(), Kind::Float);
 
     let shards = tempfile::tempdir().unwrap();
-    write_set(shards.path());
+    write_set(shards.path(), false);
     let out = tempfile::tempdir().unwrap();
     let mut cfg = tiny(shards.path(), out.path().join("run"), 4);
     cfg.device = DeviceChoice::Cuda(0);
@@ -319,4 +236,173 @@ fn on_cuda_the_forward_pass_runs_in_bf16_and_the_loss_in_f32() {
     println!("CUDA losses: {}", show(&summary.losses));
     println!("CUDA step times (s): {}", show(&summary.step_times));
     assert!(summary.losses.iter().all(|l| l.is_finite()));
+}
+
+/// `n` videos' worth of deterministic, varied clip bytes for one view (`[n, 3, T, S, S]`).
+fn pseudo_clips(cfg: &TrainConfig, n: usize, phase: u64) -> Vec<u8> {
+    let len = n * 3 * (cfg.frames * cfg.crop * cfg.crop) as usize;
+    (0..len as u64).map(|i| ((i + phase).wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+/// Every variable's gradient, by name.
+fn gradients(stepper: &Stepper) -> Vec<(String, Tensor)> {
+    let mut g: Vec<(String, Tensor)> = stepper
+        .var_store()
+        .variables()
+        .into_iter()
+        .filter(|(_, v)| v.requires_grad())
+        .map(|(n, v)| (n, v.grad().copy()))
+        .collect();
+    g.sort_by(|a, b| a.0.cmp(&b.0));
+    g
+}
+
+fn assert_gradients_close(a: &[(String, Tensor)], b: &[(String, Tensor)], rel: f64) {
+    assert_eq!(a.len(), b.len());
+    for ((na, ga), (nb, gb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        let scale = f64::try_from(ga.abs().max()).unwrap().max(1e-12);
+        let diff = f64::try_from((ga - gb).abs().max()).unwrap();
+        // The absolute floor: a dense bias before BatchNorm has a zero gradient up to
+        // rounding.
+        assert!(
+            diff <= rel * scale + 1e-5,
+            "{na}: max difference {diff:e}, max gradient {scale:e}"
+        );
+    }
+}
+
+/// R3D-18 at base width 8 on 4 x 16 x 16 clips: a fraction of a second per pass.
+fn small_step_config(batch: usize, accumulate: usize) -> TrainConfig {
+    TrainConfig {
+        base_width: 8,
+        batch_size: batch,
+        accumulate,
+        ..tiny(Path::new("unused"), PathBuf::from("unused"), 1)
+    }
+}
+
+#[test]
+fn accumulated_gradients_are_the_mean_of_the_micro_batch_gradients() {
+    tch::set_num_threads(1);
+    // Two micro-batches of 2 videos in one step of 4 ...
+    let cfg = small_step_config(4, 2);
+    let (a1, b1) = (pseudo_clips(&cfg, 2, 0), pseudo_clips(&cfg, 2, 7));
+    let (a2, b2) = (pseudo_clips(&cfg, 2, 13), pseudo_clips(&cfg, 2, 29));
+    let micro =
+        |a: &'static [u8], b: &'static [u8]| MicroBatch { view_a: a, view_b: b, labels: None };
+    let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
+    let (a1, b1, a2, b2) = (leak(a1), leak(b1), leak(a2), leak(b2));
+    let mut accumulated = Stepper::new(&cfg, None).unwrap();
+    accumulated.zero_grad();
+    let l1 = accumulated.backward(0, &micro(a1, b1)).unwrap();
+    let l2 = accumulated.backward(0, &micro(a2, b2)).unwrap();
+    let mean_loss = (f64::try_from(&l1).unwrap() + f64::try_from(&l2).unwrap()) / 2.0;
+    let together = gradients(&accumulated);
+
+    // ... against each micro-batch as a step of its own (same seed: same initial weights).
+    let mut single = Stepper::new(&small_step_config(2, 1), None).unwrap();
+    let mut separate = Vec::new();
+    for (a, b) in [(a1, b1), (a2, b2)] {
+        single.zero_grad();
+        let loss = single.backward(0, &micro(a, b)).unwrap();
+        separate.push((f64::try_from(&loss).unwrap(), gradients(&single)));
+    }
+    let mean: Vec<(String, Tensor)> = separate[0]
+        .1
+        .iter()
+        .zip(&separate[1].1)
+        .map(|((n, g1), (_, g2))| (n.clone(), (g1 + g2) / 2.0))
+        .collect();
+    assert!((mean_loss - (separate[0].0 + separate[1].0) / 2.0).abs() < 1e-6);
+    assert_gradients_close(&together, &mean, 1e-5);
+    // Not trivially: the two micro-batches' gradients differ.
+    let stem =
+        |g: &[(String, Tensor)]| g.iter().find(|(n, _)| n == "stem.conv.weight").unwrap().1.copy();
+    let differ = f64::try_from((stem(&separate[0].1) - stem(&separate[1].1)).abs().max()).unwrap();
+    assert!(differ > 1e-6, "{differ}");
+
+    // The update then returns the micro-batches' mean loss.
+    assert!((accumulated.update(0, 0.0, &[l1, l2]).unwrap() - mean_loss).abs() < 1e-6);
+
+    // A micro-batch of the wrong size is refused, not reshaped.
+    let err = accumulated.backward(1, &micro(&a1[1..], b1)).unwrap_err();
+    assert!(matches!(err, TrainError::Config(_)), "{err}");
+}
+
+#[test]
+fn the_channels_last_layout_computes_the_same_step() {
+    tch::set_num_threads(1);
+    let cfg = small_step_config(2, 1);
+    let (a, b) = (pseudo_clips(&cfg, 2, 3), pseudo_clips(&cfg, 2, 5));
+    let micro = MicroBatch { view_a: &a, view_b: &b, labels: None };
+    let mut plain = Stepper::new(&cfg, None).unwrap();
+    let mut last = Stepper::new(&TrainConfig { channels_last: true, ..cfg.clone() }, None).unwrap();
+    let stem = &last.var_store().variables()["stem.conv.weight"];
+    assert!(!stem.is_contiguous(), "conv kernels are stored channels-last");
+    plain.zero_grad();
+    last.zero_grad();
+    let lp = f64::try_from(&plain.backward(0, &micro).unwrap()).unwrap();
+    let ll = f64::try_from(&last.backward(0, &micro).unwrap()).unwrap();
+    assert!((lp - ll).abs() < 1e-4 * lp.abs(), "{lp} vs {ll}");
+    assert_gradients_close(&gradients(&plain), &gradients(&last), 1e-3);
+}
+
+#[test]
+fn supervised_training_lowers_the_cross_entropy_on_labelled_videos() {
+    let shards = tempfile::tempdir().unwrap();
+    write_set(shards.path(), true);
+    let out = tempfile::tempdir().unwrap();
+    let steps = 60;
+    let mut cfg = tiny(shards.path(), out.path().join("run"), steps);
+    cfg.supervised = true;
+    cfg.base_width = 16;
+    // 0.003 per step at batch 8 (0.01 learns as fast but is noisier). Base width 16: the
+    // classes are arbitrary groups of 4 videos, so the model must tell the 16 videos apart,
+    // which takes more steps than the contrastive test; a narrow backbone makes them cheap.
+    cfg.lr = 0.003 * 1024.0 / BATCH as f64;
+    let mild = AugmentConfig {
+        out_size: cfg.crop,
+        jitter_p: 0.0,
+        grayscale_p: 0.0,
+        blur_p: 0.0,
+        solarize_p: 0.0,
+        ..AugmentConfig::first_view()
+    };
+    let transform = Arc::new(AugmentTransform::with_views([mild, mild]));
+    let summary = train_with(&cfg, None, &mut Silent, transform).unwrap();
+    let losses = &summary.losses;
+    println!("supervised loss curve: {}", show(losses));
+    // Windows of 10 steps: 5 epochs, each video seen 5 times (the two halves of the set
+    // alternate, and their losses differ).
+    let (first, last) = (mean(&losses[..10]), mean(&losses[losses.len() - 10..]));
+    let chance = f64::from(CLASSES).ln();
+    println!("mean of the first 10: {first:.3}, of the last 10: {last:.3}, chance {chance:.3}");
+    // Observed: 1.78 -> 0.89 (seed 1), with steps scattered by +-0.3 around the trend.
+    assert!(last < first - 0.4, "first 10 {first:.3}, last 10 {last:.3}");
+    assert!(last < chance - 0.2, "last 10 {last:.3} not below chance {chance:.3}");
+
+    // The encoder export holds the backbone alone, as a CVRL run's does.
+    let encoder = Tensor::read_safetensors(&summary.encoder).unwrap();
+    assert!(encoder.iter().all(|(n, _)| !n.starts_with("head.")));
+    assert!(encoder.iter().any(|(n, _)| n == "stem.conv.weight"));
+    let model =
+        Tensor::read_safetensors(summary.last_checkpoint.unwrap().join(checkpoint::MODEL_FILE))
+            .unwrap();
+    let classifier = model.iter().find(|(n, _)| n == "head.linear.weight").unwrap();
+    assert_eq!(classifier.1.size(), [i64::from(CLASSES), 128]);
+}
+
+#[test]
+fn supervised_training_refuses_a_set_without_labels() {
+    let shards = tempfile::tempdir().unwrap();
+    write_set(shards.path(), false);
+    let out = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { supervised: true, ..tiny(shards.path(), out.path().join("run"), 1) };
+    let err = train(&cfg, None, &mut Silent).unwrap_err();
+    let msg = err.to_string();
+    println!("{msg}");
+    assert!(matches!(err, TrainError::NoLabels { .. }), "{msg}");
+    assert!(msg.contains("--supervised needs labelled videos") && msg.contains("no classes"));
+    assert!(!out.path().join("run").exists(), "nothing written");
 }

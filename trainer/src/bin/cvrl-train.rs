@@ -22,8 +22,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// of each video) on one or more shard sets made by `cvrl-shard build`.
 ///
 /// RUN_DIR receives log.jsonl (one JSON object per step: step, loss, lr, clips/s, data
-/// wait), ckpt-STEP/ checkpoints (model.safetensors, optimizer.safetensors, state.json),
-/// encoder.safetensors (the backbone alone, for evaluation) and run.json (the configuration).
+/// wait), the same scalars as TensorBoard event files in tb/ (`tensorboard --logdir
+/// RUN_DIR/tb`), ckpt-STEP/ checkpoints (model.safetensors, optimizer.safetensors,
+/// state.json), encoder.safetensors (the backbone alone, for evaluation) and run.json (the
+/// configuration).
+///
+/// --supervised trains the same backbone on the same augmented clips with the set's labels
+/// instead (a linear classifier, cross-entropy): the baseline CVRL is compared with, with the
+/// same checkpoints and encoder export.
 ///
 /// The defaults are a small CPU demo; `--preset paper` is the reference run. Exit status: 0
 /// when training finished, 1 on an error (a NaN loss included: the last good checkpoint is
@@ -79,9 +85,22 @@ struct Cli {
     #[arg(long, default_value = "decreasing")]
     interval_distribution: IntervalDistribution,
 
-    /// Videos per step; each gives two clips, all of them negatives for each other [paper: 1024].
+    /// Videos per optimiser step; each gives two clips, all of them negatives for each other
+    /// [paper: 1024]. The learning rate is scaled by this (the effective batch).
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Split each step into N forward/backward passes of batch-size / N videos and add up
+    /// their gradients: the paper's batch of 1024 on one GPU (--accumulate 16: 64 videos a
+    /// pass). Negatives and BatchNorm statistics then come from each pass alone (128 clips,
+    /// not 2048): the update averages as many videos as the paper's, the contrastive task
+    /// is that of the smaller batch. Lower the memory needed by raising it.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    accumulate: usize,
+    /// Supervised baseline: train backbone + linear classifier with cross-entropy on the
+    /// labels of the shard set (its class folders), both augmented views labelled. Same
+    /// augmentation, schedule, checkpoints and encoder export as CVRL.
+    #[arg(long)]
+    supervised: bool,
     /// Passes over the set (videos / batch steps each, the last partial batch dropped).
     #[arg(long, default_value_t = 200.0)]
     epochs: f64,
@@ -136,6 +155,10 @@ struct Cli {
     /// Train in f32 on CUDA too (default there: bf16 autocast; the CPU always runs f32).
     #[arg(long)]
     fp32: bool,
+    /// Keep conv weights and clips in the channels-last 3D layout (NDHWC), which cuDNN's 3D
+    /// convolutions prefer. Numerically the same model.
+    #[arg(long)]
+    channels_last: bool,
     /// libtorch's CPU threads (default: one per core).
     #[arg(long)]
     threads: Option<i32>,
@@ -168,6 +191,9 @@ impl Cli {
             base_fps: self.base_fps,
             crop: self.crop,
             batch_size: self.batch_size,
+            accumulate: self.accumulate,
+            supervised: self.supervised,
+            channels_last: self.channels_last,
             length: match self.steps {
                 Some(s) => RunLength::Steps(s),
                 None => RunLength::Epochs(self.epochs),
@@ -265,6 +291,13 @@ impl Reporter for Bar {
              ({} warm-up), peak lr {:.4e}",
             plan.videos, plan.steps_per_epoch, plan.total_steps, plan.warmup_steps, plan.base_lr
         ));
+        if plan.accumulate > 1 {
+            self.say(&format!(
+                "each step: {} passes of {} videos, gradients added (negatives and BatchNorm \
+                 statistics per pass)",
+                plan.accumulate, plan.micro_batch
+            ));
+        }
     }
 
     fn step(&mut self, log: &StepLog) {
