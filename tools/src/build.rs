@@ -369,6 +369,7 @@ impl Output {
             source_codec: info.source_codec.clone(),
             time_start_s: input.trim.map(|t| t.0),
             time_end_s: input.trim.map(|t| t.1),
+            factors: input.factors.clone(),
             ..VideoRow::for_record(record, &shard, loc, source.display().to_string())
         });
         self.inputs_done += 1;

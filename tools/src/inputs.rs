@@ -5,9 +5,13 @@
 //! every `--part` of a cluster job sees the same order) and the class list of the whole
 //! dataset. CSV rows whose file cannot be found stay in the list with no path, so they are
 //! reported as failures in their place instead of silently vanishing.
+//!
+//! A factors CSV ([`Inputs::attach_factors`], written by `cvrl-shard synth`) labels videos
+//! with their factors of variation; the build stores them as the index's `factor_<name>`
+//! columns.
 
 use anyhow::{bail, Context, Result};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// File extensions treated as videos in a class-folder tree.
@@ -28,6 +32,8 @@ pub struct InputVideo {
     pub split: Option<String>,
     /// Seconds of the source to keep (CSV rows matched to an untrimmed download).
     pub trim: Option<(f64, f64)>,
+    /// Factors of variation from a factors CSV, name -> value.
+    pub factors: BTreeMap<String, String>,
 }
 
 /// The whole input of a build.
@@ -35,6 +41,23 @@ pub struct InputVideo {
 pub struct Inputs {
     pub videos: Vec<InputVideo>,
     pub classes: Vec<String>,
+    /// The folder the videos were found under: the class-folder root, or the CSV's video root.
+    pub root: PathBuf,
+}
+
+/// The name of a factors CSV that `cvrl-shard build` picks up at the root of an input folder.
+pub const FACTORS_FILE: &str = "factors.csv";
+
+/// How the rows of a factors CSV matched the inputs.
+#[derive(Debug, Default, PartialEq)]
+pub struct FactorsMatch {
+    /// Factor names (the CSV's columns after `path`).
+    pub names: Vec<String>,
+    /// Inputs that got factors.
+    pub matched: usize,
+    /// Paths of rows that name no input (the first few, and how many in all).
+    pub unmatched: Vec<String>,
+    pub unmatched_count: usize,
 }
 
 impl Inputs {
@@ -61,6 +84,90 @@ impl Inputs {
             bail!("two inputs have the same video id {:?}; rename one of them", w[0].video_id);
         }
         Ok(inputs)
+    }
+
+    /// Labels the inputs from a factors CSV: a header row `path,<factor>,<factor>...`, then
+    /// one row per video with its path relative to [`Inputs::root`] (`train/disc_spin/x.mp4`)
+    /// and its value of each factor; an empty cell leaves that factor unset. Inputs without
+    /// a row get no factors. A CSV none of whose rows names an input is an error (it
+    /// belongs to another folder); some unmatched rows are reported, not fatal.
+    pub fn attach_factors(&mut self, csv_path: &Path) -> Result<FactorsMatch> {
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_path(csv_path)
+            .with_context(|| format!("cannot read factors file {}", csv_path.display()))?;
+        let headers = reader
+            .headers()
+            .with_context(|| format!("{}: no header row", csv_path.display()))?
+            .clone();
+        let Some(path_col) = headers.iter().position(|h| h == "path") else {
+            bail!(
+                "{}: the header must have a `path` column (then one column per factor); found {:?}",
+                csv_path.display(),
+                headers.iter().collect::<Vec<_>>()
+            );
+        };
+        let names: Vec<(usize, String)> = headers
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != path_col)
+            .map(|(i, h)| (i, h.to_string()))
+            .collect();
+        let mut seen = BTreeSet::new();
+        for (_, name) in &names {
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                bail!("{}: factor name {name:?} must be letters, digits and _", csv_path.display());
+            }
+            if !seen.insert(name.as_str()) {
+                bail!("{}: factor {name:?} appears twice in the header", csv_path.display());
+            }
+        }
+        let by_path: HashMap<PathBuf, usize> = self
+            .videos
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                Some((v.path.as_ref()?.strip_prefix(&self.root).ok()?.to_path_buf(), i))
+            })
+            .collect();
+        let mut report = FactorsMatch {
+            names: names.iter().map(|(_, n)| n.clone()).collect(),
+            ..FactorsMatch::default()
+        };
+        for (line, record) in reader.records().enumerate() {
+            let record =
+                record.with_context(|| format!("{}: bad row {}", csv_path.display(), line + 2))?;
+            let rel = record.get(path_col).unwrap_or("");
+            let Some(&i) = by_path.get(Path::new(rel)) else {
+                report.unmatched_count += 1;
+                if report.unmatched.len() < 5 {
+                    report.unmatched.push(rel.to_string());
+                }
+                continue;
+            };
+            let factors = &mut self.videos[i].factors;
+            if !factors.is_empty() {
+                bail!("{}: row {}: {rel} is listed twice", csv_path.display(), line + 2);
+            }
+            for (col, name) in &names {
+                if let Some(value) = record.get(*col).filter(|v| !v.is_empty()) {
+                    factors.insert(name.clone(), value.to_string());
+                }
+            }
+            report.matched += 1;
+        }
+        if report.matched == 0 && report.unmatched_count > 0 {
+            bail!(
+                "{}: none of its {} rows names a video under {} (first: {:?}); paths must be relative to that folder",
+                csv_path.display(),
+                report.unmatched_count,
+                self.root.display(),
+                report.unmatched[0]
+            );
+        }
+        Ok(report)
     }
 
     /// Index of `label` in the class list.
@@ -115,6 +222,7 @@ fn from_folders(root: &Path) -> Result<Inputs> {
                 label: Some(label.clone()),
                 split: split.clone(),
                 trim: None,
+                factors: BTreeMap::new(),
             });
         }
         Ok(())
@@ -135,6 +243,7 @@ fn from_folders(root: &Path) -> Result<Inputs> {
             label: None,
             split: None,
             trim: None,
+            factors: BTreeMap::new(),
         });
     }
     if videos.is_empty() {
@@ -144,7 +253,7 @@ fn from_folders(root: &Path) -> Result<Inputs> {
             VIDEO_EXTENSIONS.join(", ")
         );
     }
-    Ok(Inputs { videos, classes: classes.into_iter().collect() })
+    Ok(Inputs { videos, classes: classes.into_iter().collect(), root: root.to_path_buf() })
 }
 
 fn normalise_split(s: &str) -> String {
@@ -204,12 +313,13 @@ fn from_csv(csv_path: &Path, root: &Path) -> Result<Inputs> {
             label,
             split: split_col.map(field).filter(|s| !s.is_empty()).map(|s| normalise_split(&s)),
             trim,
+            factors: BTreeMap::new(),
         });
     }
     if videos.is_empty() {
         bail!("{}: no rows", csv_path.display());
     }
-    Ok(Inputs { videos, classes: classes.into_iter().collect() })
+    Ok(Inputs { videos, classes: classes.into_iter().collect(), root: root.to_path_buf() })
 }
 
 /// Every video file under `root` (recursively) by file stem.
@@ -285,6 +395,47 @@ mod tests {
         std::fs::write(&csv, "a,b\n1,2\n").unwrap();
         let err = format!("{:#}", Inputs::discover(&csv, None).unwrap_err());
         assert!(err.contains("youtube_id") && err.contains("\"a\""), "{err}");
+    }
+
+    #[test]
+    fn a_factors_csv_labels_the_videos_it_names_by_relative_path() {
+        let d = tempfile::tempdir().unwrap();
+        touch(&d.path().join("train/disc_spin/a.mp4"));
+        touch(&d.path().join("val/ring_zoom/b.mp4"));
+        touch(&d.path().join("val/ring_zoom/c.mp4"));
+        let csv = d.path().join(FACTORS_FILE);
+        std::fs::write(
+            &csv,
+            "path,object,motion,colour\ntrain/disc_spin/a.mp4,disc,spin,red\nval/ring_zoom/b.mp4,ring,zoom,\ngone/x.mp4,disc,spin,red\n",
+        )
+        .unwrap();
+        let mut inputs = Inputs::discover(d.path(), None).unwrap();
+        let m = inputs.attach_factors(&csv).unwrap();
+        assert_eq!((m.matched, m.unmatched_count), (2, 1));
+        assert_eq!(m.names, ["object", "motion", "colour"]);
+        assert_eq!(m.unmatched, ["gone/x.mp4"]);
+        let f = |i: usize| inputs.videos[i].factors.clone().into_iter().collect::<Vec<_>>();
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(f(0), [kv("colour", "red"), kv("motion", "spin"), kv("object", "disc")]);
+        assert_eq!(f(1), [kv("motion", "zoom"), kv("object", "ring")], "empty cell: unset");
+        assert!(inputs.videos[2].factors.is_empty());
+    }
+
+    #[test]
+    fn a_factors_csv_for_another_folder_or_without_path_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        touch(&d.path().join("cat/a.mp4"));
+        let csv = d.path().join("f.csv");
+        std::fs::write(&csv, "path,object\nother/a.mp4,disc\n").unwrap();
+        let mut inputs = Inputs::discover(d.path(), None).unwrap();
+        let err = format!("{:#}", inputs.attach_factors(&csv).unwrap_err());
+        assert!(err.contains("none of its 1 rows") && err.contains("f.csv"), "{err}");
+        std::fs::write(&csv, "file,object\ncat/a.mp4,disc\n").unwrap();
+        let err = format!("{:#}", inputs.attach_factors(&csv).unwrap_err());
+        assert!(err.contains("`path` column"), "{err}");
+        std::fs::write(&csv, "path,object,object\ncat/a.mp4,disc,ring\n").unwrap();
+        let err = format!("{:#}", inputs.attach_factors(&csv).unwrap_err());
+        assert!(err.contains("twice"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cvrl_formats::{BuildParams, Part, PixelFormat};
 use cvrl_tools::build::{build, BuildConfig, BuildSummary};
-use cvrl_tools::inputs::Inputs;
+use cvrl_tools::inputs::{Inputs, FACTORS_FILE};
+use cvrl_tools::synth::{synth, Preset, SynthConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,6 +29,16 @@ enum Command {
     /// Rerunning after an interruption (even kill -9) keeps the shards already committed
     /// and redoes only the rest; rerunning a finished build does nothing.
     Build(BuildArgs),
+    /// Generate the synthetic proxy dataset: H.264 mp4s in the Kinetics class-folder layout
+    /// (OUT/train/<class>/*.mp4, OUT/val/<class>/*.mp4) plus OUT/factors.csv, to shard with
+    /// `cvrl-shard build OUT/train ...` like any dataset.
+    ///
+    /// A class is an object kind doing a motion pattern (`disc_horizontal`, `square_spin`...),
+    /// chosen so that each object and each motion appear in several classes: neither alone
+    /// names the class. Colour, size, speed, phase, position, background texture and
+    /// distractors vary per video, and the background drifts within a video (pans,
+    /// cross-fades, turns hue). The same --seed and sizes give the same videos.
+    Synth(SynthArgs),
     /// Join the part files of a `--part I/N` build into index.parquet and manifest.json.
     Merge {
         /// The output folder all parts were built into.
@@ -44,6 +55,12 @@ struct BuildArgs {
     /// Where the videos of a CSV are (searched recursively). Default: the CSV's folder.
     #[arg(long)]
     video_root: Option<PathBuf>,
+    /// A CSV labelling videos with factors of variation: header `path,<factor>...`, one row
+    /// per video, paths relative to INPUT (or to the video root of a CSV input). Each factor
+    /// becomes an index column `factor_<name>` (FORMAT.md §4). Default: INPUT/factors.csv
+    /// when INPUT is a folder holding one (as `cvrl-shard synth` writes).
+    #[arg(long)]
+    factors: Option<PathBuf>,
     /// Scale frames so the shorter side has this many pixels (0 keeps the source size).
     #[arg(long, default_value_t = 256)]
     short_side: u32,
@@ -75,6 +92,56 @@ struct BuildArgs {
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
     /// Delete this build's earlier files in OUT and start over.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Output folder; it must be empty or hold an earlier synth dataset (with --force).
+    out: PathBuf,
+    /// Size preset: cpu = 10 classes x 60 videos (48 train + 12 val), 128x128, 4-8 s;
+    /// gpu = 20 classes x 200 videos (160 train + 40 val), 160x160, 4-8 s; both 25 fps.
+    /// The flags below override single values.
+    #[arg(long, default_value = "cpu")]
+    preset: Preset,
+    /// Number of classes, 2-36 (default: the preset's, 10 or 20).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Videos per class, train and val together (default: the preset's, 60 or 200).
+    #[arg(long)]
+    videos: Option<usize>,
+    /// Of those, videos per class in val/ (default: the preset's, 12 or 40).
+    #[arg(long)]
+    val: Option<usize>,
+    /// Frame width in pixels, even (default: the preset's, 128 or 160).
+    #[arg(long)]
+    width: Option<u32>,
+    /// Frame height in pixels, even (default: the preset's, 128 or 160).
+    #[arg(long)]
+    height: Option<u32>,
+    /// Shortest video in seconds (default: the preset's, 4).
+    #[arg(long)]
+    min_seconds: Option<f64>,
+    /// Longest video in seconds (default: the preset's, 8).
+    #[arg(long)]
+    max_seconds: Option<f64>,
+    /// Frames per second (default: the preset's, 25).
+    #[arg(long)]
+    fps: Option<u32>,
+    /// Seed of every random choice: the same seed and sizes give the same videos.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// x264 constant rate factor, 0-51 (lower: better quality, bigger files).
+    #[arg(long, default_value_t = 20)]
+    crf: u32,
+    /// Videos encoded in parallel (default: all cores).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Replace an earlier synth dataset in OUT.
     #[arg(long)]
     force: bool,
     /// No progress bar.
@@ -115,6 +182,7 @@ fn main() -> ExitCode {
 fn run() -> Result<ExitCode> {
     match Cli::parse().command {
         Command::Build(args) => run_build(args),
+        Command::Synth(args) => run_synth(args),
         Command::Merge { out } => {
             let m = cvrl_formats::merge_parts(&out)?;
             println!(
@@ -129,15 +197,72 @@ fn run() -> Result<ExitCode> {
     }
 }
 
-fn run_build(args: BuildArgs) -> Result<ExitCode> {
-    if let Some(jobs) = args.jobs {
+fn set_jobs(jobs: Option<usize>) -> Result<()> {
+    if let Some(jobs) = jobs {
         rayon::ThreadPoolBuilder::new()
             .num_threads(jobs.max(1))
             .build_global()
             .context("cannot start worker threads")?;
     }
+    Ok(())
+}
+
+fn run_synth(args: SynthArgs) -> Result<ExitCode> {
+    set_jobs(args.jobs)?;
+    let p = SynthConfig::preset(args.preset);
+    let cfg = SynthConfig {
+        classes: args.classes.unwrap_or(p.classes),
+        videos_per_class: args.videos.unwrap_or(p.videos_per_class),
+        val_per_class: args.val.unwrap_or(p.val_per_class),
+        width: args.width.unwrap_or(p.width),
+        height: args.height.unwrap_or(p.height),
+        fps: args.fps.unwrap_or(p.fps),
+        min_seconds: args.min_seconds.unwrap_or(p.min_seconds),
+        max_seconds: args.max_seconds.unwrap_or(p.max_seconds),
+        seed: args.seed,
+        crf: args.crf,
+    };
+    let bar = cvrl_tools::progress::Bar::new(args.quiet);
+    let s = synth(&cfg, &args.out, args.force, &bar)?;
+    println!(
+        "wrote {} videos, {} frames, {:.1} MB in {:.1} s: {} classes ({}) -> {}",
+        s.videos,
+        s.frames,
+        s.bytes as f64 / 1e6,
+        s.seconds,
+        s.classes.len(),
+        s.classes.join(", "),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_build(args: BuildArgs) -> Result<ExitCode> {
+    set_jobs(args.jobs)?;
     cvrl_tools::decode::init();
-    let inputs = Inputs::discover(&args.input, args.video_root.as_deref())?;
+    let mut inputs = Inputs::discover(&args.input, args.video_root.as_deref())?;
+    let factors = args.factors.clone().or_else(|| {
+        let auto = args.input.join(FACTORS_FILE);
+        (args.input.is_dir() && auto.is_file()).then_some(auto)
+    });
+    if let Some(csv) = &factors {
+        let m = inputs.attach_factors(csv)?;
+        println!(
+            "factors {} from {}: {} of {} videos labelled",
+            m.names.join(", "),
+            csv.display(),
+            m.matched,
+            inputs.videos.len()
+        );
+        if m.unmatched_count > 0 {
+            eprintln!(
+                "cvrl-shard: warning: {} rows of {} name no input video (first: {})",
+                m.unmatched_count,
+                csv.display(),
+                m.unmatched.join(", ")
+            );
+        }
+    }
     let cfg = BuildConfig {
         out: args.out.clone(),
         params: BuildParams {
