@@ -38,3 +38,11 @@ test: setup
 bench-shard: setup
     cargo build --release -p cvrl-tools --examples
     bash scripts/bench-shard.sh
+
+# Synthetic proxy dataset (`cvrl-shard synth --help`): 10 object x motion classes, 600 H.264 videos at 128x128 (preset cpu; gpu: 20 classes x 200 at 160x160), sharded into OUT/shards/train and OUT/shards/val with each video's factors in the index.
+proxy-data preset="cpu" out="data/proxy" seed="0": setup
+    cargo build --release -p cvrl-tools
+    ./target/release/cvrl-shard synth {{out}}/videos --preset {{preset}} --seed {{seed}} --force
+    ./target/release/cvrl-shard build {{out}}/videos/train {{out}}/shards/train --short-side 0 --force
+    ./target/release/cvrl-shard build {{out}}/videos/val {{out}}/shards/val --short-side 0 --force
+    @echo "proxy data done: videos in {{out}}/videos, shards in {{out}}/shards/train and {{out}}/shards/val"
