@@ -39,6 +39,11 @@ bench-shard: setup
     cargo build --release -p cvrl-tools --examples
     bash scripts/bench-shard.sh
 
+# Trainer benchmark: step time of cvrl-train's step against the same model in PyTorch eager, and data wait with the real loader (needs `just demo`).
+bench-train: setup
+    cargo build --release -p cvrl-trainer --example bench_step --bin cvrl-train
+    bash scripts/bench-train.sh
+
 # Synthetic proxy dataset (`cvrl-shard synth --help`): 10 object x motion classes, 600 H.264 videos at 128x128 (preset cpu; gpu: 20 classes x 200 at 160x160), sharded into OUT/shards/train and OUT/shards/val with each video's factors in the index.
 proxy-data preset="cpu" out="data/proxy" seed="0": setup
     cargo build --release -p cvrl-tools

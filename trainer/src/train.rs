@@ -778,6 +778,8 @@ pub struct Stepper {
     micro_batch: usize,
     /// `[3, T, S, S]`.
     clip: [i64; 4],
+    /// The pinned host buffer CUDA uploads go through (see [`Stepper::upload`]).
+    pinned: Option<Tensor>,
 }
 
 impl Stepper {
@@ -835,6 +837,7 @@ impl Stepper {
             accumulate: cfg.accumulate.max(1),
             micro_batch: cfg.micro_batch(),
             clip: [3, t, s, s],
+            pinned: None,
         })
     }
 
@@ -869,29 +872,42 @@ impl Stepper {
     }
 
     /// The two views of a micro-batch, one after the other, as `u8` `[2m, 3, T, S, S]` on
-    /// the device. On CUDA both go into one pinned (page-locked) host buffer and are copied
-    /// without blocking, so the copy overlaps the GPU's work and the host does not wait for
-    /// it; the CPU path makes the tensor from the bytes and is done.
-    fn upload(&self, micro: &MicroBatch<'_>) -> Tensor {
+    /// the device. The CPU path makes the tensor from the bytes and is done.
+    ///
+    /// On CUDA both views go into one pinned (page-locked) host buffer, kept for the whole
+    /// run, and are copied from it without blocking: a DMA straight from the buffer, with no
+    /// staging copy. The buffer is pinned once because tch's `pin_memory` always passes the
+    /// device argument, which libtorch 2.x answers with a deprecation warning per call. The
+    /// next write into it must wait for this copy, so the device is synchronised right after
+    /// queueing it and before the forward pass is queued: nothing is behind the copy on the
+    /// stream, so the GPU loses no time, while the host's write of the next micro-batch
+    /// overlaps this one's forward and backward passes.
+    fn upload(&mut self, micro: &MicroBatch<'_>) -> Tensor {
         let [c, t, s, _] = self.clip;
         let m = (micro.view_a.len() / (c * t * s * s) as usize) as i64;
-        if !self.device.is_cuda() {
+        let Device::Cuda(index) = self.device else {
             let view = |v: &[u8]| Tensor::from_slice(v).view([m, c, t, s, s]);
             return Tensor::cat(&[view(micro.view_a), view(micro.view_b)], 0);
-        }
-        let host =
-            Tensor::empty([2 * m, c, t, s, s], (Kind::Uint8, Device::Cpu)).pin_memory(self.device);
+        };
         let (a, b) = (micro.view_a.len(), micro.view_b.len());
+        if self.pinned.as_ref().is_none_or(|p| p.numel() != a + b) {
+            let host = Tensor::empty([(a + b) as i64], (Kind::Uint8, Device::Cpu));
+            self.pinned = Some(host.pin_memory(self.device));
+        }
+        let host = self.pinned.as_ref().expect("allocated above");
         assert!(host.is_contiguous() && host.numel() == a + b, "pinned buffer of the batch size");
-        // SAFETY: `host` is a fresh, contiguous u8 CPU tensor of exactly `a + b` bytes that
-        // nothing else references yet; the two slices are outside it.
+        // SAFETY: `host` is a contiguous u8 CPU tensor of exactly `a + b` bytes, owned by this
+        // stepper, and no copy from it is in flight (the previous upload synchronised); the
+        // two slices are outside it.
         unsafe {
             let dst = host.data_ptr() as *mut u8;
             std::ptr::copy_nonoverlapping(micro.view_a.as_ptr(), dst, a);
             std::ptr::copy_nonoverlapping(micro.view_b.as_ptr(), dst.add(a), b);
         }
-        // The caching host allocator keeps the pinned block from reuse until the copy is done.
-        host.to_device_(self.device, Kind::Uint8, true, false)
+        let clips =
+            host.view([2 * m, c, t, s, s]).to_device_(self.device, Kind::Uint8, true, false);
+        Cuda::synchronize(index as i64);
+        clips
     }
 
     /// Forward and backward pass of one micro-batch (of `batch_size / accumulate` videos).
@@ -912,8 +928,8 @@ impl Stepper {
                 if self.net_is_supervised() { " and a label per video" } else { "" }
             )));
         }
+        let clips = catch_torch(|| self.upload(micro)).map_err(|m| self.failure(step, &m))?;
         let result = catch_torch(|| {
-            let clips = self.upload(micro);
             let mut xs = clips_to_input(&clips, self.device)?;
             if self.channels_last {
                 xs = to_channels_last(&xs);

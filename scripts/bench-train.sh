@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Trainer benchmark (`just bench-train`): the step time of the Rust trainer
+# (trainer/examples/bench_step.rs: the real Stepper on random clips) against the same
+# R3D + projection head + InfoNCE + SGD in PyTorch eager (scripts/bench-train.py), same
+# device, batch and input, in the default layout and channels-last; then cvrl-train itself
+# on the demo shards for the data-wait fraction with the real loader. Prints one markdown
+# table (also written to data/bench-train/report.md) and one verdict line per target:
+# step time within 10% of PyTorch, data wait under 5%.
+#
+# Knobs (environment): BENCH_DEVICE (cpu or cuda, default cpu), BENCH_THREADS (libtorch CPU
+# threads, default 2), BENCH_MODEL (r3d18), BENCH_WIDTH (base width, 32), BENCH_FRAMES (8),
+# BENCH_CROP (64), BENCH_BATCH (videos per step, 8), BENCH_STEPS (timed steps per run, 4),
+# BENCH_WARMUP (2), BENCH_ROUNDS (alternating rounds of each implementation, 3),
+# BENCH_TRAIN_STEPS (cvrl-train steps, 12), BENCH_WORKERS (loader threads, 2).
+# Needs data/demo/shards (`just demo`). About 5 minutes on 2 shared cores, after the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICE=${BENCH_DEVICE:-cpu}
+THREADS=${BENCH_THREADS:-2}
+MODEL=${BENCH_MODEL:-r3d18}
+WIDTH=${BENCH_WIDTH:-32}
+FRAMES=${BENCH_FRAMES:-8}
+CROP=${BENCH_CROP:-64}
+BATCH=${BENCH_BATCH:-8}
+STEPS=${BENCH_STEPS:-4}
+WARMUP=${BENCH_WARMUP:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
+TRAIN_STEPS=${BENCH_TRAIN_STEPS:-12}
+WORKERS=${BENCH_WORKERS:-2}
+SHARDS=data/demo/shards
+OUT=data/bench-train
+PY=.venv/bin/python
+STARTED=$(date +%s)
+
+log() { echo "bench-train: [$(( $(date +%s) - STARTED ))s] $*" >&2; }
+die() { echo "bench-train: error: $*" >&2; exit 1; }
+
+[ -d "$SHARDS" ] || die "$SHARDS is missing: run \`just demo\` first"
+[ -x target/release/examples/bench_step ] && [ -x target/release/cvrl-train ] ||
+  die "build first: cargo build --release -p cvrl-trainer --example bench_step --bin cvrl-train"
+mkdir -p "$OUT"
+RESULTS=$OUT/steps.jsonl
+: >"$RESULTS"
+
+common=(--base-width "$WIDTH" --frames "$FRAMES" --crop "$CROP" --batch-size "$BATCH"
+  --warmup "$WARMUP" --steps "$STEPS" --device "$DEVICE" --threads "$THREADS")
+depth=${MODEL#r3d}
+# Alternate the implementations so that a busy moment of a shared machine hits both alike.
+for round in $(seq "$ROUNDS"); do
+  for layout in default channels_last; do
+    flag=()
+    [ "$layout" = channels_last ] && flag=(--channels-last)
+    log "round $round/$ROUNDS, $layout: rust"
+    target/release/examples/bench_step --model "$MODEL" "${common[@]}" "${flag[@]}" >>"$RESULTS"
+    log "round $round/$ROUNDS, $layout: pytorch"
+    "$PY" scripts/bench-train.py --depth "$depth" "${common[@]}" "${flag[@]}" >>"$RESULTS"
+  done
+done
+
+log "cvrl-train on $SHARDS: $TRAIN_STEPS steps, $WORKERS loader workers"
+rm -rf "$OUT/run"
+target/release/cvrl-train --shards "$SHARDS" --out "$OUT/run" --model "$MODEL" \
+  --base-width "$WIDTH" --frames "$FRAMES" --crop "$CROP" --batch-size "$BATCH" \
+  --steps "$TRAIN_STEPS" --workers "$WORKERS" --threads "$THREADS" --device "$DEVICE" \
+  --checkpoint-every 0 --quiet
+
+"$PY" - "$RESULTS" "$OUT/run/log.jsonl" "$WARMUP" <<'PY' | tee "$OUT/report.md"
+import json, statistics as st, sys
+
+steps, log, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3])
+runs = [json.loads(line) for line in open(steps)]
+by = {}
+for r in runs:
+    by.setdefault((r["impl"], r["channels_last"]), []).extend(r["step_s"])
+first = runs[0]
+clips = first["clips"]
+print(f"{first['model']}, {clips} clips of {'x'.join(map(str, first['input']))} per step, "
+      f"{first['device']}, {first['threads']} threads; "
+      f"{len(runs) // 4} rounds x {len(first['step_s'])} timed steps per implementation and layout\n")
+print("| implementation | layout | median s/step | best s/step | clips/s (median) | vs PyTorch, same layout (median) |")
+print("|---|---|---:|---:|---:|---:|")
+med = {k: st.median(v) for k, v in by.items()}
+for (impl, cl) in [("rust", False), ("pytorch", False), ("rust", True), ("pytorch", True)]:
+    if (impl, cl) not in by:
+        continue
+    m, best = med[(impl, cl)], min(by[(impl, cl)])
+    ratio = m / med[("pytorch", cl)]
+    print(f"| {'cvrl (tch)' if impl == 'rust' else 'PyTorch eager'} | {'channels_last_3d' if cl else 'contiguous'} "
+          f"| {m:.3f} | {best:.3f} | {clips / m:.1f} | {ratio:.2f}x |")
+
+rows = [json.loads(line) for line in open(log)]
+timed = rows[warmup:] if len(rows) > warmup else rows
+wait = sum(r["data_wait"] * r["step_time_s"] for r in timed) / sum(r["step_time_s"] for r in timed)
+step = st.median(r["step_time_s"] for r in timed)
+print(f"\ncvrl-train with the real loader on the demo shards: median {step:.3f} s/step "
+      f"({clips / step:.1f} clips/s) over steps {warmup}..{len(rows) - 1}, data wait {100 * wait:.1f}% of the step time\n")
+ratio = med[("rust", False)] / med[("pytorch", False)]
+best_ratio = min(med[("rust", True)], med[("rust", False)]) / min(med[("pytorch", True)], med[("pytorch", False)])
+print(f"verdict: step time {ratio:.2f}x PyTorch eager in the default layout, "
+      f"{best_ratio:.2f}x best layout against best layout (target: within 1.10x): "
+      f"{'met' if max(ratio, best_ratio) <= 1.10 else 'NOT met'}")
+print(f"verdict: data wait {100 * wait:.1f}% (target: under 5%): {'met' if wait < 0.05 else 'NOT met'}")
+PY
+log "done; report in $OUT/report.md"

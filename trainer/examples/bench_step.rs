@@ -1,0 +1,102 @@
+//! Training-step benchmark, the Rust half of `just bench-train` (scripts/bench-train.sh runs
+//! it, its PyTorch peer scripts/bench-train.py and `cvrl-train` on the demo shards, and
+//! prints one table): the time of one optimiser step of the real trainer ([`Stepper`]: u8
+//! upload, [0, 1] scaling, R3D + projection head forward, InfoNCE, backward, SGD update,
+//! loss read back) on random clips, so that no loader time is in it.
+//!
+//! Prints one JSON object: the configuration and every timed step's seconds.
+//!
+//! ```sh
+//! cargo run --release -p cvrl-trainer --example bench_step -- --base-width 32 --steps 5
+//! ```
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use cvrl_trainer::train::{Arch, DeviceChoice, MicroBatch, RunLength, Stepper, TrainConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Times training steps of the Rust trainer on random clips.
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "r3d18")]
+    model: Arch,
+    #[arg(long, default_value_t = 32)]
+    base_width: u32,
+    #[arg(long, default_value_t = 8)]
+    frames: u32,
+    #[arg(long, default_value_t = 64)]
+    crop: u32,
+    /// Videos per step (two clips each).
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Untimed steps first (allocator, cuDNN autotuning).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    #[arg(long)]
+    channels_last: bool,
+    #[arg(long)]
+    fp32: bool,
+    /// libtorch CPU threads (default: libtorch's).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
+    }
+    let cfg = TrainConfig {
+        model: args.model,
+        base_width: args.base_width,
+        frames: args.frames,
+        crop: args.crop,
+        batch_size: args.batch_size,
+        length: RunLength::Steps(1),
+        device: args.device,
+        channels_last: args.channels_last,
+        fp32: args.fp32,
+        ..TrainConfig::cpu_demo(Vec::new(), PathBuf::new())
+    };
+    let mut stepper = Stepper::new(&cfg, None).context("building the model")?;
+    let clip = 3 * (args.frames * args.crop * args.crop) as usize;
+    // Deterministic noise, different for each view and step, made before timing.
+    let views: Vec<Vec<u8>> = (0..2 * (args.warmup + args.steps) as u64)
+        .map(|k| {
+            (0..(clip * args.batch_size) as u64)
+                .map(|i| ((i ^ (k << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+                .collect()
+        })
+        .collect();
+    let mut times = Vec::new();
+    let mut last_loss = 0.0;
+    for s in 0..args.warmup + args.steps {
+        let t0 = Instant::now();
+        stepper.zero_grad();
+        let micro = MicroBatch { view_a: &views[2 * s], view_b: &views[2 * s + 1], labels: None };
+        let loss = stepper.backward(s as u64, &micro)?;
+        last_loss = stepper.update(s as u64, 1e-3, &[loss])?;
+        if s >= args.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let out = serde_json::json!({
+        "impl": "rust",
+        "device": cvrl_trainer::device::describe(stepper.device()),
+        "model": cfg.model_description(),
+        "channels_last": args.channels_last,
+        "clips": 2 * args.batch_size,
+        "input": [args.frames, args.crop, args.crop],
+        "threads": tch::get_num_threads(),
+        "step_s": times,
+        "last_loss": last_loss,
+    });
+    println!("{out}");
+    Ok(())
+}
