@@ -36,6 +36,9 @@ pub enum IntervalDistribution {
     /// The reference's family: density `∝ 1 - x^p`, `p > 0` (`p = 1` is `Decreasing`;
     /// larger `p` flattens it towards uniform).
     Power(f64),
+    /// Gap 0: both clips start at the same frame and differ only by their spatial
+    /// augmentation (the paper's spatial-only ablation; not a CVRL setting).
+    Same,
 }
 
 impl IntervalDistribution {
@@ -47,6 +50,7 @@ impl IntervalDistribution {
             IntervalDistribution::Uniform => x,
             IntervalDistribution::Increasing => x * x,
             IntervalDistribution::Power(p) => (x * (p + 1.0) - x.powf(p + 1.0)) / p,
+            IntervalDistribution::Same => 1.0,
         }
     }
 
@@ -56,6 +60,7 @@ impl IntervalDistribution {
             IntervalDistribution::Decreasing => 1.0 - (1.0 - u).sqrt(),
             IntervalDistribution::Uniform => u,
             IntervalDistribution::Increasing => u.sqrt(),
+            IntervalDistribution::Same => 0.0,
             IntervalDistribution::Power(_) => {
                 // No closed form: bisection, as the reference does (50 steps: below f64 precision).
                 let (mut lo, mut hi) = (0.0, 1.0);
@@ -81,12 +86,13 @@ impl FromStr for IntervalDistribution {
             "decreasing" => Ok(IntervalDistribution::Decreasing),
             "uniform" => Ok(IntervalDistribution::Uniform),
             "increasing" => Ok(IntervalDistribution::Increasing),
+            "same" => Ok(IntervalDistribution::Same),
             other => {
                 let p = other.strip_prefix("power:").and_then(|p| p.parse::<f64>().ok());
                 match p {
                     Some(p) if p > 0.0 && p.is_finite() => Ok(IntervalDistribution::Power(p)),
                     _ => Err(format!(
-                        "{other:?}: expected decreasing, uniform, increasing or power:P with P > 0"
+                        "{other:?}: expected decreasing, uniform, increasing, power:P with P > 0, or same"
                     )),
                 }
             }
@@ -101,6 +107,7 @@ impl fmt::Display for IntervalDistribution {
             IntervalDistribution::Uniform => f.write_str("uniform"),
             IntervalDistribution::Increasing => f.write_str("increasing"),
             IntervalDistribution::Power(p) => write!(f, "power:{p}"),
+            IntervalDistribution::Same => f.write_str("same"),
         }
     }
 }
@@ -160,7 +167,10 @@ pub fn sample_pair<R: Rng + ?Sized>(
     let len = len.max(1);
     let span = clip.span(fps);
     if len <= span {
-        return PairStarts { first: rng.random_range(0..len), second: rng.random_range(0..len) };
+        let first = rng.random_range(0..len);
+        let second =
+            if dist == IntervalDistribution::Same { first } else { rng.random_range(0..len) };
+        return PairStarts { first, second };
     }
     let max_offset = len - span;
     let delta = ((dist.inverse_cdf(rng.random::<f64>()) * f64::from(max_offset)) as u32)
@@ -327,6 +337,23 @@ mod tests {
         assert_eq!(linspace_starts(&clip, 10, 25.0, 3), vec![0, 0, 0]);
         let mut r = rng();
         assert!((0..100).all(|_| sample_single(&mut r, &clip, 40, 25.0) <= 9));
+    }
+
+    #[test]
+    fn same_gives_one_start_for_both_clips_at_any_length() {
+        let clip = ClipSpec::default();
+        let mut r = rng();
+        let starts: Vec<PairStarts> = [5u32, 40, 400]
+            .iter()
+            .flat_map(|&len| {
+                (0..200)
+                    .map(|_| sample_pair(&mut r, IntervalDistribution::Same, &clip, len, 25.0))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(starts.iter().all(|p| p.first == p.second));
+        assert!(starts.iter().any(|p| p.first > 0), "the start itself is still random");
+        assert_eq!("same".parse::<IntervalDistribution>(), Ok(IntervalDistribution::Same));
     }
 
     #[test]
