@@ -121,6 +121,10 @@ impl std::fmt::Display for VideoReport<'_> {
         let index = r.label_index.map_or("-".to_string(), |i| i.to_string());
         let (label, split) = (r.label.as_deref().unwrap_or("-"), r.split.as_deref().unwrap_or("-"));
         writeln!(f, "  label       {label} (index {index}), split {split}")?;
+        if !r.factors.is_empty() {
+            let factors: Vec<String> = r.factors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(f, "  factors     {}", factors.join(", "))?;
+        }
         writeln!(
             f,
             "  frames      {} x {}x{} {}, {}/{} fps, {:.2} s",

@@ -30,8 +30,9 @@ enum Command {
     /// and redoes only the rest; rerunning a finished build does nothing.
     Build(BuildArgs),
     /// Generate the synthetic proxy dataset: H.264 mp4s in the Kinetics class-folder layout
-    /// (OUT/train/<class>/*.mp4, OUT/val/<class>/*.mp4) plus OUT/factors.csv, to shard with
-    /// `cvrl-shard build OUT/train ...` like any dataset.
+    /// (OUT/train/<class>/*.mp4, OUT/val/<class>/*.mp4), to shard with `cvrl-shard build
+    /// OUT/train ...` like any dataset. Each video's object, motion and colour go to
+    /// factors.csv (in OUT and in each split folder), which `build` stores as index columns.
     ///
     /// A class is an object kind doing a motion pattern (`disc_horizontal`, `square_spin`...),
     /// chosen so that each object and each motion appear in several classes: neither alone
