@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, VarStore};
 use tch::{Cuda, Device, Kind, TchError, Tensor};
 
-use crate::augment::{augment, AugmentConfig};
+use crate::augment::{augment, AugmentConfig, CropMode};
 use crate::checkpoint::{self, CheckpointError, CheckpointState};
 use crate::loader::{ClipTransform, Loader, LoaderConfig};
 use crate::loss::cross_entropy;
@@ -234,6 +234,9 @@ pub struct TrainConfig {
     pub temperature: f64,
     #[serde(with = "as_string")]
     pub interval: IntervalDistribution,
+    /// The spatial augmentation of the clips (CVRL's, or an ablation).
+    #[serde(default, with = "as_string")]
+    pub augmentation: Augmentation,
     pub seed: u64,
     /// Loader threads.
     pub workers: usize,
@@ -281,6 +284,7 @@ impl TrainConfig {
             lars_eta: 0.001,
             temperature: 0.1,
             interval: IntervalDistribution::Decreasing,
+            augmentation: Augmentation::Cvrl,
             seed: 0,
             workers: 4,
             prefetch: 2,
@@ -595,6 +599,41 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |error| TrainError::Io { path: path.to_path_buf(), error }
 }
 
+/// Which spatial augmentation the clips get: CVRL's, or one of the paper's ablations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Augmentation {
+    /// The reference's two views, every random parameter drawn once per clip.
+    #[default]
+    Cvrl,
+    /// The same views with parameters drawn for every frame (temporally inconsistent).
+    PerFrame,
+    /// None: every frame resized whole (the centred square of its short side), so the two
+    /// clips differ only in time (the temporal-only ablation).
+    None,
+}
+
+impl FromStr for Augmentation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cvrl" => Ok(Augmentation::Cvrl),
+            "per-frame" => Ok(Augmentation::PerFrame),
+            "none" => Ok(Augmentation::None),
+            other => Err(format!("{other:?}: expected cvrl, per-frame or none")),
+        }
+    }
+}
+
+impl fmt::Display for Augmentation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Augmentation::Cvrl => "cvrl",
+            Augmentation::PerFrame => "per-frame",
+            Augmentation::None => "none",
+        })
+    }
+}
+
 /// CVRL's two augmented views as a [`ClipTransform`]: the stored frames of one clip become
 /// `u8` RGB `[3, T, S, S]` by [`augment`], with the reference's asymmetric pair of configs
 /// ([`AugmentConfig::first_view`] for the first clip of a pair, blur always;
@@ -630,6 +669,25 @@ impl AugmentTransform {
             AugmentConfig { out_size, ..a },
             AugmentConfig { out_size, ..b },
         ])
+    }
+
+    /// The views `augmentation` names, at `out_size²` pixels.
+    pub fn for_run(augmentation: Augmentation, out_size: u32) -> Self {
+        let [a, b] = AugmentTransform::new(out_size).views;
+        match augmentation {
+            Augmentation::Cvrl => AugmentTransform::with_views([a, b]),
+            Augmentation::PerFrame => AugmentTransform::with_views([
+                AugmentConfig { consistent: false, ..a },
+                AugmentConfig { consistent: false, ..b },
+            ]),
+            Augmentation::None => {
+                let whole = AugmentConfig {
+                    crop: CropMode::Center { fraction: 1.0 },
+                    ..AugmentConfig::eval(out_size)
+                };
+                AugmentTransform::with_views([whole, whole])
+            }
+        }
     }
 
     /// Other augmentations (both must have the same `out_size`).
@@ -1040,7 +1098,8 @@ pub fn train(
     resume: Option<&Path>,
     reporter: &mut dyn Reporter,
 ) -> Result<Summary, TrainError> {
-    train_with(cfg, resume, reporter, Arc::new(AugmentTransform::new(cfg.crop)))
+    let transform = AugmentTransform::for_run(cfg.augmentation, cfg.crop);
+    train_with(cfg, resume, reporter, Arc::new(transform))
 }
 
 /// [`train`] with another clip transform (an augmentation ablation, or a milder one for
@@ -1260,6 +1319,29 @@ fn video_labels(cfg: &TrainConfig, set: &ShardSet) -> Result<Vec<i64>, TrainErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn augmentation_ablations_set_the_views_they_name() {
+        for a in [Augmentation::Cvrl, Augmentation::PerFrame, Augmentation::None] {
+            assert_eq!(a.to_string().parse::<Augmentation>(), Ok(a));
+        }
+        assert!("sideways".parse::<Augmentation>().is_err());
+        let cvrl = AugmentTransform::for_run(Augmentation::Cvrl, 32).views;
+        assert_eq!(cvrl, AugmentTransform::new(32).views);
+        assert!(cvrl.iter().all(|v| v.consistent));
+        let per_frame = AugmentTransform::for_run(Augmentation::PerFrame, 32).views;
+        assert!(per_frame.iter().all(|v| !v.consistent));
+        assert_eq!(per_frame[0], AugmentConfig { consistent: false, ..cvrl[0] });
+        let none = AugmentTransform::for_run(Augmentation::None, 32).views;
+        for v in none {
+            assert_eq!(v.crop, CropMode::Center { fraction: 1.0 });
+            assert_eq!(
+                (v.flip_p, v.jitter_p, v.grayscale_p, v.blur_p, v.solarize_p),
+                (0.0, 0.0, 0.0, 0.0, 0.0)
+            );
+            assert_eq!(v.out_size, 32);
+        }
+    }
 
     #[test]
     fn the_augment_transform_gives_the_first_clip_of_a_pair_the_first_view() {

@@ -14,7 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use cvrl_trainer::optim::OptimizerKind;
 use cvrl_trainer::sampler::IntervalDistribution;
 use cvrl_trainer::train::{
-    train, Arch, DeviceChoice, Plan, Reporter, RunLength, StepLog, TrainConfig,
+    train, Arch, Augmentation, DeviceChoice, Plan, Reporter, RunLength, StepLog, TrainConfig,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -81,9 +81,15 @@ struct Cli {
     /// Side of the square augmented frames, in pixels [paper: 224].
     #[arg(long, default_value_t = 64)]
     crop: u32,
-    /// How far apart the two clips of a video are: decreasing, uniform, increasing or power:P.
+    /// How far apart the two clips of a video are: decreasing, uniform, increasing or power:P
+    /// (CVRL's choices), or same (both clips from one start: the spatial-only ablation).
     #[arg(long, default_value = "decreasing")]
     interval_distribution: IntervalDistribution,
+    /// Spatial augmentation: cvrl (crop, flip, colour, grayscale, blur drawn once per clip),
+    /// per-frame (the same, drawn for every frame: the temporally inconsistent ablation) or
+    /// none (whole frames resized: the temporal-only ablation).
+    #[arg(long, default_value = "cvrl")]
+    augmentation: Augmentation,
 
     /// Videos per optimiser step; each gives two clips, all of them negatives for each other
     /// [paper: 1024]. The learning rate is scaled by this (the effective batch).
@@ -206,6 +212,7 @@ impl Cli {
             lars_eta: self.lars_eta,
             temperature: self.temperature,
             interval: self.interval_distribution,
+            augmentation: self.augmentation,
             seed: self.seed,
             workers: self.workers,
             prefetch: self.prefetch,
