@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Runs one of the proof-of-learning experiments of EXPERIMENTS.md on the proxy dataset
+# (`just proxy-data`): pretraining runs, linear probes, a report table and plots.
+#
+#   scripts/experiment.sh EXP [SEED...]     EXP: exp1 | exp2 | exp3; seeds default 0 1 2
+#
+# exp1: CVRL vs random init vs supervised, probed on the class and on each factor
+#       (object, motion): experiments 1 and 4.
+# exp2: interval distributions decreasing / uniform / increasing, same budget.
+# exp3: temporally consistent vs per-frame augmentation, spatial-only (both clips from the
+#       same start) and temporal-only (no spatial augmentation).
+#
+# Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 on
+# 8 x 32 x 32 clips; gpu: R3D-18 at width 64 on 16 x 112 x 112), EPOCHS overrides the
+# pretraining epochs, DATA the proxy shard sets (default data/proxy/shards), OUT the output
+# folder (default data/experiments). Finished runs and evaluations are skipped, so an
+# interrupted experiment continues where it stopped and experiments share runs.
+set -euo pipefail
+
+exp=${1:?usage: scripts/experiment.sh exp1|exp2|exp3 [SEED...]}
+shift
+seeds=("${@:-0 1 2}")
+read -r -a seeds <<<"${seeds[*]}"
+size=${SIZE:-cpu}
+data=${DATA:-data/proxy/shards}
+out=${OUT:-data/experiments}
+bin=${BIN:-target/release}
+
+case $size in
+cpu)
+    epochs=${EPOCHS:-20}
+    model=(--model r3d18 --base-width 16 --frames 8 --stride 2 --crop 32 --batch-size 32
+        --head-hidden-dim 256 --embedding-dim 64 --lr 2.0 --warmup-epochs 2 --device cpu)
+    views=(--train-clips 4 --temporal-views 4 --spatial-crops 1)
+    ;;
+gpu)
+    epochs=${EPOCHS:-60}
+    model=(--model r3d18 --base-width 64 --frames 16 --stride 2 --crop 112 --batch-size 128
+        --head-hidden-dim 2048 --embedding-dim 128 --lr 1.0 --warmup-epochs 3 --workers 12)
+    views=(--train-clips 4 --temporal-views 10 --spatial-crops 1)
+    ;;
+*)
+    echo "SIZE must be cpu or gpu, got $size" >&2
+    exit 2
+    ;;
+esac
+
+for split in train val; do
+    if [[ ! -f $data/$split/manifest.json ]]; then
+        echo "no proxy shard set in $data/$split: run \`just proxy-data\` first" >&2
+        exit 1
+    fi
+done
+
+runs=$out/runs-$size
+results=$out/$exp-$size/results
+mkdir -p "$runs" "$results"
+
+# pretrain NAME SEED [FLAGS...]: one cvrl-train run into $runs/NAME-sSEED, unless finished.
+pretrain() {
+    local name=$1 seed=$2
+    shift 2
+    local dir=$runs/$name-s$seed
+    if [[ -f $dir/encoder.safetensors ]]; then
+        echo "== $dir: done before"
+        return
+    fi
+    echo "== pretraining $dir"
+    rm -rf "$dir"
+    "$bin/cvrl-train" --shards "$data/train" --out "$dir" "${model[@]}" --epochs "$epochs" \
+        --seed "$seed" --checkpoint-every 0 --quiet "$@"
+}
+
+# probe LABEL RUN SEED TARGET [FLAGS...]: a linear probe, unless its result exists.
+probe() {
+    local label=$1 run=$2 seed=$3 target=$4
+    shift 4
+    if [[ -f $results/$label-linear-$target-seed$seed.json ]]; then
+        return
+    fi
+    "$bin/cvrl-eval" linear --run "$run" --train "$data/train" --val "$data/val" \
+        --target "$target" --seed "$seed" --name "$label" --out "$results" "${views[@]}" "$@" |
+        tail -n 3
+}
+
+case $exp in
+exp1)
+    for s in "${seeds[@]}"; do
+        pretrain cvrl "$s"
+        pretrain supervised "$s" --supervised
+        for target in class object motion; do
+            probe cvrl "$runs/cvrl-s$s" "$s" "$target"
+            probe supervised "$runs/supervised-s$s" "$s" "$target"
+            probe random-init "$runs/cvrl-s$s" "$s" "$target" --random-init
+        done
+    done
+    ;;
+exp2)
+    for s in "${seeds[@]}"; do
+        pretrain cvrl "$s" # decreasing, the default
+        probe decreasing "$runs/cvrl-s$s" "$s" class
+        for dist in uniform increasing; do
+            pretrain "$dist" "$s" --interval-distribution "$dist"
+            probe "$dist" "$runs/$dist-s$s" "$s" class
+        done
+    done
+    ;;
+exp3)
+    for s in "${seeds[@]}"; do
+        pretrain cvrl "$s"
+        probe consistent "$runs/cvrl-s$s" "$s" class
+        pretrain per-frame "$s" --augmentation per-frame
+        probe per-frame "$runs/per-frame-s$s" "$s" class
+        pretrain spatial-only "$s" --interval-distribution same
+        probe spatial-only "$runs/spatial-only-s$s" "$s" class
+        pretrain temporal-only "$s" --augmentation none
+        probe temporal-only "$runs/temporal-only-s$s" "$s" class
+    done
+    ;;
+*)
+    echo "unknown experiment $exp (exp1, exp2 or exp3)" >&2
+    exit 2
+    ;;
+esac
+
+report=$out/$exp-$size/report
+run_dirs=()
+for d in "$runs"/*-s*; do
+    [[ -f $d/log.jsonl ]] && run_dirs+=(--run "$d")
+done
+"$bin/cvrl-eval" report "$results"/*.json --out "$report" "${run_dirs[@]}" | tee "$report.md"
+echo "experiment $exp done: table $report.md, plots in $report"
