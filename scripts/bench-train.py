@@ -126,11 +126,11 @@ def main():
     views = [torch.randint(0, 256, (2 * b, 3, t, s, s), dtype=torch.uint8, generator=gen)
              for _ in range(args.warmup + args.steps)]
     cuda = dev.type == "cuda"
-    times = []
+    times, cpu_times = [], []
     for k, clips in enumerate(views):
         if cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x = clips.to(dev, non_blocking=True).float().div_(255).contiguous(memory_format=fmt)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             z = model(x)
@@ -141,11 +141,12 @@ def main():
         value = loss.item()
         if k >= args.warmup:
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
     print(json.dumps({
         "impl": "pytorch", "device": str(dev), "torch": torch.__version__,
         "model": f"r3d{args.depth} w{args.base_width}", "channels_last": args.channels_last,
         "clips": 2 * b, "input": [t, s, s], "threads": torch.get_num_threads(),
-        "step_s": times, "last_loss": value,
+        "step_s": times, "cpu_s": cpu_times, "last_loss": value,
     }))
 
 

@@ -4,7 +4,9 @@
 //! upload, [0, 1] scaling, R3D + projection head forward, InfoNCE, backward, SGD update,
 //! loss read back) on random clips, so that no loader time is in it.
 //!
-//! Prints one JSON object: the configuration and every timed step's seconds.
+//! Prints one JSON object: the configuration and every timed step's wall seconds and process
+//! CPU seconds (user + system, all threads; on a shared machine the CPU time of a 1-thread
+//! run is the steadier measure of the work a step takes).
 //!
 //! ```sh
 //! cargo run --release -p cvrl-trainer --example bench_step -- --base-width 32 --steps 5
@@ -47,6 +49,19 @@ struct Args {
     threads: Option<i32>,
 }
 
+/// User + system CPU time of this process so far, from `/proc/self/stat` (fields 14 and 15,
+/// in USER_HZ ticks, 100 per second on Linux); NaN where that file is missing.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    // The command name (field 2) may hold spaces; the fields after it are space-separated.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| rest.split_whitespace().nth(i).and_then(|v| v.parse::<f64>().ok());
+    match (field(11), field(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(n) = args.threads {
@@ -75,15 +90,18 @@ fn main() -> Result<()> {
         })
         .collect();
     let mut times = Vec::new();
+    let mut cpu_times = Vec::new();
     let mut last_loss = 0.0;
     for s in 0..args.warmup + args.steps {
         let t0 = Instant::now();
+        let c0 = cpu_seconds();
         stepper.zero_grad();
         let micro = MicroBatch { view_a: &views[2 * s], view_b: &views[2 * s + 1], labels: None };
         let loss = stepper.backward(s as u64, &micro)?;
         last_loss = stepper.update(s as u64, 1e-3, &[loss])?;
         if s >= args.warmup {
             times.push(t0.elapsed().as_secs_f64());
+            cpu_times.push(cpu_seconds() - c0);
         }
     }
     let out = serde_json::json!({
@@ -95,6 +113,7 @@ fn main() -> Result<()> {
         "input": [args.frames, args.crop, args.crop],
         "threads": tch::get_num_threads(),
         "step_s": times,
+        "cpu_s": cpu_times,
         "last_loss": last_loss,
     });
     println!("{out}");
