@@ -300,8 +300,8 @@ impl Reporter for Bar {
         ));
         if plan.accumulate > 1 {
             self.say(&format!(
-                "each step: {} passes of {} videos, gradients added (negatives and BatchNorm \
-                 statistics per pass)",
+                "each step: {} passes of {} videos, gradients added (BatchNorm statistics, \
+                 and CVRL's negatives, per pass)",
                 plan.accumulate, plan.micro_batch
             ));
         }
