@@ -44,6 +44,10 @@ bench-train: setup
     cargo build --release -p cvrl-trainer --example bench_step --bin cvrl-train
     bash scripts/bench-train.sh
 
+# Loader benchmark: clip pairs/s of the shard loader against decord, PyAV and torchcodec decoding the source mp4s, and against plain zstd (the floor).
+bench-loader: setup
+    bash scripts/bench-loader.sh
+
 # Synthetic proxy dataset (`cvrl-shard synth --help`): 10 object x motion classes, 600 H.264 videos at 128x128 (preset cpu; gpu: 20 classes x 200 at 160x160), sharded into OUT/shards/train and OUT/shards/val with each video's factors in the index.
 proxy-data preset="cpu" out="data/proxy" seed="0": setup
     cargo build --release -p cvrl-tools

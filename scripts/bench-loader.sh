@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Loader benchmark (`just bench-loader`): clip pairs per second of cvrl's training loader
+# reading shards, against on-the-fly decoding of the source mp4s by decord, PyAV and
+# torchcodec, and against the floor (plain zstd decompression of exactly the frames the
+# clips need). One run, one machine, one clip spec (2 clips x 16 frames at stride 2, 224x224
+# crop), the same source videos. Prints one markdown table (also written to
+# data/bench-loader/report.md) and one verdict line per target:
+#   - the loader >= 20x the best peer;   - the loader within 1.5x of the floor.
+#
+# Sources: 12 H.264 mp4s made here with ffmpeg (3 classes x 4: testsrc2, mandelbrot,
+# testsrc2 + temporal noise; 456x256, 25 fps, 10 s, libx264 crf 23, keyframe every 2 s),
+# stored at the shards' resolution so that every reader touches the same pixels. Sharded with
+# the release `cvrl-shard build` at its defaults (short side 256: no rescale).
+#
+# The Rust side is trainer/examples/bench_loader.rs, the peers scripts/bench_loader_peers.py
+# (installed by scripts/setup-bench.sh). The two alternate in BENCH_ROUNDS rounds and the
+# best of each row is kept, so that both see the same load from other processes.
+# Knobs (environment): BENCH_ROUNDS (default 2), BENCH_PAIRS (pairs per loader/floor
+# measurement, default 96), BENCH_PEER_PAIRS (per peer measurement, default 48),
+# BENCH_WORKERS (the "all cores" worker count, default nproc). About 5 minutes on 2 shared
+# cores after the build (BENCHMARKS.md, Loader).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+B=data/bench-loader
+ROUNDS=${BENCH_ROUNDS:-2}
+PAIRS=${BENCH_PAIRS:-96}
+PEER_PAIRS=${BENCH_PEER_PAIRS:-48}
+ALL=${BENCH_WORKERS:-$(nproc)}
+PY=.venv/bin/python
+SHARD=target/release/cvrl-shard
+BENCH=target/release/examples/bench_loader
+
+log() { echo "bench-loader: [$(($(date +%s) - STARTED))s] $*" >&2; }
+die() { echo "bench-loader: error: $*" >&2; exit 1; }
+command -v ffmpeg >/dev/null || die "ffmpeg not found (bash scripts/setup.sh installs it)"
+[ -x "$PY" ] || die "$PY missing (bash scripts/setup.sh makes the venv)"
+STARTED=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+bash scripts/setup-bench.sh
+log "building (release): cvrl-shard, examples/bench_loader"
+cargo build --release --quiet -p cvrl-tools --bin cvrl-shard
+cargo build --release --quiet -p cvrl-trainer --example bench_loader
+
+# --- Sources: 12 videos in 3 class folders, cached (stamp = this generation's recipe) -------
+V=$B/videos
+X264=(-c:v libx264 -preset medium -crf 23 -g 50 -pix_fmt yuv420p -threads 1 -an
+  -fflags +bitexact -flags:v +bitexact -map_metadata -1)
+RECIPE="456x256 r25 10s ${X264[*]} v1"
+if [ "$(cat "$V/.done" 2>/dev/null)" != "$RECIPE" ]; then
+  log "making 12 source videos (ffmpeg)"
+  rm -rf "$V"
+  mkdir -p "$V/testsrc2" "$V/mandelbrot" "$V/noisy"
+  ff() { ffmpeg -nostdin -hide_banner -loglevel error -y "$@"; }
+  for i in 0 1 2 3; do
+    ff -f lavfi -i "testsrc2=s=456x256:r=25:d=10" -vf "hue=h=$((i * 90))" "${X264[@]}" \
+      "$V/testsrc2/testsrc2_$i.mp4" &
+    ff -f lavfi -i "mandelbrot=s=456x256:r=25:start_x=-0.74$i:start_y=0.1$i:start_scale=3:end_scale=0.02" \
+      -t 10 "${X264[@]}" "$V/mandelbrot/mandelbrot_$i.mp4" &
+    wait
+    ff -f lavfi -i "testsrc2=s=456x256:r=25:d=10" -vf "hue=h=$((i * 90 + 45)),noise=alls=12:allf=t+u:all_seed=$i" \
+      "${X264[@]}" "$V/noisy/noisy_$i.mp4"
+  done
+  echo "$RECIPE" >"$V/.done"
+fi
+mapfile -t VIDEOS < <(find "$V" -name '*.mp4' | sort)
+SRC_BYTES=$(cat "${VIDEOS[@]}" | wc -c)
+
+# --- Shards (defaults), and a 1-video set for the index's fixed cost ------------------------
+log "sharding ${#VIDEOS[@]} videos (cvrl-shard build, defaults)"
+rm -rf "$B/shards" "$B/one" "$B/shards-one"
+T0=$(date +%s%N)
+"$SHARD" build "$V" "$B/shards" --force --quiet >/dev/null
+SHARD_MS=$((($(date +%s%N) - T0) / 1000000))
+mkdir -p "$B/one/testsrc2"
+ln "$V/testsrc2/testsrc2_0.mp4" "$B/one/testsrc2/"
+"$SHARD" build "$B/one" "$B/shards-one" --force --quiet >/dev/null
+INDEX_ONE=$(stat -c %s "$B/shards-one/index.parquet")
+
+# --- Rounds: the Rust rows, then the peers ---------------------------------------------------
+R=$B/results
+rm -rf "$R"
+mkdir -p "$R"
+for round in $(seq 1 "$ROUNDS"); do
+  log "round $round/$ROUNDS: loader and floor ($PAIRS pairs per row, 1 and $ALL workers)"
+  "$BENCH" "$B/shards" --pairs "$PAIRS" --workers "$ALL" --reps 1 >"$R/rust_$round.tsv"
+  log "round $round/$ROUNDS: peers ($PEER_PAIRS pairs per row, 1 and $ALL workers)"
+  "$PY" scripts/bench_loader_peers.py "${VIDEOS[@]}" --pairs "$PEER_PAIRS" --workers 1 "$ALL" \
+    --reps 1 >"$R/peers_$round.tsv"
+done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+MACHINE="$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(date -u +%Y-%m-%d), load average $LOAD_START at the start and $LOAD_END at the end"
+VERSIONS=$("$PY" -c "
+from importlib.metadata import version as v
+print(';'.join(f'{p}=={v(p)}' for p in ('decord', 'av', 'torchcodec', 'torch')))" 2>/dev/null || true)
+log "done; the table follows (also in $B/report.md)"
+"$PY" - "$R" "$ALL" "${#VIDEOS[@]}" "$SRC_BYTES" "$SHARD_MS" "$INDEX_ONE" "$MACHINE" "$VERSIONS" \
+  "$ROUNDS" <<'EOF' | tee "$B/report.md"
+import glob, sys
+from collections import defaultdict
+
+r, all_w, nvid, src_bytes, shard_ms, index_one, machine, versions, rounds = sys.argv[1:]
+all_w, nvid = int(all_w), int(nvid)
+best = {}          # (name, workers) -> best pairs/s by wall time
+best_cpu = {}      # (name, workers) -> best pairs per CPU second
+unavailable = {}
+info = defaultdict(list)
+for path in sorted(glob.glob(f"{r}/*.tsv")):
+    for line in open(path):
+        f = line.rstrip("\n").split("\t")
+        if f[0] == "row":
+            key, pairs, rate_wall, cpu = (f[1], int(f[2])), int(f[3]), float(f[5]), float(f[7])
+            best[key] = max(best.get(key, 0.0), rate_wall)
+            if cpu > 0:
+                best_cpu[key] = max(best_cpu.get(key, 0.0), pairs / cpu)
+        elif f[0] == "unavailable":
+            unavailable[f[1]] = f[2]
+        elif f[0] == "info":
+            info[f[1]].append(f[2])
+one = {k: v[0] for k, v in info.items()}
+low = lambda k: min(float(x) for x in info[k])
+ver = dict(x.split("==") for x in versions.split(";") if "==" in x)
+
+rows = [
+    ("loader", "cvrl `Loader` + `AugmentTransform` (the trainer's)", "shards",
+     "read frames (chunk CRC + decode); crop box (TF sampling) + bilinear resize to 224 from yuv420p, flip, colour jitter p=0.8, grayscale p=0.2, blur (view 1 always, view 2 p=0.1), solarize (view 2 p=0.2)"),
+    ("loader_cropflip", "cvrl `Loader`, crop + flip only", "shards",
+     "as above with jitter, grayscale, blur and solarize off: crop box + resize to 224 + flip"),
+    ("decord", f"decord {ver.get('decord', '?')}", "source mp4",
+     "open, `get_batch` of the 16 frames per clip (RGB, 1 thread); then the peers' common step*"),
+    ("pyav", f"PyAV {ver.get('av', '?')}", "source mp4",
+     "open, seek to the keyframe before each clip, decode forward to its last frame, RGB of the 16 needed; then the common step*"),
+    ("torchcodec", f"torchcodec {ver.get('torchcodec', '?')}", "source mp4",
+     "open (`seek_mode=approximate`, 1 FFmpeg thread), `get_frames_at` the 16 frames per clip; then the common step*"),
+    ("floor_yuv", "floor: plain zstd, yuv420p", "in memory",
+     "zstd -1 decompression of each clip's 16 stored frames (one zstd frame per clip), nothing else"),
+    ("floor_rgb", "floor: plain zstd, rgb24", "in memory",
+     "the same frames converted to rgb24 first (2x the bytes)"),
+]
+def rate(name, w):
+    return best.get((name, w))
+
+def crate(name, w):
+    return best_cpu.get((name, w))
+
+ws = [1] + ([all_w] if all_w > 1 else [])
+peers = ["decord", "pyav", "torchcodec"]
+wn = lambda w: f"{w} worker{'s' if w > 1 else ''}"
+print(f"Machine: {machine}. Best of {rounds} rounds per cell. Wall: pairs / wall seconds. "
+      "CPU: pairs / CPU seconds (user + system of every thread and worker process), which "
+      "other processes on a shared machine disturb less.\n")
+print("| what | reads | " + " | ".join(f"pairs/s wall, {wn(w)}" for w in ws) + " | "
+      + " | ".join(f"pairs per CPU s, {wn(w)}" for w in ws)
+      + " | loader / this, CPU 1 worker | loader / this, wall " + wn(ws[-1]) + " |")
+print("|---|---|" + "---:|" * (2 * len(ws) + 2))
+fmt = lambda x: f"{x:.2f}" if x else "-"
+ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
+for name, label, reads, work in rows:
+    if not any((name, w) in best for w in ws):
+        why = unavailable.get(name, "not measured").replace("|", "/")
+        print(f"| {label} | {reads} | unavailable: {why} |" + " - |" * (2 * len(ws) + 1))
+        continue
+    cells = [fmt(rate(name, w)) for w in ws] + [fmt(crate(name, w)) for w in ws]
+    cells += [ratio(crate("loader", 1), crate(name, 1)), ratio(rate("loader", ws[-1]), rate(name, ws[-1]))]
+    print(f"| {label} | {reads} | " + " | ".join(cells) + " |")
+print("\nWhat each row does per pair (2 clips of 16 frames at stride 2 from one video, starts "
+      "drawn with the decreasing gap distribution):\n")
+for name, label, reads, work in rows:
+    print(f"- {label}: {work}.")
+print("\n*The peers' common step (torch, 1 thread per worker): per clip a crop box of area "
+      "0.3-1 and aspect 0.5-2 (10 tries, else the whole frame), one bilinear resize to 224x224 "
+      "(antialias off), flip with p=0.5, uint8 [3, 16, 224, 224]. Peers run as W spawned "
+      "processes (like DataLoader workers) that open the video for each pair; the loader runs W "
+      "threads. The floor's clips are compressed beforehand, in memory.")
+
+n = int(one["breakdown_pairs"])
+read = low("read_ms_per_pair")
+decoded = int(one["decoded_bytes_per_pair"])
+floor_b = int(one["floor_yuv_bytes_per_pair"])
+print(f"\nWhere a 1-thread loader pair's CPU time goes (the same {n} pairs, one thread's CPU "
+      f"time, best of {rounds}): "
+      f"reading frames {read:.1f} ms (chunk CRC + decode + copy: {one['chunks_per_clip']} chunks "
+      f"per clip, {decoded / 1e6:.1f} MB decoded per pair = {decoded / floor_b:.2f}x the "
+      f"{floor_b / 1e6:.1f} MB the clips need, at {decoded / 1e3 / read:.0f} MB/s), full "
+      f"augmentation {low('augment_full_ms_per_pair'):.1f} ms, crop + flip only "
+      f"{low('augment_cropflip_ms_per_pair'):.1f} ms. Stored frames {one['stored_frame']}; "
+      f"compressed bytes read per pair: shards {int(one['chunk_compressed_bytes_per_pair']) / 1e6:.2f} MB, "
+      f"floor (zstd -1 of the needed frames only) {int(one['floor_yuv_compressed_bytes_per_pair']) / 1e6:.2f} MB.")
+disk = int(one["index_parquet_bytes"])
+marginal = (disk - int(index_one)) / max(nvid - 1, 1)
+print(f"\nIndex cost: index.parquet {disk} B for {nvid} videos = {disk // nvid} B/video "
+      f"(a 1-video index is {index_one} B, so each further video adds about {marginal:.0f} B); "
+      f"in memory {one['index_memory_bytes_per_video']} B/video ({one['index_row_inline_bytes']} B "
+      f"`VideoRow` inline + its strings + {one['index_chunks_per_video']} chunk entries of "
+      f"{one['index_chunk_entry_bytes']} B; allocator overhead not counted).")
+print(f"\nSources: {nvid} mp4s, {int(src_bytes) / 1e6:.1f} MB; `cvrl-shard build` took {int(shard_ms) / 1e3:.1f} s wall.")
+
+print("\n### Verdicts\n")
+# Judged on pairs per CPU second of the 1-worker runs (the sharder benchmark's rule on this
+# shared machine); the all-cores wall figures are printed beside them.
+W = ws[-1]
+l, lc = crate("loader", 1), crate("loader_cropflip", 1)
+pr = [(crate(p, 1), p) for p in peers if crate(p, 1)]
+if l and pr:
+    bp, bn = max(pr)
+    wl, wp = rate("loader", W), max((rate(p, W) or 0) for p in peers)
+    print(f"- >= 20x the best peer: {'MET' if l >= 20 * bp else 'MISSED'}: loader {l:.2f} vs {bn} "
+          f"{bp:.2f} pairs per CPU second = {l / bp:.2f}x (crop + flip only, the peers' work: "
+          f"{lc / bp:.2f}x; wall, {wn(W)}: {wl:.2f} vs {wp:.2f} pairs/s = {wl / wp:.2f}x)")
+fl = crate("floor_yuv", 1)
+if l and fl:
+    wl, wf = rate("loader", W), rate("floor_yuv", W)
+    print(f"- within 1.5x of the floor: {'MET' if fl <= 1.5 * l else 'MISSED'}: floor {fl:.1f} vs "
+          f"loader {l:.2f} pairs per CPU second: the loader is {fl / l:.1f}x slower (crop + flip "
+          f"only: {fl / lc:.1f}x; wall, {wn(W)}: {wf:.1f} vs {wl:.2f} pairs/s = {wf / wl:.1f}x)")
+EOF
