@@ -607,6 +607,10 @@ pub enum Augmentation {
     Cvrl,
     /// The same views with parameters drawn for every frame (temporally inconsistent).
     PerFrame,
+    /// CVRL's views at half the colour strength (jitter 0.4, 0.4, 0.4, 0.1) and without blur
+    /// or solarization, drawn once per clip: for small crops and short CPU runs, where the
+    /// full strength keeps the loss at chance level (see EXPERIMENTS.md). Not the reference.
+    Light,
     /// None: every frame resized whole (the centred square of its short side), so the two
     /// clips differ only in time (the temporal-only ablation).
     None,
@@ -618,8 +622,9 @@ impl FromStr for Augmentation {
         match s {
             "cvrl" => Ok(Augmentation::Cvrl),
             "per-frame" => Ok(Augmentation::PerFrame),
+            "light" => Ok(Augmentation::Light),
             "none" => Ok(Augmentation::None),
-            other => Err(format!("{other:?}: expected cvrl, per-frame or none")),
+            other => Err(format!("{other:?}: expected cvrl, per-frame, light or none")),
         }
     }
 }
@@ -629,6 +634,7 @@ impl fmt::Display for Augmentation {
         f.write_str(match self {
             Augmentation::Cvrl => "cvrl",
             Augmentation::PerFrame => "per-frame",
+            Augmentation::Light => "light",
             Augmentation::None => "none",
         })
     }
@@ -680,6 +686,18 @@ impl AugmentTransform {
                 AugmentConfig { consistent: false, ..a },
                 AugmentConfig { consistent: false, ..b },
             ]),
+            Augmentation::Light => {
+                let light = AugmentConfig {
+                    brightness: 0.4,
+                    contrast: 0.4,
+                    saturation: 0.4,
+                    hue: 0.1,
+                    blur_p: 0.0,
+                    solarize_p: 0.0,
+                    ..a
+                };
+                AugmentTransform::with_views([light, light])
+            }
             Augmentation::None => {
                 let whole = AugmentConfig {
                     crop: CropMode::Center { fraction: 1.0 },
@@ -1322,7 +1340,9 @@ mod tests {
 
     #[test]
     fn augmentation_ablations_set_the_views_they_name() {
-        for a in [Augmentation::Cvrl, Augmentation::PerFrame, Augmentation::None] {
+        for a in
+            [Augmentation::Cvrl, Augmentation::PerFrame, Augmentation::Light, Augmentation::None]
+        {
             assert_eq!(a.to_string().parse::<Augmentation>(), Ok(a));
         }
         assert!("sideways".parse::<Augmentation>().is_err());
@@ -1332,6 +1352,13 @@ mod tests {
         let per_frame = AugmentTransform::for_run(Augmentation::PerFrame, 32).views;
         assert!(per_frame.iter().all(|v| !v.consistent));
         assert_eq!(per_frame[0], AugmentConfig { consistent: false, ..cvrl[0] });
+        let light = AugmentTransform::for_run(Augmentation::Light, 32).views;
+        assert_eq!(light[0], light[1]);
+        assert_eq!((light[0].blur_p, light[0].solarize_p, light[0].hue), (0.0, 0.0, 0.1));
+        assert_eq!(
+            (light[0].area, light[0].flip_p, light[0].grayscale_p),
+            (cvrl[0].area, 0.5, 0.2)
+        );
         let none = AugmentTransform::for_run(Augmentation::None, 32).views;
         for v in none {
             assert_eq!(v.crop, CropMode::Center { fraction: 1.0 });

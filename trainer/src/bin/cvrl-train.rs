@@ -86,8 +86,9 @@ struct Cli {
     #[arg(long, default_value = "decreasing")]
     interval_distribution: IntervalDistribution,
     /// Spatial augmentation: cvrl (crop, flip, colour, grayscale, blur drawn once per clip),
-    /// per-frame (the same, drawn for every frame: the temporally inconsistent ablation) or
-    /// none (whole frames resized: the temporal-only ablation).
+    /// per-frame (the same, drawn for every frame: the temporally inconsistent ablation),
+    /// light (half-strength colour, no blur or solarization: for small CPU runs, not the
+    /// reference) or none (whole frames resized: the temporal-only ablation).
     #[arg(long, default_value = "cvrl")]
     augmentation: Augmentation,
 
