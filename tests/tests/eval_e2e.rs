@@ -165,13 +165,15 @@ fn linear_knn_random_init_factors_cache_and_report() {
     let motions = motion["report"]["scores"]["names"].as_array().unwrap();
     assert!(motions.len() >= 2 && motions.len() <= 4, "{motions:?}");
     assert_eq!(motion["report"]["data"]["target"], "motion");
+    let count = std::fs::read_dir(out.join("cache")).unwrap().count();
+    assert_eq!(count, 2, "one extraction serves every target");
 
     let random = eval("linear", &run_dir, &sets, &out, &["--epochs", "10", "--random-init"]);
     assert_eq!(random["label"], "random-init");
     assert_eq!(random["report"]["encoder"], "random init (seed 0)");
     assert_eq!(
         std::fs::read_dir(out.join("cache")).unwrap().count(),
-        6,
+        4,
         "random init has its own features"
     );
 

@@ -1,7 +1,8 @@
 //! Pooled backbone features of every video of a shard set: computed once by the frozen
 //! encoder (eval-mode BatchNorm, no gradients), then cached as safetensors under a key made
-//! of the weights' digest, the set's contents (video ids and record checksums), the views and
-//! the label target, so a changed checkpoint, set or sampling never reuses stale features.
+//! of the weights' digest, the set's contents (video ids and record checksums) and the views,
+//! so a changed checkpoint, set or sampling never reuses stale features; the labels are
+//! read from the index each time, so every target shares one extraction.
 
 use std::fmt;
 use std::fs;
@@ -121,7 +122,8 @@ pub fn features(
 ) -> Result<Features, EvalError> {
     spec.validate()?;
     let (labels, names) = labels(set, target, names)?;
-    let key = digest(format!("{}|{}|{spec}|{target}", encoder.digest, set_digest(set)));
+    // The labels are not part of the key: one extraction serves every target.
+    let key = digest(format!("{}|{}|{spec}", encoder.digest, set_digest(set)));
     let path = cache.map(|dir| dir.join(format!("features-{key}.safetensors")));
     if let Some(data) = path.as_deref().and_then(read_cached) {
         if data.size()[0] == labels.len() as i64 {
