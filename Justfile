@@ -14,7 +14,7 @@ default:
 setup:
     @bash scripts/setup.sh
 
-# End to end on generated sample videos: shard, inspect, verify, contact sheet, then train a few CVRL steps on CPU.
+# End to end on generated sample videos: shard, inspect, verify, contact sheet, train a few CVRL steps on CPU, then a kNN probe.
 demo: setup
     bash scripts/make-test-videos.sh {{demo_dir}}
     cargo build --release -p cvrl-tools -p cvrl-trainer
@@ -24,7 +24,9 @@ demo: setup
     ./target/release/cvrl-inspect {{demo_dir}}/shards --video juggling/long_640x360 --contact-sheet {{demo_dir}}/contact-sheet.png
     rm -rf {{demo_dir}}/run
     ./target/release/cvrl-train --shards {{demo_dir}}/shards --out {{demo_dir}}/run --steps 10 --batch-size 4 --crop 64 --frames 8 --checkpoint-every 10
-    @echo "demo done: shards in {{demo_dir}}/shards, contact sheet {{demo_dir}}/contact-sheet.png, training log {{demo_dir}}/run/log.jsonl"
+    # Nine videos: the same set fits and scores the probe, to show the pipeline, not accuracy.
+    ./target/release/cvrl-eval knn --run {{demo_dir}}/run --train {{demo_dir}}/shards --val {{demo_dir}}/shards --k 3 --temporal-views 2 --spatial-crops 1
+    @echo "demo done: shards in {{demo_dir}}/shards, contact sheet {{demo_dir}}/contact-sheet.png, training log {{demo_dir}}/run/log.jsonl, evaluation in {{demo_dir}}/run/eval"
 
 # The whole test suite: formatting, clippy with warnings as errors, every test.
 test: setup
@@ -55,3 +57,18 @@ proxy-data preset="cpu" out="data/proxy" seed="0": setup
     ./target/release/cvrl-shard build {{out}}/videos/train {{out}}/shards/train --short-side 0 --force
     ./target/release/cvrl-shard build {{out}}/videos/val {{out}}/shards/val --short-side 0 --force
     @echo "proxy data done: videos in {{out}}/videos, shards in {{out}}/shards/train and {{out}}/shards/val"
+
+# Experiment 1 and 4 of EXPERIMENTS.md on the proxy data (`just proxy-data` first): CVRL vs random init vs supervised, probed on class, object and motion. SIZE=cpu|gpu env, seeds default 0 1 2.
+exp1 *seeds: setup
+    cargo build --release -p cvrl-trainer
+    bash scripts/experiment.sh exp1 {{seeds}}
+
+# Experiment 2: decreasing vs uniform vs increasing interval distributions, same budget.
+exp2 *seeds: setup
+    cargo build --release -p cvrl-trainer
+    bash scripts/experiment.sh exp2 {{seeds}}
+
+# Experiment 3: temporally consistent vs per-frame augmentation, spatial-only and temporal-only.
+exp3 *seeds: setup
+    cargo build --release -p cvrl-trainer
+    bash scripts/experiment.sh exp3 {{seeds}}

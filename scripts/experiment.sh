@@ -12,7 +12,8 @@
 #
 # Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 on
 # 8 x 32 x 32 clips; gpu: R3D-18 at width 64 on 16 x 112 x 112), EPOCHS overrides the
-# pretraining epochs, DATA the proxy shard sets (default data/proxy/shards), OUT the output
+# pretraining epochs, AUG the augmentation of the CVRL and supervised runs of exp1 and exp2
+# (default cvrl, the reference; `light` for small CPU runs), DATA the proxy shard sets (default data/proxy/shards), OUT the output
 # folder (default data/experiments). Finished runs and evaluations are skipped, so an
 # interrupted experiment continues where it stopped and experiments share runs.
 set -euo pipefail
@@ -22,6 +23,7 @@ shift
 seeds=("${@:-0 1 2}")
 read -r -a seeds <<<"${seeds[*]}"
 size=${SIZE:-cpu}
+aug=${AUG:-cvrl}
 data=${DATA:-data/proxy/shards}
 out=${OUT:-data/experiments}
 bin=${BIN:-target/release}
@@ -52,7 +54,7 @@ for split in train val; do
     fi
 done
 
-runs=$out/runs-$size
+runs=$out/runs-$size-$aug
 results=$out/$exp-$size/results
 mkdir -p "$runs" "$results"
 
@@ -86,8 +88,8 @@ probe() {
 case $exp in
 exp1)
     for s in "${seeds[@]}"; do
-        pretrain cvrl "$s"
-        pretrain supervised "$s" --supervised
+        pretrain cvrl "$s" --augmentation "$aug"
+        pretrain supervised "$s" --supervised --augmentation "$aug"
         for target in class object motion; do
             probe cvrl "$runs/cvrl-s$s" "$s" "$target"
             probe supervised "$runs/supervised-s$s" "$s" "$target"
@@ -97,17 +99,21 @@ exp1)
     ;;
 exp2)
     for s in "${seeds[@]}"; do
-        pretrain cvrl "$s" # decreasing, the default
+        pretrain cvrl "$s" --augmentation "$aug" # decreasing, the default
         probe decreasing "$runs/cvrl-s$s" "$s" class
         for dist in uniform increasing; do
-            pretrain "$dist" "$s" --interval-distribution "$dist"
+            pretrain "$dist" "$s" --interval-distribution "$dist" --augmentation "$aug"
             probe "$dist" "$runs/$dist-s$s" "$s" class
         done
     done
     ;;
 exp3)
+    if [[ $aug != cvrl ]]; then
+        echo "exp3 ablates the reference augmentation: unset AUG (got $aug)" >&2
+        exit 2
+    fi
     for s in "${seeds[@]}"; do
-        pretrain cvrl "$s"
+        pretrain cvrl "$s" --augmentation "$aug"
         probe consistent "$runs/cvrl-s$s" "$s" class
         pretrain per-frame "$s" --augmentation per-frame
         probe per-frame "$runs/per-frame-s$s" "$s" class
