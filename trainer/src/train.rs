@@ -179,6 +179,11 @@ fn one() -> usize {
     1
 }
 
+/// The reference's smallest crop, as a fraction of the frame's area.
+fn reference_crop_area_min() -> f64 {
+    AugmentConfig::first_view().area.0
+}
+
 /// Everything a run is made of; `cvrl-train`'s flags map onto it one to one. Stored in
 /// every checkpoint's `state.json` and in `RUN_DIR/run.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,6 +242,9 @@ pub struct TrainConfig {
     /// The spatial augmentation of the clips (CVRL's, or an ablation).
     #[serde(default, with = "as_string")]
     pub augmentation: Augmentation,
+    /// Smallest random crop, as a fraction of the frame's area (reference 0.3).
+    #[serde(default = "reference_crop_area_min")]
+    pub crop_area_min: f64,
     pub seed: u64,
     /// Loader threads.
     pub workers: usize,
@@ -285,6 +293,7 @@ impl TrainConfig {
             temperature: 0.1,
             interval: IntervalDistribution::Decreasing,
             augmentation: Augmentation::Cvrl,
+            crop_area_min: reference_crop_area_min(),
             seed: 0,
             workers: 4,
             prefetch: 2,
@@ -353,6 +362,12 @@ impl TrainConfig {
     fn validate(&self) -> Result<(), TrainError> {
         if self.shards.is_empty() {
             return Err(TrainError::Config("no shard set given".into()));
+        }
+        if !(self.crop_area_min > 0.0 && self.crop_area_min <= 1.0) {
+            return Err(TrainError::Config(format!(
+                "--crop-area-min must be in (0, 1], got {}",
+                self.crop_area_min
+            )));
         }
         if let Some(missing) = self.shards.iter().find(|d| !d.is_dir()) {
             return Err(TrainError::Config(format!(
@@ -706,6 +721,15 @@ impl AugmentTransform {
                 AugmentTransform::with_views([whole, whole])
             }
         }
+    }
+
+    /// Random crops of at least `min` of the frame's area (the reference: 0.3), for data
+    /// whose subject is small in the frame.
+    pub fn with_min_area(mut self, min: f64) -> Self {
+        for view in &mut self.views {
+            view.area.0 = min.min(view.area.1);
+        }
+        self
     }
 
     /// Other augmentations (both must have the same `out_size`).
@@ -1116,7 +1140,8 @@ pub fn train(
     resume: Option<&Path>,
     reporter: &mut dyn Reporter,
 ) -> Result<Summary, TrainError> {
-    let transform = AugmentTransform::for_run(cfg.augmentation, cfg.crop);
+    let transform =
+        AugmentTransform::for_run(cfg.augmentation, cfg.crop).with_min_area(cfg.crop_area_min);
     train_with(cfg, resume, reporter, Arc::new(transform))
 }
 
@@ -1352,6 +1377,8 @@ mod tests {
         let per_frame = AugmentTransform::for_run(Augmentation::PerFrame, 32).views;
         assert!(per_frame.iter().all(|v| !v.consistent));
         assert_eq!(per_frame[0], AugmentConfig { consistent: false, ..cvrl[0] });
+        let wide = AugmentTransform::for_run(Augmentation::Cvrl, 32).with_min_area(0.6).views;
+        assert!(wide.iter().all(|v| v.area == (0.6, 1.0)));
         let light = AugmentTransform::for_run(Augmentation::Light, 32).views;
         assert_eq!(light[0], light[1]);
         assert_eq!((light[0].blur_p, light[0].solarize_p, light[0].hue), (0.0, 0.0, 0.1));

@@ -91,6 +91,10 @@ struct Cli {
     /// reference) or none (whole frames resized: the temporal-only ablation).
     #[arg(long, default_value = "cvrl")]
     augmentation: Augmentation,
+    /// Smallest random crop as a fraction of the frame's area (reference 0.3); raise it for
+    /// data whose subject is small in the frame.
+    #[arg(long, default_value_t = 0.3)]
+    crop_area_min: f64,
 
     /// Videos per optimiser step; each gives two clips, all of them negatives for each other
     /// [paper: 1024]. The learning rate is scaled by this (the effective batch).
@@ -214,6 +218,7 @@ impl Cli {
             temperature: self.temperature,
             interval: self.interval_distribution,
             augmentation: self.augmentation,
+            crop_area_min: self.crop_area_min,
             seed: self.seed,
             workers: self.workers,
             prefetch: self.prefetch,
