@@ -171,6 +171,8 @@ pub enum CheckpointError {
     OptimizerState { path: PathBuf, mismatch: Box<TensorMismatch> },
     #[error("refusing to save a checkpoint: variable {name} holds NaN or infinite values")]
     NonFinite { name: String },
+    #[error("{path} does not fit this model's backbone: {mismatch}")]
+    OtherEncoder { path: PathBuf, mismatch: Box<TensorMismatch> },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -269,6 +271,27 @@ pub fn export_encoder(vs: &VarStore, path: &Path) -> Result<(), CheckpointError>
     let tmp = PathBuf::from(tmp);
     write_tensors(&tmp, &backbone)?;
     fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Loads an exported encoder ([`export_encoder`]) into the backbone variables of `vs`
+/// (everything but `head.*`), after checking that names and shapes match exactly; nothing
+/// changes when they do not. Fine-tuning and evaluation start from it.
+pub fn load_backbone(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
+    let mut saved = Tensor::read_safetensors(path).map_err(torch(path))?;
+    saved.sort_by(|a, b| a.0.cmp(&b.0));
+    let vars: Vec<(String, Tensor)> =
+        named(vs).into_iter().filter(|(n, _)| !n.starts_with(HEAD_PREFIX)).collect();
+    let mismatch = TensorMismatch::between(&shapes(&vars), &shapes(&saved));
+    if !mismatch.is_empty() {
+        let mismatch = Box::new(mismatch);
+        return Err(CheckpointError::OtherEncoder { path: path.to_path_buf(), mismatch });
+    }
+    tch::no_grad(|| {
+        for ((_, mut var), (_, value)) in vars.into_iter().zip(saved) {
+            var.copy_(&value.to_device(var.device()));
+        }
+    });
+    Ok(())
 }
 
 /// The checkpoints in `run_dir`, as `(step, directory)` sorted by step. Directories

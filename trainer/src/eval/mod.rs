@@ -10,6 +10,7 @@
 //! features under a key that changes when the weights, the shard set or the sampling do.
 
 pub mod features;
+pub mod finetune;
 pub mod knn;
 pub mod linear;
 pub mod plot;
@@ -23,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use crate::checkpoint::TensorMismatch;
+use crate::checkpoint;
 use crate::model::R3d;
 use crate::train::TrainConfig;
 
@@ -126,38 +127,16 @@ impl Encoder {
                     path: path.clone(),
                     what: format!("{e} (the run exports it when it finishes)"),
                 })?;
-                load_weights(&mut vs, &path)?;
+                checkpoint::load_backbone(&vs, &path).map_err(|e| EvalError::Run {
+                    path: path.clone(),
+                    what: format!("does not match the run's model: {e}"),
+                })?;
                 (path.display().to_string(), digest(bytes))
             }
         };
         vs.freeze();
         Ok(Encoder { vs, backbone, config, source, digest })
     }
-}
-
-/// Loads `path` into `vs` after checking that names and shapes match exactly.
-fn load_weights(vs: &mut VarStore, path: &Path) -> Result<(), EvalError> {
-    let mut saved =
-        Tensor::read_safetensors(path).map_err(EvalError::torch(path.display().to_string()))?;
-    saved.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let shapes = |v: &[(String, Tensor)]| -> Vec<(String, Vec<i64>)> {
-        v.iter().map(|(n, t)| (n.clone(), t.size())).collect()
-    };
-    let mismatch = TensorMismatch::between(&shapes(&vars), &shapes(&saved));
-    if !mismatch.is_empty() {
-        return Err(EvalError::Run {
-            path: path.to_path_buf(),
-            what: format!("does not match the run's model: {mismatch}"),
-        });
-    }
-    tch::no_grad(|| {
-        for ((_, mut var), (_, value)) in vars.into_iter().zip(saved) {
-            var.copy_(&value.to_device(var.device()));
-        }
-    });
-    Ok(())
 }
 
 /// Hex SHA-256 of `data`, shortened to 16 digits (a cache key, not a security measure).
