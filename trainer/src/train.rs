@@ -245,6 +245,10 @@ pub struct TrainConfig {
     /// Smallest random crop, as a fraction of the frame's area (reference 0.3).
     #[serde(default = "reference_crop_area_min")]
     pub crop_area_min: f64,
+    /// Start the backbone from this exported encoder instead of a random initialisation
+    /// (fine-tuning); the head starts fresh.
+    #[serde(default)]
+    pub init_encoder: Option<PathBuf>,
     pub seed: u64,
     /// Loader threads.
     pub workers: usize,
@@ -294,6 +298,7 @@ impl TrainConfig {
             interval: IntervalDistribution::Decreasing,
             augmentation: Augmentation::Cvrl,
             crop_area_min: reference_crop_area_min(),
+            init_encoder: None,
             seed: 0,
             workers: 4,
             prefetch: 2,
@@ -1199,7 +1204,13 @@ pub fn train_with(
             start_step = state.step;
             last_checkpoint = Some(dir);
         }
-        None => check_fresh(out)?,
+        None => {
+            check_fresh(out)?;
+            if let Some(init) = &cfg.init_encoder {
+                checkpoint::load_backbone(&stepper.vs, init)?;
+                reporter.note(&format!("backbone initialised from {}", init.display()));
+            }
+        }
     }
     fs::create_dir_all(out).map_err(io_err(out))?;
     let run_json = serde_json::json!({ "config": &config_json, "plan": plan, "model": cfg.model_description(),

@@ -95,6 +95,10 @@ struct Cli {
     /// data whose subject is small in the frame.
     #[arg(long, default_value_t = 0.3)]
     crop_area_min: f64,
+    /// Start the backbone from an exported encoder (a run's encoder.safetensors) instead of
+    /// random weights: fine-tuning, usually with --supervised.
+    #[arg(long, value_name = "FILE")]
+    init_encoder: Option<PathBuf>,
 
     /// Videos per optimiser step; each gives two clips, all of them negatives for each other
     /// [paper: 1024]. The learning rate is scaled by this (the effective batch).
@@ -219,6 +223,7 @@ impl Cli {
             interval: self.interval_distribution,
             augmentation: self.augmentation,
             crop_area_min: self.crop_area_min,
+            init_encoder: self.init_encoder.clone(),
             seed: self.seed,
             workers: self.workers,
             prefetch: self.prefetch,
