@@ -177,6 +177,29 @@ fn linear_knn_random_init_factors_cache_and_report() {
         "random init has its own features"
     );
 
+    // Fine-tuning: the encoder plus a classifier trained on the labels, in its own run.
+    let tuned = eval("finetune", &run_dir, &sets, &out, &["--epochs", "2", "--batch-size", "4"]);
+    assert_eq!(tuned["label"], "cvrl");
+    let scores = &tuned["report"]["scores"];
+    let votes: u64 = scores["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(votes, 4);
+    let ft_run = out.join("finetune-cvrl-seed0");
+    let log = std::fs::read_to_string(ft_run.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 6, "2 epochs of 12 videos at batch 4");
+    let ft_config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ft_run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(ft_config["config"]["supervised"], true);
+    assert_eq!(
+        ft_config["config"]["init_encoder"],
+        run_dir.join("encoder.safetensors").to_str().unwrap()
+    );
+
     let report = dir.path().join("report");
     let results: Vec<PathBuf> = std::fs::read_dir(&out)
         .unwrap()

@@ -10,16 +10,18 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cvrl_trainer::eval::features::Target;
+use cvrl_trainer::eval::finetune::{finetune, FinetuneConfig};
 use cvrl_trainer::eval::knn::KnnConfig;
 use cvrl_trainer::eval::linear::LinearConfig;
 use cvrl_trainer::eval::plot::{self, Bar};
 use cvrl_trainer::eval::probe::{evaluate, Method, ProbeData, Report};
-use cvrl_trainer::eval::Encoder;
-use cvrl_trainer::train::{pick_device, DeviceChoice};
+use cvrl_trainer::eval::{read_run_config, Encoder};
+use cvrl_trainer::train::{pick_device, DeviceChoice, Reporter};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Evaluate an encoder trained by `cvrl-train` on labelled shard sets, the way the paper
-/// does: frozen features with a linear classifier (`linear`) or nearest neighbours (`knn`).
+/// does: frozen features with a linear classifier (`linear`) or nearest neighbours (`knn`),
+/// or the whole network fine-tuned on the labels (`finetune`).
 /// `--random-init` evaluates the same architecture untrained, the baseline every table
 /// needs. `report` gathers result files into one table and plots.
 ///
@@ -52,6 +54,24 @@ enum Command {
         /// Vote weight exp(similarity / T).
         #[arg(long, default_value_t = 0.07)]
         knn_temperature: f64,
+    },
+    /// Fine-tunes the whole encoder plus a linear classifier on the train set's labels
+    /// (`cvrl-train --supervised --init-encoder` into OUT/finetune-<label>-seed<N>), then
+    /// scores it on the val set's test views. With --random-init: trained from scratch.
+    Finetune {
+        #[command(flatten)]
+        common: Common,
+        /// Passes over the train set.
+        #[arg(long, default_value_t = 10.0)]
+        epochs: f64,
+        /// Videos per step [default: the pretraining run's].
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Learning rate per 1024 videos.
+        #[arg(long, default_value_t = 0.32)]
+        lr: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup_epochs: f64,
     },
     /// Gathers result JSON files into a table (mean and spread over seeds per label) and
     /// plots: accuracy per label (OUT/accuracy-<method>-<target>.png) and, with --run, the
@@ -162,14 +182,26 @@ fn run(cli: Cli) -> Result<()> {
         Command::Knn { common, k, knn_temperature } => {
             probe(common, Method::Knn(KnnConfig { k, temperature: knn_temperature }))
         }
+        Command::Finetune { common, epochs, batch_size, lr, warmup_epochs } => {
+            let out = common.out.clone().unwrap_or_else(|| common.run.join("eval"));
+            let label = label_of(&common)?;
+            let cfg = FinetuneConfig {
+                epochs,
+                batch_size,
+                lr,
+                warmup_epochs,
+                out: out.join(format!("finetune-{label}-seed{}", common.seed)),
+                device: common.device,
+            };
+            probe(common, Method::Finetune(cfg))
+        }
         Command::Report { results, out, runs } => report(&results, &out, &runs),
     }
 }
 
 /// Runs one evaluation and writes its table, JSON and confusion plot.
 fn probe(c: Common, method: Method) -> Result<()> {
-    let device = pick_device(c.device)?;
-    let encoder = Encoder::load(&c.run, c.random_init.then_some(c.seed), device)?;
+    let label = label_of(&c)?;
     let out = c.out.clone().unwrap_or_else(|| c.run.join("eval"));
     let data = ProbeData {
         train: c.train,
@@ -188,13 +220,31 @@ fn probe(c: Common, method: Method) -> Result<()> {
         ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} videos")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = evaluate(&encoder, &data, &method, &|stage, done, total| {
+    let progress = |stage: &str, done: usize, total: usize| {
         bar.set_message(stage.to_owned());
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })?;
+    };
+    let report = match &method {
+        Method::Finetune(cfg) => {
+            let (scores, test_views) =
+                finetune(&c.run, c.random_init, &data, cfg, &mut Say, &progress)?;
+            let from = if c.random_init { "random init" } else { "encoder" };
+            Report {
+                method: method.clone(),
+                encoder: format!("{from} of {}, fine-tuned", c.run.display()),
+                data: data.clone(),
+                views: [format!("supervised training into {}", cfg.out.display()), test_views],
+                scores,
+            }
+        }
+        _ => {
+            let device = pick_device(c.device)?;
+            let encoder = Encoder::load(&c.run, c.random_init.then_some(c.seed), device)?;
+            evaluate(&encoder, &data, &method, &progress)?
+        }
+    };
     bar.finish_and_clear();
-    let label = c.name.unwrap_or_else(|| default_label(&encoder, c.random_init));
     let name = format!("{label}-{}-{}-seed{}", method.name(), data.target, c.seed);
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let json = out.join(format!("{name}.json"));
@@ -211,16 +261,23 @@ fn probe(c: Common, method: Method) -> Result<()> {
     Ok(())
 }
 
-/// `cvrl`, `supervised` or `random-init`, from the run's configuration.
-fn default_label(encoder: &Encoder, random_init: bool) -> String {
-    if random_init {
-        return "random-init".into();
+/// `--name`, else `cvrl`, `supervised` or `random-init` from the run's configuration.
+fn label_of(c: &Common) -> Result<String> {
+    if let Some(name) = &c.name {
+        return Ok(name.clone());
     }
-    let config = serde_json::to_value(&encoder.config).unwrap_or_default();
-    if config.get("supervised").and_then(|v| v.as_bool()) == Some(true) {
-        "supervised".into()
-    } else {
-        "cvrl".into()
+    if c.random_init {
+        return Ok("random-init".into());
+    }
+    let config = read_run_config(&c.run)?;
+    Ok(if config.supervised { "supervised" } else { "cvrl" }.into())
+}
+
+/// Prints what fine-tuning's training loop reports, apart from every step.
+struct Say;
+impl Reporter for Say {
+    fn note(&mut self, message: &str) {
+        eprintln!("{message}");
     }
 }
 

@@ -8,6 +8,7 @@ use cvrl_formats::ShardSet;
 use serde::Serialize;
 
 use super::features::{features, Target};
+use super::finetune::FinetuneConfig;
 use super::knn::{knn, KnnConfig};
 use super::linear::{linear_probe, LinearConfig, Scores};
 use super::views::{ViewSpec, Views};
@@ -49,6 +50,8 @@ fn as_display<S: serde::Serializer>(t: &Target, s: S) -> Result<S::Ok, S::Error>
 pub enum Method {
     Linear(LinearConfig),
     Knn(KnnConfig),
+    /// Scored by [`super::finetune::finetune`], which trains the encoder first.
+    Finetune(FinetuneConfig),
 }
 
 impl Method {
@@ -56,6 +59,7 @@ impl Method {
         match self {
             Method::Linear(_) => "linear",
             Method::Knn(_) => "knn",
+            Method::Finetune(_) => "finetune",
         }
     }
 }
@@ -112,6 +116,11 @@ pub fn evaluate(
             linear_probe(&train, &test, &LinearConfig { seed: data.seed, ..cfg.clone() }, device)?
         }
         Method::Knn(cfg) => knn(&train, &test, cfg, device)?,
+        Method::Finetune(_) => {
+            return Err(EvalError::Config(
+                "fine-tuning trains the encoder: see eval::finetune".into(),
+            ))
+        }
     };
     Ok(Report {
         method: method.clone(),
