@@ -42,38 +42,41 @@ fn proxy(dir: &Path) -> (PathBuf, PathBuf) {
     (sets.remove(0), sets.remove(0))
 }
 
-fn train(shards: &Path, out: &Path) {
-    let args: [&dyn AsRef<std::ffi::OsStr>; 26] = [
-        &"--shards",
-        &shards,
-        &"--out",
-        &out,
-        &"--steps",
-        &"3",
-        &"--batch-size",
-        &"4",
-        &"--frames",
-        &"4",
-        &"--crop",
-        &"32",
-        &"--base-width",
-        &"8",
-        &"--head-hidden-dim",
-        &"32",
-        &"--embedding-dim",
-        &"16",
-        &"--workers",
-        &"1",
-        &"--device",
-        &"cpu",
-        &"--threads",
-        &"1",
-        &"--quiet",
-        &"--checkpoint-every",
+/// A few CVRL steps with a kNN check every 2 steps on the labelled sets.
+fn train(sets: &(PathBuf, PathBuf), out: &Path) {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--shards", &sets.0, &"--out", &out];
+    let flags = [
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--frames",
+        "4",
+        "--crop",
+        "32",
+        "--base-width",
+        "8",
+        "--head-hidden-dim",
+        "32",
+        "--embedding-dim",
+        "16",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+        "--checkpoint-every",
+        "0",
+        "--eval-every",
+        "2",
     ];
-    let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = args.to_vec();
-    all.push(&"0");
-    let o = run("cvrl-train", &all);
+    for f in &flags {
+        args.push(f);
+    }
+    args.extend([&"--eval-train" as &dyn AsRef<std::ffi::OsStr>, &sets.0, &"--eval-val", &sets.1]);
+    let o = run("cvrl-train", &args);
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -126,7 +129,15 @@ fn linear_knn_random_init_factors_cache_and_report() {
     let dir = tempdir();
     let sets = proxy(dir.path());
     let run_dir = dir.path().join("run");
-    train(&sets.0, &run_dir);
+    train(&sets, &run_dir);
+    // --eval-every 2 over 3 steps: kNN after step 2 and at the end, of 4 val videos.
+    let log = std::fs::read_to_string(run_dir.join("log.jsonl")).unwrap();
+    let knn: Vec<Option<f64>> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["knn_top1"].as_f64())
+        .collect();
+    assert_eq!(knn.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true, true]);
+    assert!(knn.iter().flatten().all(|t| [0.0, 25.0, 50.0, 75.0, 100.0].contains(t)), "{knn:?}");
     let out = dir.path().join("eval");
 
     let linear = eval("linear", &run_dir, &sets, &out, &["--epochs", "10"]);

@@ -65,6 +65,7 @@ use tch::{Cuda, Device, Kind, TchError, Tensor};
 
 use crate::augment::{augment, AugmentConfig, CropMode};
 use crate::checkpoint::{self, CheckpointError, CheckpointState};
+use crate::eval::knn::KnnMonitor;
 use crate::loader::{ClipTransform, Loader, LoaderConfig};
 use crate::loss::cross_entropy;
 use crate::loss::info_nce;
@@ -249,6 +250,15 @@ pub struct TrainConfig {
     /// (fine-tuning); the head starts fresh.
     #[serde(default)]
     pub init_encoder: Option<PathBuf>,
+    /// Steps between kNN checks of the backbone on `eval_train` / `eval_val` (0: none).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Labelled shard sets the kNN check fits on.
+    #[serde(default)]
+    pub eval_train: Vec<PathBuf>,
+    /// Labelled shard sets the kNN check scores.
+    #[serde(default)]
+    pub eval_val: Vec<PathBuf>,
     pub seed: u64,
     /// Loader threads.
     pub workers: usize,
@@ -299,6 +309,9 @@ impl TrainConfig {
             augmentation: Augmentation::Cvrl,
             crop_area_min: reference_crop_area_min(),
             init_encoder: None,
+            eval_every: 0,
+            eval_train: Vec::new(),
+            eval_val: Vec::new(),
             seed: 0,
             workers: 4,
             prefetch: 2,
@@ -505,6 +518,9 @@ pub struct StepLog {
     pub step_time_s: f64,
     /// Seconds since this invocation started training.
     pub elapsed_s: f64,
+    /// kNN top-1 (%) on the eval sets, on the steps `--eval-every` checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_top1: Option<f64>,
 }
 
 /// Receives progress; the library never draws (the binary's progress bar implements this).
@@ -540,6 +556,8 @@ pub struct Summary {
 pub enum TrainError {
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("--eval-every: {0}")]
+    Eval(String),
     #[error("cannot open the shard set {}: {error}", show_dirs(dirs))]
     Shards { dirs: Vec<PathBuf>, error: FormatError },
     #[error(transparent)]
@@ -950,6 +968,14 @@ impl Stepper {
         self.device
     }
 
+    /// The backbone being trained.
+    pub fn backbone(&self) -> &R3d {
+        match &self.net {
+            Net::Contrastive(model) => &model.backbone,
+            Net::Supervised { backbone, .. } => backbone,
+        }
+    }
+
     /// The model's variables (their gradients after [`Stepper::backward`]).
     pub fn var_store(&self) -> &VarStore {
         &self.vs
@@ -1238,6 +1264,7 @@ pub fn train_with(
         return Ok(summary);
     }
     let mut tb = EventWriter::create(&out.join(TB_DIR), start_step)?;
+    let monitor = knn_monitor(cfg)?;
 
     // The loader hands out micro-batches: step s is its batches s·N .. s·N + N - 1.
     let accumulate = plan.accumulate as u64;
@@ -1294,7 +1321,18 @@ pub fn train_with(
             data_wait: wait / step_time,
             step_time_s: step_time,
             elapsed_s: started.elapsed().as_secs_f64(),
+            knn_top1: match &monitor {
+                Some(m) if (step + 1) % cfg.eval_every == 0 || step + 1 == plan.total_steps => {
+                    let backbone = stepper.backbone();
+                    Some(m.top1(backbone, device).map_err(|e| TrainError::Eval(e.to_string()))?)
+                }
+                _ => None,
+            },
         };
+        if let Some(top1) = entry.knn_top1 {
+            tb.scalars(step, &[("eval/knn_top1", top1)])?;
+            reporter.note(&format!("step {}: kNN top-1 {top1:.1}%", step + 1));
+        }
         let mut line = serde_json::to_string(&entry).expect("json");
         line.push('\n');
         log.write_all(line.as_bytes()).map_err(io_err(&log_path))?;
@@ -1341,6 +1379,22 @@ pub fn train_with(
     reporter.finish();
     summary.last_checkpoint = last_checkpoint;
     Ok(summary)
+}
+
+/// The kNN check `--eval-every` asks for, with its labelled sets opened.
+fn knn_monitor(cfg: &TrainConfig) -> Result<Option<KnnMonitor>, TrainError> {
+    if cfg.eval_every == 0 {
+        return Ok(None);
+    }
+    if cfg.eval_train.is_empty() || cfg.eval_val.is_empty() {
+        return Err(TrainError::Eval(
+            "needs labelled --eval-train and --eval-val shard sets".into(),
+        ));
+    }
+    let clip = ClipSpec { frames: cfg.frames, stride: cfg.stride, base_fps: cfg.base_fps };
+    KnnMonitor::new(&cfg.eval_train, &cfg.eval_val, clip, cfg.crop)
+        .map(Some)
+        .map_err(|e| TrainError::Eval(e.to_string()))
 }
 
 /// The class of every video of the set, for `--supervised`; an error naming what is

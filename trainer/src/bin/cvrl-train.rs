@@ -99,6 +99,16 @@ struct Cli {
     /// random weights: fine-tuning, usually with --supervised.
     #[arg(long, value_name = "FILE")]
     init_encoder: Option<PathBuf>,
+    /// Every N steps (and at the end), score the backbone by kNN on --eval-train/--eval-val
+    /// (log.jsonl `knn_top1`, TensorBoard `eval/knn_top1`); 0: never.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    eval_every: u64,
+    /// Labelled shard set the kNN check fits on (repeatable).
+    #[arg(long, value_name = "DIR")]
+    eval_train: Vec<PathBuf>,
+    /// Labelled shard set the kNN check scores (repeatable).
+    #[arg(long, value_name = "DIR")]
+    eval_val: Vec<PathBuf>,
 
     /// Videos per optimiser step; each gives two clips, all of them negatives for each other
     /// [paper: 1024]. The learning rate is scaled by this (the effective batch).
@@ -224,6 +234,9 @@ impl Cli {
             augmentation: self.augmentation,
             crop_area_min: self.crop_area_min,
             init_encoder: self.init_encoder.clone(),
+            eval_every: self.eval_every,
+            eval_train: self.eval_train.clone(),
+            eval_val: self.eval_val.clone(),
             seed: self.seed,
             workers: self.workers,
             prefetch: self.prefetch,

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::views::ViewSpec;
 use super::{digest, Encoder, EvalError};
-use crate::model::clips_to_input;
+use crate::model::{clips_to_input, R3d};
 
 /// What a probe predicts: the class of the index, or one of the video's recorded factors
 /// (for the proxy dataset: `object`, `motion`).
@@ -130,7 +130,8 @@ pub fn features(
             return Ok(Features { data, labels: Tensor::from_slice(&labels), names });
         }
     }
-    let data = extract(encoder, set, spec, progress)?;
+    let device = encoder.vs.device();
+    let data = extract(&encoder.backbone, device, set, spec, progress)?;
     if let (Some(dir), Some(path)) = (cache, &path) {
         write_cached(dir, path, &data)?;
     }
@@ -154,9 +155,11 @@ fn write_cached(dir: &Path, path: &Path, data: &Tensor) -> Result<(), EvalError>
 /// Clips through the frozen backbone in batches of about this many.
 const CLIPS_PER_BATCH: usize = 32;
 
-/// Runs the backbone over every view of every video: `[N, V, D]` on the CPU.
-fn extract(
-    encoder: &Encoder,
+/// Runs `backbone` (eval-mode BatchNorm, no gradients) on `device` over every view of every
+/// video: `[N, V, D]` on the CPU.
+pub fn extract(
+    backbone: &R3d,
+    device: Device,
     set: &ShardSet,
     spec: &ViewSpec,
     progress: &dyn Fn(usize),
@@ -165,7 +168,6 @@ fn extract(
     let per_video = views * spec.clip_bytes();
     let videos_per_batch = (CLIPS_PER_BATCH / views).max(1);
     let (t, s) = (i64::from(spec.clip.frames), i64::from(spec.size));
-    let device = encoder.vs.device();
     let mut out = Vec::with_capacity(set.len());
     let mut buf = Vec::new();
     for first in (0..set.len()).step_by(videos_per_batch) {
@@ -176,7 +178,7 @@ fn extract(
             Tensor::from_slice(&buf[..n * per_video]).view([(n * views) as i64, 3, t, s, s]);
         let input = clips_to_input(&clips, device)
             .map_err(|e| EvalError::Config(format!("model input: {e}")))?;
-        let pooled = tch::no_grad(|| encoder.backbone.forward_features_t(&input, false));
+        let pooled = tch::no_grad(|| backbone.forward_features_t(&input, false));
         out.push(pooled.to_device(Device::Cpu).to_kind(Kind::Float).view([
             n as i64,
             views as i64,

@@ -7,9 +7,16 @@
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::features::Features;
+use std::path::PathBuf;
+
+use cvrl_formats::ShardSet;
+
+use super::features::{extract, labels, Features, Target};
 use super::linear::{normalize, Scores};
+use super::views::{ViewSpec, Views};
 use super::{confusion, top_k_accuracy, EvalError};
+use crate::model::R3d;
+use crate::sampler::ClipSpec;
 
 /// Neighbours and vote temperature.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -71,4 +78,53 @@ fn vote(bank: &Tensor, labels: &Tensor, queries: &Tensor, classes: i64, cfg: &Kn
         &neighbour_labels,
         &weights,
     )
+}
+
+/// A quick kNN check of a backbone while it trains (`cvrl-train --eval-every`): labelled
+/// sets opened once, one training clip and two test clips per video, no cache (the weights
+/// change between checks).
+pub struct KnnMonitor {
+    train: ShardSet,
+    val: ShardSet,
+    train_views: ViewSpec,
+    test_views: ViewSpec,
+    train_labels: Tensor,
+    val_labels: Tensor,
+    names: Vec<String>,
+}
+
+impl KnnMonitor {
+    /// Opens the labelled `train` and `val` sets; clips of shape `clip` at `size` pixels.
+    pub fn new(
+        train: &[PathBuf],
+        val: &[PathBuf],
+        clip: ClipSpec,
+        size: u32,
+    ) -> Result<Self, EvalError> {
+        let train = ShardSet::open_many(train)?;
+        let val = ShardSet::open_many(val)?;
+        let (train_labels, names) = labels(&train, &Target::Class, None)?;
+        let (val_labels, _) = labels(&val, &Target::Class, Some(&names))?;
+        Ok(KnnMonitor {
+            train,
+            val,
+            train_views: ViewSpec { clip, size, views: Views::Train { clips: 1, seed: 0 } },
+            test_views: ViewSpec { clip, size, views: Views::Test { temporal: 2, spatial: 1 } },
+            train_labels: Tensor::from_slice(&train_labels),
+            val_labels: Tensor::from_slice(&val_labels),
+            names,
+        })
+    }
+
+    /// kNN top-1 (percent) of `backbone`'s features on the val set.
+    pub fn top1(&self, backbone: &R3d, device: Device) -> Result<f64, EvalError> {
+        let quiet = |_| {};
+        let features = |set, views: &ViewSpec, labels: &Tensor| -> Result<Features, EvalError> {
+            let data = extract(backbone, device, set, views, &quiet)?;
+            Ok(Features { data, labels: labels.shallow_clone(), names: self.names.clone() })
+        };
+        let train = features(&self.train, &self.train_views, &self.train_labels)?;
+        let test = features(&self.val, &self.test_views, &self.val_labels)?;
+        Ok(knn(&train, &test, &KnnConfig::default(), device)?.top1)
+    }
 }
