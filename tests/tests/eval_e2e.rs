@@ -120,6 +120,12 @@ fn eval(
     serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
 }
 
+/// Videos counted in a result's confusion matrix.
+fn votes(scores: &serde_json::Value) -> u64 {
+    let rows = scores["confusion"].as_array().unwrap();
+    rows.iter().flat_map(|r| r.as_array().unwrap()).map(|c| c.as_u64().unwrap()).sum()
+}
+
 fn is_png(path: &Path) -> bool {
     std::fs::read(path).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 1000)
 }
@@ -147,14 +153,7 @@ fn linear_knn_random_init_factors_cache_and_report() {
         scores["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
     assert_eq!(names.len(), 4);
     assert!(names.iter().all(|n| n.contains('_')), "class names are object_motion: {names:?}");
-    let confusion: u64 = scores["confusion"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r.as_array().unwrap())
-        .map(|c| c.as_u64().unwrap())
-        .sum();
-    assert_eq!(confusion, 4, "one val video per class");
+    assert_eq!(votes(scores), 4, "one val video per class");
     let top1 = scores["top1"].as_f64().unwrap();
     assert!([0.0, 25.0, 50.0, 75.0, 100.0].contains(&top1), "4 val videos: {top1}");
     assert_eq!(scores["top5"].as_f64(), Some(100.0), "4 classes are all in the top 5");
@@ -192,14 +191,7 @@ fn linear_knn_random_init_factors_cache_and_report() {
     let tuned = eval("finetune", &run_dir, &sets, &out, &["--epochs", "2", "--batch-size", "4"]);
     assert_eq!(tuned["label"], "cvrl");
     let scores = &tuned["report"]["scores"];
-    let votes: u64 = scores["confusion"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r.as_array().unwrap())
-        .map(|c| c.as_u64().unwrap())
-        .sum();
-    assert_eq!(votes, 4);
+    assert_eq!(votes(scores), 4);
     let ft_run = out.join("finetune-cvrl-seed0");
     let log = std::fs::read_to_string(ft_run.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 6, "2 epochs of 12 videos at batch 4");
