@@ -13,6 +13,14 @@ use cvrl_trainer::train::TrainConfig;
 use tch::{nn, Device, Kind, Tensor};
 
 const CLASSES: i64 = 6;
+
+/// libtorch has one global generator: tests that seed it and draw from it take turns, or
+/// one's draws land between another's seed and its draws.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 const DIM: i64 = 32;
 
 /// `per_class` videos of each class with `views` views: a class centre (random, shared via
@@ -32,6 +40,7 @@ fn short_probe() -> LinearConfig {
 
 #[test]
 fn probes_separate_clusters_and_stay_near_chance_on_shuffled_labels() {
+    let _rng = torch_rng();
     tch::manual_seed(1);
     let centres = Tensor::randn([CLASSES, DIM], (Kind::Float, Device::Cpu));
     let train = clustered(&centres, 20, 2, 0.3);
@@ -90,6 +99,7 @@ fn tiny_config(base_width: u32) -> TrainConfig {
 
 #[test]
 fn an_exported_encoder_loads_back_and_another_architecture_is_refused() {
+    let _rng = torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let input = Tensor::rand([2, 3, 4, 32, 32], (Kind::Float, Device::Cpu));
     let expected = fake_run(dir.path(), &tiny_config(8), &input);
