@@ -352,6 +352,11 @@ impl TrainConfig {
         }
     }
 
+    /// The clips the run samples: `frames` frames `stride` apart at `base_fps`.
+    pub fn clip(&self) -> ClipSpec {
+        ClipSpec { frames: self.frames, stride: self.stride, base_fps: self.base_fps }
+    }
+
     /// A short description of the architecture, e.g. `r3d18 w64 x1, head 3x2048 -> 128`, or
     /// `r3d18 w64 x1, linear classifier` for supervised training.
     pub fn model_description(&self) -> String {
@@ -1274,7 +1279,7 @@ pub fn train_with(
         workers: cfg.workers.max(1),
         prefetch: cfg.prefetch.max(1),
         seed: cfg.seed,
-        clip: ClipSpec { frames: cfg.frames, stride: cfg.stride, base_fps: cfg.base_fps },
+        clip: cfg.clip(),
         interval: cfg.interval,
     };
     let mut loader = Loader::start(set, loader_cfg, transform, start_step * accumulate)
@@ -1391,8 +1396,7 @@ fn knn_monitor(cfg: &TrainConfig) -> Result<Option<KnnMonitor>, TrainError> {
             "needs labelled --eval-train and --eval-val shard sets".into(),
         ));
     }
-    let clip = ClipSpec { frames: cfg.frames, stride: cfg.stride, base_fps: cfg.base_fps };
-    KnnMonitor::new(&cfg.eval_train, &cfg.eval_val, clip, cfg.crop)
+    KnnMonitor::new(&cfg.eval_train, &cfg.eval_val, cfg.clip(), cfg.crop)
         .map(Some)
         .map_err(|e| TrainError::Eval(e.to_string()))
 }

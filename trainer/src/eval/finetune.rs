@@ -16,10 +16,8 @@ use tch::{Device, Kind, Tensor};
 use super::features::{features, Target};
 use super::linear::Scores;
 use super::probe::ProbeData;
-use super::views::{ViewSpec, Views};
 use super::{confusion, read_run_config, top_k_accuracy, Encoder, EvalError, ENCODER_FILE};
 use crate::checkpoint;
-use crate::sampler::ClipSpec;
 use crate::train::{train, DeviceChoice, Reporter, RunLength, TrainConfig};
 
 /// How long and how fast the whole network is trained.
@@ -85,17 +83,7 @@ pub fn finetune(
     let train_set = ShardSet::open_many(&data.train)?;
     let val_set = ShardSet::open_many(&data.val)?;
     let names = train_set.classes().to_vec();
-    let run = &encoder.config;
-    let clip = ClipSpec {
-        frames: data.frames.unwrap_or(run.frames),
-        stride: data.stride.unwrap_or(run.stride),
-        base_fps: run.base_fps,
-    };
-    let views = ViewSpec {
-        clip,
-        size: data.size.unwrap_or(run.crop),
-        views: Views::Test { temporal: data.temporal_views, spatial: data.spatial_crops },
-    };
+    let [_, views] = data.views(&encoder.config);
     let n = val_set.len();
     let test = features(
         &encoder,

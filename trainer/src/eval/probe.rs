@@ -14,6 +14,7 @@ use super::linear::{linear_probe, LinearConfig, Scores};
 use super::views::{ViewSpec, Views};
 use super::{Encoder, EvalError};
 use crate::sampler::ClipSpec;
+use crate::train::TrainConfig;
 
 /// The data and the views an evaluation uses. Clip shape and size default to the run's.
 #[derive(Clone, Debug, Serialize)]
@@ -38,6 +39,21 @@ pub struct ProbeData {
     pub seed: u64,
     /// Where features are cached (None: not cached).
     pub cache: Option<PathBuf>,
+}
+
+impl ProbeData {
+    /// The training and test views, with the clip shape and size of `run` where not given.
+    pub fn views(&self, run: &TrainConfig) -> [ViewSpec; 2] {
+        let clip = ClipSpec {
+            frames: self.frames.unwrap_or(run.frames),
+            stride: self.stride.unwrap_or(run.stride),
+            ..run.clip()
+        };
+        let size = self.size.unwrap_or(run.crop);
+        let train = Views::Train { clips: self.train_clips, seed: self.seed };
+        let test = Views::Test { temporal: self.temporal_views, spatial: self.spatial_crops };
+        [ViewSpec { clip, size, views: train }, ViewSpec { clip, size, views: test }]
+    }
 }
 
 fn as_display<S: serde::Serializer>(t: &Target, s: S) -> Result<S::Ok, S::Error> {
@@ -84,20 +100,7 @@ pub fn evaluate(
     method: &Method,
     progress: &dyn Fn(&str, usize, usize),
 ) -> Result<Report, EvalError> {
-    let run = &encoder.config;
-    let clip = ClipSpec {
-        frames: data.frames.unwrap_or(run.frames),
-        stride: data.stride.unwrap_or(run.stride),
-        base_fps: run.base_fps,
-    };
-    let size = data.size.unwrap_or(run.crop);
-    let train_views =
-        ViewSpec { clip, size, views: Views::Train { clips: data.train_clips, seed: data.seed } };
-    let test_views = ViewSpec {
-        clip,
-        size,
-        views: Views::Test { temporal: data.temporal_views, spatial: data.spatial_crops },
-    };
+    let [train_views, test_views] = data.views(&encoder.config);
     let train_set = ShardSet::open_many(&data.train)?;
     let val_set = ShardSet::open_many(&data.val)?;
     let cache = data.cache.as_deref();
