@@ -266,10 +266,17 @@ pub fn save(
 pub fn export_encoder(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
     let backbone: Vec<(String, Tensor)> =
         named(vs).into_iter().filter(|(n, _)| !n.starts_with(HEAD_PREFIX)).collect();
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    write_tensors(&tmp, &backbone)?;
+    write_tensors_atomic(path, &backbone)
+}
+
+/// Writes `tensors` as safetensors to `path` through `<path>.tmp`, fsynced, and a rename, so
+/// a reader never sees a partial file.
+pub fn write_tensors_atomic(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+) -> Result<(), CheckpointError> {
+    let tmp = cvrl_formats::shard::tmp_path(path);
+    write_tensors(&tmp, tensors)?;
     fs::rename(&tmp, path).map_err(io(path))
 }
 

@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use cvrl_formats::shard::atomic_write;
 use cvrl_trainer::eval::features::Target;
 use cvrl_trainer::eval::finetune::{finetune, FinetuneConfig};
 use cvrl_trainer::eval::knn::KnnConfig;
@@ -249,7 +251,8 @@ fn probe(c: Common, method: Method) -> Result<()> {
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let json = out.join(format!("{name}.json"));
     let value = serde_json::json!({ "label": label, "report": &report });
-    write_atomic(&json, serde_json::to_string_pretty(&value)?.as_bytes())?;
+    let text = serde_json::to_string_pretty(&value)?;
+    atomic_write(&json, |f| f.write_all(text.as_bytes()))?;
     let png = out.join(format!("{name}-confusion.png"));
     plot::confusion(
         &png,
@@ -295,12 +298,6 @@ fn print_table(rows: &[(String, &Report)]) {
             r.encoder
         );
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
 /// One result file's fields that reports group and average.

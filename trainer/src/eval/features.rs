@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cvrl_formats::ShardSet;
 use rayon::prelude::*;
@@ -14,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::views::ViewSpec;
 use super::{digest, Encoder, EvalError};
+use crate::checkpoint;
 use crate::model::{clips_to_input, R3d};
 
 /// What a probe predicts: the class of the index, or one of the video's recorded factors
@@ -146,10 +147,8 @@ fn read_cached(path: &Path) -> Option<Tensor> {
 /// Writes through a temporary file and a rename, so an interrupted write leaves no cache.
 fn write_cached(dir: &Path, path: &Path, data: &Tensor) -> Result<(), EvalError> {
     fs::create_dir_all(dir).map_err(EvalError::io(dir))?;
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    Tensor::write_safetensors(&[("features", data)], &tmp)
-        .map_err(EvalError::torch(tmp.display().to_string()))?;
-    fs::rename(&tmp, path).map_err(EvalError::io(path))
+    let tensors = [("features".to_owned(), data.shallow_clone())];
+    Ok(checkpoint::write_tensors_atomic(path, &tensors)?)
 }
 
 /// Clips through the frozen backbone in batches of about this many.

@@ -42,6 +42,9 @@ pub enum EvalError {
     },
     #[error(transparent)]
     Format(#[from] cvrl_formats::FormatError),
+    /// Writing tensors (the feature cache) failed.
+    #[error(transparent)]
+    Tensors(#[from] checkpoint::CheckpointError),
     #[error("{context}: {source}")]
     Torch {
         context: String,
