@@ -2,6 +2,7 @@
 //! shard set (FORMAT.md §5), and the file names of a set and of a part of one.
 
 use crate::error::{FormatError, IoContext, Result};
+use crate::index::{FailureRow, VideoRow};
 use crate::pixel::PixelFormat;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -114,6 +115,40 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest of a set (or of `part` of one) that `tool` wrote with `params`: this
+    /// format's name and version, the standard file names, and totals counted from `videos`,
+    /// `failures` and `shards`.
+    pub fn new(
+        tool: impl Into<String>,
+        params: BuildParams,
+        classes: Vec<String>,
+        part: Option<Part>,
+        shards: Vec<ShardInfo>,
+        videos: &[VideoRow],
+        failures: &[FailureRow],
+    ) -> Manifest {
+        let files = SetFiles::new(part);
+        let counts = Counts {
+            videos: videos.len() as u64,
+            failures: failures.len() as u64,
+            frames: videos.iter().map(|r| u64::from(r.num_frames)).sum(),
+            source_bytes: videos.iter().map(|r| r.source_bytes).sum(),
+            stored_bytes: shards.iter().map(|s| s.bytes).sum(),
+        };
+        Manifest {
+            format: FORMAT_NAME.to_owned(),
+            format_version: crate::shard::FORMAT_VERSION,
+            tool: tool.into(),
+            params,
+            classes,
+            part,
+            index: files.index(),
+            failures: files.failures(),
+            shards,
+            counts,
+        }
+    }
+
     /// Reads and checks a manifest: its format name and version must be ones this build reads.
     pub fn load(path: &Path) -> Result<Manifest> {
         let text = std::fs::read_to_string(path).at(path)?;

@@ -357,10 +357,22 @@ fn join_parts(dir: &Path, parts: Vec<PartData>) -> Result<PartData> {
 /// files stay; shards are not moved. Returns the joined manifest.
 pub fn merge_parts(dir: &Path) -> Result<Manifest> {
     let (manifest, videos, failures) = join_parts(dir, load_parts(dir)?)?;
-    write_index(&dir.join(&manifest.index), &videos)?;
-    write_failures(&dir.join(&manifest.failures), &failures)?;
-    manifest.save(&dir.join(SetFiles::new(None).manifest()))?;
+    write_set(dir, &manifest, &videos, &failures)?;
     Ok(manifest)
+}
+
+/// Writes the index, the failures and, last, the manifest of a set (or of the part the
+/// manifest names) into `dir`, each atomically: the manifest is the commit point, so a set
+/// is never seen without its index. The shard files must already be there.
+pub fn write_set(
+    dir: &Path,
+    manifest: &Manifest,
+    videos: &[VideoRow],
+    failures: &[FailureRow],
+) -> Result<()> {
+    write_index(&dir.join(&manifest.index), videos)?;
+    write_failures(&dir.join(&manifest.failures), failures)?;
+    manifest.save(&dir.join(SetFiles::new(manifest.part).manifest()))
 }
 
 /// Random access to frames of a [`ShardSet`], with reused buffers. Not `Sync`: one per thread.

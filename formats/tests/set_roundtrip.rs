@@ -2,9 +2,8 @@
 //! damage gives an error (never a panic), and the reader validates the index at open.
 
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
-use cvrl_formats::index::{write_failures, write_index};
-use cvrl_formats::manifest::{Counts, ShardInfo, FORMAT_NAME};
-use cvrl_formats::shard::{parse_record, records, FORMAT_VERSION};
+use cvrl_formats::manifest::ShardInfo;
+use cvrl_formats::shard::{parse_record, records};
 use cvrl_formats::*;
 use proptest::prelude::*;
 use std::path::Path;
@@ -75,29 +74,18 @@ fn write_set(dir: &Path, videos: &[Video]) {
         let bytes = w.finish().unwrap();
         shards.push(ShardInfo { file: name, bytes, videos: group.len() as u64 });
     }
-    write_index(&dir.join("index.parquet"), &rows).unwrap();
-    write_failures(&dir.join("failures.parquet"), &[]).unwrap();
-    let manifest = Manifest {
-        format: FORMAT_NAME.into(),
-        format_version: FORMAT_VERSION,
-        tool: "test".into(),
-        params: BuildParams {
-            short_side: None,
-            fps: None,
-            pixel_format: PixelFormat::Yuv420p,
-            chunk_frames: 8,
-            zstd_level: 3,
-            predictor: "adaptive".into(),
-            shard_bytes: 1,
-        },
-        classes: vec!["a".into(), "b".into()],
-        part: None,
-        index: "index.parquet".into(),
-        failures: "failures.parquet".into(),
-        shards,
-        counts: Counts::default(),
+    let params = BuildParams {
+        short_side: None,
+        fps: None,
+        pixel_format: PixelFormat::Yuv420p,
+        chunk_frames: 8,
+        zstd_level: 3,
+        predictor: "adaptive".into(),
+        shard_bytes: 1,
     };
-    manifest.save(&dir.join("manifest.json")).unwrap();
+    let classes = vec!["a".into(), "b".into()];
+    let manifest = Manifest::new("test", params, classes, None, shards, &rows, &[]);
+    cvrl_formats::write_set(dir, &manifest, &rows, &[]).unwrap();
 }
 
 #[test]

@@ -17,11 +17,11 @@ use crate::inputs::{InputVideo, Inputs};
 use anyhow::{bail, Context, Result};
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
 use cvrl_formats::index::{read_failures, read_index, write_failures, write_index};
-use cvrl_formats::manifest::{Counts, ShardInfo, FORMAT_NAME};
-use cvrl_formats::shard::{tmp_path, FORMAT_VERSION};
+use cvrl_formats::manifest::ShardInfo;
+use cvrl_formats::shard::tmp_path;
 use cvrl_formats::{
-    BuildParams, EncodedRecord, FailureRow, Manifest, Part, RecordBuilder, SetFiles, ShardWriter,
-    VideoRow, VideoSpec,
+    write_set, BuildParams, EncodedRecord, FailureRow, Manifest, Part, RecordBuilder, SetFiles,
+    ShardWriter, VideoRow, VideoSpec,
 };
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -394,32 +394,19 @@ impl Output {
     }
 
     fn finish(mut self, inputs: &Inputs, cfg: &BuildConfig) -> Result<Manifest> {
-        let files = self.files.clone();
         self.commit_shard()?;
         self.committed_failures.append(&mut self.failures);
         let (rows, failures) = (&self.committed_rows, &self.committed_failures);
-        write_index(&self.out.join(files.index()), rows)?;
-        write_failures(&self.out.join(files.failures()), failures)?;
-        let counts = Counts {
-            videos: rows.len() as u64,
-            failures: failures.len() as u64,
-            frames: rows.iter().map(|r| u64::from(r.num_frames)).sum(),
-            source_bytes: rows.iter().map(|r| r.source_bytes).sum(),
-            stored_bytes: self.shards.iter().map(|s| s.bytes).sum(),
-        };
-        let manifest = Manifest {
-            format: FORMAT_NAME.to_string(),
-            format_version: FORMAT_VERSION,
-            tool: format!("cvrl-shard {}", env!("CARGO_PKG_VERSION")),
-            params: cfg.params.clone(),
-            classes: inputs.classes.clone(),
-            part: cfg.part,
-            index: files.index(),
-            failures: files.failures(),
-            shards: self.shards.clone(),
-            counts,
-        };
-        manifest.save(&self.out.join(files.manifest()))?;
+        let manifest = Manifest::new(
+            format!("cvrl-shard {}", env!("CARGO_PKG_VERSION")),
+            cfg.params.clone(),
+            inputs.classes.clone(),
+            cfg.part,
+            self.shards.clone(),
+            rows,
+            failures,
+        );
+        write_set(&self.out, &manifest, rows, failures)?;
         for s in &self.shards {
             let (_, idx, fail) = self.paths(&s.file);
             let _ = (std::fs::remove_file(idx), std::fs::remove_file(fail));

@@ -3,9 +3,6 @@
 //! uninterrupted run exactly, and a damaged video is skipped instead of stopping the run.
 
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
-use cvrl_formats::index::{write_failures, write_index};
-use cvrl_formats::manifest::{Counts, FORMAT_NAME};
-use cvrl_formats::shard::FORMAT_VERSION;
 use cvrl_formats::*;
 use cvrl_trainer::loader::{Batch, ClipTransform, Loader, LoaderConfig};
 use cvrl_trainer::sampler::{ClipSpec, IntervalDistribution};
@@ -56,34 +53,19 @@ fn write_set(dir: &Path, n: u32) {
         rows.push(VideoRow::for_record(&rec, "shard-00000.cvrs", loc, id));
     }
     let bytes = w.finish().unwrap();
-    write_index(&dir.join("index.parquet"), &rows).unwrap();
-    write_failures(&dir.join("failures.parquet"), &[]).unwrap();
-    Manifest {
-        format: FORMAT_NAME.into(),
-        format_version: FORMAT_VERSION,
-        tool: "test".into(),
-        params: BuildParams {
-            short_side: None,
-            fps: None,
-            pixel_format: PixelFormat::Yuv420p,
-            chunk_frames: 8,
-            zstd_level: 3,
-            predictor: "adaptive".into(),
-            shard_bytes: bytes,
-        },
-        classes: vec![],
-        part: None,
-        index: "index.parquet".into(),
-        failures: "failures.parquet".into(),
-        shards: vec![manifest::ShardInfo {
-            file: "shard-00000.cvrs".into(),
-            bytes,
-            videos: u64::from(n),
-        }],
-        counts: Counts::default(),
-    }
-    .save(&dir.join("manifest.json"))
-    .unwrap();
+    let params = BuildParams {
+        short_side: None,
+        fps: None,
+        pixel_format: PixelFormat::Yuv420p,
+        chunk_frames: 8,
+        zstd_level: 3,
+        predictor: "adaptive".into(),
+        shard_bytes: bytes,
+    };
+    let shards =
+        vec![manifest::ShardInfo { file: "shard-00000.cvrs".into(), bytes, videos: u64::from(n) }];
+    let manifest = Manifest::new("test", params, vec![], None, shards, &rows, &[]);
+    cvrl_formats::write_set(dir, &manifest, &rows, &[]).unwrap();
 }
 
 fn cfg(workers: usize) -> LoaderConfig {

@@ -5,9 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
-use cvrl_formats::index::{write_failures, write_index};
-use cvrl_formats::manifest::{Counts, ShardInfo, FORMAT_NAME};
-use cvrl_formats::shard::FORMAT_VERSION;
+use cvrl_formats::manifest::ShardInfo;
 use cvrl_formats::{
     BuildParams, FrameLayout, Manifest, PixelFormat, RecordBuilder, ShardWriter, VideoRow,
     VideoSpec,
@@ -73,30 +71,19 @@ pub fn write_set(dir: &Path, labelled: bool) {
         rows.push(row);
     }
     let bytes = w.finish().unwrap();
-    write_index(&dir.join("index.parquet"), &rows).unwrap();
-    write_failures(&dir.join("failures.parquet"), &[]).unwrap();
-    Manifest {
-        format: FORMAT_NAME.into(),
-        format_version: FORMAT_VERSION,
-        tool: "test".into(),
-        params: BuildParams {
-            short_side: None,
-            fps: None,
-            pixel_format: PixelFormat::Yuv420p,
-            chunk_frames: 8,
-            zstd_level: 1,
-            predictor: "adaptive".into(),
-            shard_bytes: bytes,
-        },
-        classes: if labelled { (0..CLASSES).map(|c| format!("c{c}")).collect() } else { vec![] },
-        part: None,
-        index: "index.parquet".into(),
-        failures: "failures.parquet".into(),
-        shards: vec![ShardInfo { file: shard.into(), bytes, videos: u64::from(VIDEOS) }],
-        counts: Counts::default(),
-    }
-    .save(&dir.join("manifest.json"))
-    .unwrap();
+    let params = BuildParams {
+        short_side: None,
+        fps: None,
+        pixel_format: PixelFormat::Yuv420p,
+        chunk_frames: 8,
+        zstd_level: 1,
+        predictor: "adaptive".into(),
+        shard_bytes: bytes,
+    };
+    let classes = if labelled { (0..CLASSES).map(|c| format!("c{c}")).collect() } else { vec![] };
+    let shards = vec![ShardInfo { file: shard.into(), bytes, videos: u64::from(VIDEOS) }];
+    let manifest = Manifest::new("test", params, classes, None, shards, &rows, &[]);
+    cvrl_formats::write_set(dir, &manifest, &rows, &[]).unwrap();
 }
 
 /// R3D-18 on 4 x 16 x 16 clips, a small head, batch 8, one libtorch thread.
