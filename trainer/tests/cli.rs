@@ -1,5 +1,6 @@
 //! `cvrl-train`'s new flags from the outside: `--help` documents them, and bad combinations
-//! or an unlabelled set for `--supervised` exit with status 1 and a message naming the flag.
+//! or an unlabelled set for `--supervised` or `--eval-every` exit with status 1 and a
+//! message naming the flag (a value clap cannot parse: status 2).
 
 mod common;
 
@@ -38,4 +39,16 @@ fn bad_accumulation_and_an_unlabelled_set_are_explained() {
     let (code, err) = run(&["--supervised"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--supervised needs labelled videos"), "{err}");
+    let (code, err) = run(&["--eval-every", "5"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--eval-every: needs labelled --eval-train and --eval-val"), "{err}");
+    let (code, err) = run(&["--eval-every", "5", "--eval-train", dirs[0], "--eval-val", dirs[0]]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--eval-every") && err.contains("has no class label"), "{err}");
+    let (code, err) = run(&["--crop-area-min", "0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--crop-area-min must be in (0, 1], got 0"), "{err}");
+    let (code, err) = run(&["--augmentation", "sideways"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("expected cvrl, per-frame, light or none"), "{err}");
 }
