@@ -225,6 +225,12 @@ pub struct SynthConfig {
     pub seed: u64,
     /// x264 constant rate factor (0-51; lower is better quality).
     pub crf: u32,
+    /// Multiplies the object's radius (1 = 10-15 % of the short side).
+    pub object_scale: f32,
+    /// How busy the scene is, 0-1: scales the background textures' contrast and the
+    /// number of distractors (1 = full; 0 = smooth backgrounds, no distractors). The
+    /// drift (pan, cross-fade, hue turn) stays.
+    pub clutter: f32,
 }
 
 impl SynthConfig {
@@ -240,6 +246,8 @@ impl SynthConfig {
             max_seconds: 8.0,
             seed: 0,
             crf: 20,
+            object_scale: 1.0,
+            clutter: 1.0,
         }
     }
 
@@ -289,6 +297,12 @@ impl SynthConfig {
             self.max_seconds
         );
         ensure!(self.crf <= 51, "--crf {}: must be 0 to 51", self.crf);
+        ensure!(
+            self.object_scale > 0.0 && self.object_scale <= 2.0,
+            "--object-scale {}: must be above 0 and at most 2 (larger objects leave no room to move)",
+            self.object_scale
+        );
+        ensure!((0.0..=1.0).contains(&self.clutter), "--clutter {}: must be 0 to 1", self.clutter);
         Ok(())
     }
 }
@@ -613,15 +627,24 @@ fn background_colour(rng: &mut Rng) -> Rgb {
 }
 
 impl Texture {
-    fn new(kind: TextureKind, w: usize, h: usize, scale: f32, rng: &mut Rng) -> Texture {
+    /// `contrast` (0-1) pulls the second colour and the grain towards the first.
+    fn new(
+        kind: TextureKind,
+        w: usize,
+        h: usize,
+        scale: f32,
+        contrast: f32,
+        rng: &mut Rng,
+    ) -> Texture {
         let (c1, c2) = (background_colour(rng), background_colour(rng));
+        let c2 = lerp3(c1, c2, contrast);
         let noise_seed = rng.next_u64();
         let cell = scale * rng.range(0.2, 0.45);
         let (sin, cos) = rng.range(0.0, TAU).sin_cos();
         let period = scale * rng.range(0.06, 0.18);
         let shift = rng.range(0.0, TAU);
         // Every kind gets some fractal noise in its brightness, so no region is flat.
-        let grain = if kind == TextureKind::Noise { 0.0 } else { rng.range(0.1, 0.25) };
+        let grain = contrast * if kind == TextureKind::Noise { 0.0 } else { rng.range(0.1, 0.25) };
         let mut rgb = Vec::with_capacity(w * h * 3);
         for y in 0..h {
             for x in 0..w {
@@ -684,7 +707,8 @@ struct Layer {
 
 impl Layer {
     /// A texture panning at `speed` pixels per second in a random direction for `seconds`.
-    fn new(w: u32, h: u32, seconds: f32, speed: f32, rng: &mut Rng) -> Layer {
+    fn new(cfg: &SynthConfig, seconds: f32, speed: f32, rng: &mut Rng) -> Layer {
+        let (w, h) = (cfg.width, cfg.height);
         let kind = [TextureKind::Noise, TextureKind::Stripes, TextureKind::Checker][rng.below(3)];
         let (sin, cos) = rng.range(0.0, TAU).sin_cos();
         let velocity = (speed * cos, speed * sin);
@@ -695,7 +719,7 @@ impl Layer {
             if velocity.0 < 0.0 { travel.0 } else { 0.0 },
             if velocity.1 < 0.0 { travel.1 } else { 0.0 },
         );
-        let texture = Texture::new(kind, tw, th, w.min(h) as f32, rng);
+        let texture = Texture::new(kind, tw, th, w.min(h) as f32, cfg.clutter, rng);
         Layer { texture, start, velocity }
     }
 
@@ -844,7 +868,7 @@ impl VideoPlan {
         let hue = PALETTE[colour_index].1 + rng.range(-0.02, 0.02);
         let colour = hsv(hue, rng.range(0.65, 1.0), rng.range(0.7, 1.0));
         let outline = if luma(colour) > 0.45 { [0.05; 3] } else { [0.95; 3] };
-        let radius = s * rng.range(0.1, 0.15);
+        let radius = s * rng.range(0.1, 0.15) * cfg.object_scale;
 
         // The motion's extent decides where the centre may start so the object stays in view.
         let margin = |extra: f32| radius + extra + 2.0;
@@ -883,12 +907,15 @@ impl VideoPlan {
 
         let pan = |rng: &mut Rng| s * rng.range(0.02, 0.06);
         let layers = [
-            Layer::new(cfg.width, cfg.height, seconds, pan(&mut rng), &mut rng),
-            Layer::new(cfg.width, cfg.height, seconds, pan(&mut rng), &mut rng),
+            Layer::new(cfg, seconds, pan(&mut rng), &mut rng),
+            Layer::new(cfg, seconds, pan(&mut rng), &mut rng),
         ];
         let hue_rate = rng.sign() * rng.range(0.6, 1.4) / seconds;
         let count = 1 + rng.below(2 + (seconds / 2.0) as usize);
-        let distractors = (0..count).map(|_| Distractor::new(w, h, seconds, &mut rng)).collect();
+        let mut distractors: Vec<_> =
+            (0..count).map(|_| Distractor::new(w, h, seconds, &mut rng)).collect();
+        // All are drawn, then some dropped, so clutter changes no other random choice.
+        distractors.truncate((count as f32 * cfg.clutter).round() as usize);
         VideoPlan {
             width: cfg.width,
             height: cfg.height,
@@ -1342,10 +1369,22 @@ mod tests {
 
     #[test]
     fn every_motion_keeps_the_object_in_the_frame_and_moves_it() {
-        let cfg = SynthConfig { classes: 36, min_seconds: 4.0, max_seconds: 4.0, ..small() };
+        for object_scale in [1.0, 2.0] {
+            let cfg = SynthConfig {
+                classes: 36,
+                min_seconds: 4.0,
+                max_seconds: 4.0,
+                object_scale,
+                ..small()
+            };
+            object_stays_in_view_and_moves(&cfg);
+        }
+    }
+
+    fn object_stays_in_view_and_moves(cfg: &SynthConfig) {
         for (c, class) in classes(36).unwrap().into_iter().enumerate() {
             for v in 0..4 {
-                let plan = VideoPlan::new(&cfg, class, c, v);
+                let plan = VideoPlan::new(cfg, class, c, v);
                 let r = plan.radius;
                 for k in 0..plan.frames {
                     let p = plan.pose(k);
@@ -1371,6 +1410,38 @@ mod tests {
                 assert!(path > 0.3 * r, "{class} video {v}: moves {path} px in 1 s, radius {r}");
             }
         }
+    }
+
+    #[test]
+    fn clutter_flattens_the_background_and_drops_distractors_but_not_the_object() {
+        let busy = SynthConfig { min_seconds: 6.0, max_seconds: 6.0, ..small() };
+        let calm = SynthConfig { clutter: 0.0, ..busy.clone() };
+        // Spread of the background around its mean, away from the object.
+        let spread = |plan: &VideoPlan, k: u32| {
+            let (f, r) = (frame(plan, k), plan.object_box(k));
+            let outside: Vec<f32> = (0..64 * 64)
+                .filter(|i| {
+                    let (x, y) = (i % 64, i / 64);
+                    !(r.x0..r.x1).contains(&x) || !(r.y0..r.y1).contains(&y)
+                })
+                .map(|i| f[i as usize * 3..i as usize * 3 + 3].iter().sum::<f32>() / 3.0)
+                .collect();
+            let mean = outside.iter().sum::<f32>() / outside.len() as f32;
+            outside.iter().map(|v| (v - mean).abs()).sum::<f32>() / outside.len() as f32
+        };
+        for (c, class) in classes(4).unwrap().into_iter().enumerate() {
+            let (b, q) = (VideoPlan::new(&busy, class, c, 0), VideoPlan::new(&calm, class, c, 0));
+            assert!(!b.distractors.is_empty() && q.distractors.is_empty(), "{class}");
+            for k in [0, 40, 80] {
+                assert_eq!(b.pose(k), q.pose(k), "{class} frame {k}: clutter moved the object");
+                let (sb, sq) = (spread(&b, k), spread(&q, k));
+                assert!(sq < 0.5 * sb, "{class} frame {k}: spread {sq} calm, {sb} busy");
+            }
+        }
+        let bad = |clutter, object_scale| {
+            SynthConfig { clutter, object_scale, ..small() }.validate().is_err()
+        };
+        assert!(bad(1.5, 1.0) && bad(-0.1, 1.0) && bad(1.0, 0.0) && bad(1.0, 2.5));
     }
 
     #[test]

@@ -139,6 +139,14 @@ struct SynthArgs {
     /// x264 constant rate factor, 0-51 (lower: better quality, bigger files).
     #[arg(long, default_value_t = 20)]
     crf: u32,
+    /// Multiplies the object's radius, above 0 up to 2 (default 1: 10-15 % of the short
+    /// side). Larger objects are easier to learn at small crops.
+    #[arg(long, default_value_t = 1.0)]
+    object_scale: f32,
+    /// How busy the scene is, 0-1: background texture contrast and the number of
+    /// distractors (default 1; 0 = smooth backgrounds, no distractors). Drift stays.
+    #[arg(long, default_value_t = 1.0)]
+    clutter: f32,
     /// Videos encoded in parallel (default: all cores).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
@@ -222,6 +230,8 @@ fn run_synth(args: SynthArgs) -> Result<ExitCode> {
         max_seconds: args.max_seconds.unwrap_or(p.max_seconds),
         seed: args.seed,
         crf: args.crf,
+        object_scale: args.object_scale,
+        clutter: args.clutter,
     };
     let bar = cvrl_tools::progress::Bar::new(args.quiet);
     let s = synth(&cfg, &args.out, args.force, &bar)?;
