@@ -15,10 +15,18 @@
 # The Rust side is trainer/examples/bench_loader.rs, the peers scripts/bench_loader_peers.py
 # (installed by scripts/setup-bench.sh). The two alternate in BENCH_ROUNDS rounds and the
 # best of each row is kept, so that both see the same load from other processes.
+# A second table compares shard settings: the same videos sharded with each
+# `--predictor P --chunk-frames N` of BENCH_VARIANTS, the loader (full augmentation, 1 and
+# all workers) and the 1-thread read breakdown on each, with the shards' size on disk.
 # Knobs (environment): BENCH_ROUNDS (default 2), BENCH_PAIRS (pairs per loader/floor
 # measurement, default 96), BENCH_PEER_PAIRS (per peer measurement, default 48),
-# BENCH_WORKERS (the "all cores" worker count, default nproc). About 5 minutes on 2 shared
-# cores after the build (BENCHMARKS.md, Loader).
+# BENCH_WORKERS (the "all cores" worker count, default nproc), BENCH_VARIANTS (default
+# "adaptive:16 adaptive:8 adaptive:4 raw:16 raw:8"; empty for none), BENCH_PEERS (0 skips
+# the Python peers, whose rows then read "not measured"), BENCH_BASELINE_BIN (an older build
+# of examples/bench_loader, e.g. a copy made before a codec change: it reads the default
+# shards too, as the row "baseline build (BENCH_BASELINE_LABEL)", so a before/after lands in
+# one run). About 10
+# minutes on 2 shared cores after the build (BENCHMARKS.md, Loader).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +35,10 @@ ROUNDS=${BENCH_ROUNDS:-2}
 PAIRS=${BENCH_PAIRS:-96}
 PEER_PAIRS=${BENCH_PEER_PAIRS:-48}
 ALL=${BENCH_WORKERS:-$(nproc)}
+read -r -a VARIANTS <<<"${BENCH_VARIANTS-adaptive:16 adaptive:8 adaptive:4 raw:16 raw:8}"
+PEERS=${BENCH_PEERS:-1}
+BASELINE=${BENCH_BASELINE_BIN:-}
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "bench-loader: error: BENCH_BASELINE_BIN=$BASELINE is not executable" >&2; exit 1; }
 PY=.venv/bin/python
 SHARD=target/release/cvrl-shard
 BENCH=target/release/examples/bench_loader
@@ -38,7 +50,7 @@ command -v ffmpeg >/dev/null || die "ffmpeg not found (bash scripts/setup.sh ins
 STARTED=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-bash scripts/setup-bench.sh
+[ "$PEERS" = 0 ] || bash scripts/setup-bench.sh
 log "building (release): cvrl-shard, examples/bench_loader"
 cargo build --release --quiet -p cvrl-tools --bin cvrl-shard
 cargo build --release --quiet -p cvrl-trainer --example bench_loader
@@ -77,6 +89,14 @@ mkdir -p "$B/one/testsrc2"
 ln "$V/testsrc2/testsrc2_0.mp4" "$B/one/testsrc2/"
 "$SHARD" build "$B/one" "$B/shards-one" --force --quiet >/dev/null
 INDEX_ONE=$(stat -c %s "$B/shards-one/index.parquet")
+# The same videos at other settings (a cheap rebuild: sharding is seconds per set).
+for v in "${VARIANTS[@]}"; do
+  pred=${v%%:*} chunk=${v##*:}
+  log "sharding with --predictor $pred --chunk-frames $chunk"
+  rm -rf "$B/shards-$pred-c$chunk"
+  "$SHARD" build "$V" "$B/shards-$pred-c$chunk" --predictor "$pred" --chunk-frames "$chunk" \
+    --force --quiet >/dev/null
+done
 
 # --- Rounds: the Rust rows, then the peers ---------------------------------------------------
 R=$B/results
@@ -85,6 +105,18 @@ mkdir -p "$R"
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round/$ROUNDS: loader and floor ($PAIRS pairs per row, 1 and $ALL workers)"
   "$BENCH" "$B/shards" --pairs "$PAIRS" --workers "$ALL" --reps 1 >"$R/rust_$round.tsv"
+  for v in "${VARIANTS[@]}"; do
+    name="${v%%:*}-c${v##*:}"
+    log "round $round/$ROUNDS: loader on the $name shards"
+    "$BENCH" "$B/shards-$name" --pairs "$PAIRS" --workers "$ALL" --reps 1 --only loader,breakdown \
+      >"$R/variant_${name}_$round.tsv"
+  done
+  if [ -n "$BASELINE" ]; then
+    log "round $round/$ROUNDS: loader of the baseline build ($BASELINE) on the default shards"
+    "$BASELINE" "$B/shards" --pairs "$PAIRS" --workers "$ALL" --reps 1 --only loader,breakdown \
+      >"$R/variant_baseline_$round.tsv"
+  fi
+  [ "$PEERS" = 0 ] && continue
   log "round $round/$ROUNDS: peers ($PEER_PAIRS pairs per row, 1 and $ALL workers)"
   "$PY" scripts/bench_loader_peers.py "${VIDEOS[@]}" --pairs "$PEER_PAIRS" --workers 1 "$ALL" \
     --reps 1 >"$R/peers_$round.tsv"
@@ -97,17 +129,17 @@ from importlib.metadata import version as v
 print(';'.join(f'{p}=={v(p)}' for p in ('decord', 'av', 'torchcodec', 'torch')))" 2>/dev/null || true)
 log "done; the table follows (also in $B/report.md)"
 "$PY" - "$R" "$ALL" "${#VIDEOS[@]}" "$SRC_BYTES" "$SHARD_MS" "$INDEX_ONE" "$MACHINE" "$VERSIONS" \
-  "$ROUNDS" <<'EOF' | tee "$B/report.md"
-import glob, sys
+  "$ROUNDS" "$B" <<'EOF' | tee "$B/report.md"
+import glob, json, os, sys
 from collections import defaultdict
 
-r, all_w, nvid, src_bytes, shard_ms, index_one, machine, versions, rounds = sys.argv[1:]
+r, all_w, nvid, src_bytes, shard_ms, index_one, machine, versions, rounds, bdir = sys.argv[1:]
 all_w, nvid = int(all_w), int(nvid)
 best = {}          # (name, workers) -> best pairs/s by wall time
 best_cpu = {}      # (name, workers) -> best pairs per CPU second
 unavailable = {}
 info = defaultdict(list)
-for path in sorted(glob.glob(f"{r}/*.tsv")):
+for path in sorted(glob.glob(f"{r}/rust_*.tsv") + glob.glob(f"{r}/peers_*.tsv")):
     for line in open(path):
         f = line.rstrip("\n").split("\t")
         if f[0] == "row":
@@ -196,6 +228,67 @@ print(f"\nIndex cost: index.parquet {disk} B for {nvid} videos = {disk // nvid} 
       f"`VideoRow` inline + its strings + {one['index_chunks_per_video']} chunk entries of "
       f"{one['index_chunk_entry_bytes']} B; allocator overhead not counted).")
 print(f"\nSources: {nvid} mp4s, {int(src_bytes) / 1e6:.1f} MB; `cvrl-shard build` took {int(shard_ms) / 1e3:.1f} s wall.")
+
+# --- Shard settings: the loader on the same videos sharded other ways ---------------------
+def load_variant(name):
+    best_w, best_c, inf = {}, {}, defaultdict(list)
+    for path in sorted(glob.glob(f"{r}/variant_{name}_*.tsv")):
+        for line in open(path):
+            f = line.rstrip("\n").split("\t")
+            if f[0] == "row" and f[1] == "loader":
+                w, pairs, wall, cpu = int(f[2]), int(f[3]), float(f[5]), float(f[7])
+                best_w[w] = max(best_w.get(w, 0.0), wall)
+                if cpu > 0:
+                    best_c[w] = max(best_c.get(w, 0.0), pairs / cpu)
+            elif f[0] == "info":
+                inf[f[1]].append(f[2])
+    return best_w, best_c, inf
+
+def manifest(d):
+    with open(os.path.join(bdir, d, "manifest.json")) as fh:
+        return json.load(fh)
+
+default_m = manifest("shards")
+vrows = [("defaults", "shards", ({w: rate("loader", w) for w in ws},
+                                 {w: crate("loader", w) for w in ws}, info))]
+names = sorted({os.path.basename(p)[len("variant_"):].rsplit("_", 1)[0]
+                for p in glob.glob(f"{r}/variant_*.tsv")})
+for name in [n for n in names if n != "baseline"] + [n for n in names if n == "baseline"]:
+    vrows.append((name, "shards" if name == "baseline" else f"shards-{name}", load_variant(name)))
+best_peer = max([(crate(p, 1), p) for p in peers if crate(p, 1)], default=(None, None))
+fl = crate("floor_yuv", 1)
+if len(vrows) > 1:
+    print("\n### Shard settings\n")
+    print("The same 12 videos sharded with other `--predictor` / `--chunk-frames` (zstd level 1, "
+          "short side 256 as the defaults), the loader with the full augmentation on each; "
+          "read = one thread's CPU time reading a pair's frames (chunk CRC + decode + copy). "
+          f"Best of {rounds} rounds.\n")
+    print("| shards | predictor | chunk frames | size on disk | B/frame | x default size | "
+          "pairs per CPU s, 1 worker | " + " | ".join(f"pairs/s wall, {wn(w)}" for w in ws)
+          + " | read ms/pair | chunks/clip | decoded MB/pair | decode MB/s | "
+          "x best peer (CPU, 1 worker) | floor / this (CPU, 1 worker) |")
+    print("|---|---|---:|---:|---:|---:|---:|" + "---:|" * (len(ws) + 6))
+    for name, d, (bw, bc, inf) in vrows:
+        m = manifest(d)
+        size, frames = m["counts"]["stored_bytes"], m["counts"]["frames"]
+        label = {"defaults": "`cvrl-shard build` defaults",
+                 "baseline": f"baseline build ({os.environ.get('BENCH_BASELINE_LABEL', 'BENCH_BASELINE_BIN')}), default shards"}.get(name, name)
+        if not inf.get("read_ms_per_pair"):
+            continue
+        lo = lambda k: min(float(x) for x in inf[k])
+        c1 = bc.get(1)
+        cells = [m["params"]["predictor"], str(m["params"]["chunk_frames"]),
+                 f"{size / 1e6:.1f} MB", f"{size / frames:.0f}",
+                 f"{size / default_m['counts']['stored_bytes']:.2f}x", fmt(c1)]
+        cells += [fmt(bw.get(w)) for w in ws]
+        dec = int(inf["decoded_bytes_per_pair"][0])
+        cells += [f"{lo('read_ms_per_pair'):.1f}", inf["chunks_per_clip"][0], f"{dec / 1e6:.1f}",
+                  f"{dec / 1e3 / lo('read_ms_per_pair'):.0f}",
+                  ratio(c1, best_peer[0]), ratio(fl, c1)]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    if best_peer[1]:
+        print(f"\nBest peer: {best_peer[1]}, {best_peer[0]:.2f} pairs per CPU second (1 worker); "
+              f"floor: {fl or 0:.1f}.")
 
 print("\n### Verdicts\n")
 # Judged on pairs per CPU second of the 1-worker runs (the sharder benchmark's rule on this
