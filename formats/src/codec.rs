@@ -959,6 +959,8 @@ pub struct ChunkDecoder {
     rows: RowScratch,
     refrows: [Vec<u8>; 3],
     runs: Vec<(usize, usize, Predictor)>,
+    /// The CPU has AVX2 (checked once): decode with the AVX2 build of the residual pass.
+    avx2: bool,
 }
 
 impl ChunkDecoder {
@@ -969,6 +971,7 @@ impl ChunkDecoder {
             rows: RowScratch::default(),
             refrows: [Vec::new(), Vec::new(), Vec::new()],
             runs: Vec::new(),
+            avx2: has_avx2(),
         })
     }
 
@@ -1079,7 +1082,7 @@ impl ChunkDecoder {
             for (p, g) in gs.iter().enumerate() {
                 let plane = &mut frame[g.off..][..g.len()];
                 let prev = (f > 0).then(|| &before[(f - 1) * fb + g.off..][..g.len()]);
-                decode_residuals(g, data, &mut rd, &mut self.rows, plane, &mut fault);
+                decode_residuals(g, data, &mut rd, &mut self.rows, plane, &mut fault, self.avx2);
                 if fault.any() {
                     return Err(match (fault.overrun, fault.magnitude) {
                         (Some(stream), _) => {
@@ -1110,6 +1113,13 @@ impl ChunkDecoder {
         }
         Ok(())
     }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The stream readers, grouped by kind. Array lengths are powers of two so that masked
@@ -1150,8 +1160,44 @@ impl Readers {
 
 /// Pass 1: entropy-decodes one plane's residuals into `plane` (module doc, "Residual
 /// streams"). Contexts depend only on residuals, so this runs before any prediction.
+/// `avx2`: run the build of [`residuals_body`] compiled for AVX2 (the caller checked the
+/// CPU); its row loops get twice the lanes, and the bytes it produces are the same.
 #[inline(never)]
 fn decode_residuals(
+    g: &Geom,
+    data: &[u8],
+    rd: &mut Readers,
+    rows: &mut RowScratch,
+    plane: &mut [u8],
+    fault: &mut Fault,
+    avx2: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is only true when the CPU supports AVX2 (`ChunkDecoder::new`).
+        unsafe { residuals_avx2(g, data, rd, rows, plane, fault) };
+        return;
+    }
+    let _ = avx2;
+    residuals_body(g, data, rd, rows, plane, fault);
+}
+
+/// [`residuals_body`] compiled for AVX2 (everything it calls is `#[inline(always)]`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn residuals_avx2(
+    g: &Geom,
+    data: &[u8],
+    rd: &mut Readers,
+    rows: &mut RowScratch,
+    plane: &mut [u8],
+    fault: &mut Fault,
+) {
+    residuals_body(g, data, rd, rows, plane, fault)
+}
+
+#[inline(always)]
+fn residuals_body(
     g: &Geom,
     data: &[u8],
     rd: &mut Readers,
@@ -1162,14 +1208,13 @@ fn decode_residuals(
     let (w, s) = (g.w, g.s);
     let ngroups = w.div_ceil(8);
     let padded = PAD_L + w + PAD_R;
-    for r in [&mut rows.up, &mut rows.cur, &mut rows.nz, &mut rows.abs, &mut rows.om, &mut rows.sg]
-    {
+    for r in [&mut rows.up, &mut rows.cur, &mut rows.abs, &mut rows.om, &mut rows.sg] {
         r.clear();
         r.resize(padded, 0);
     }
     rows.ctx.clear();
     rows.ctx.resize(ngroups, 0);
-    let RowScratch { up, cur, nz, abs, ctx, om, sg, pending } = rows;
+    let RowScratch { up, cur, abs, ctx, om, sg, pending } = rows;
     for y in 0..g.h {
         // Every context of this row depends only on the row above and on this row's zero
         // flags, so they are computed in loops over whole rows that vectorise; what remains
@@ -1182,30 +1227,22 @@ fn decode_residuals(
             *c = z_ctx(win.iter().map(|&a| u32::from(a)).sum()) as u8;
         }
         let span = PAD_L..PAD_L + w;
-        for ((o, &b), &c) in
-            sg[span.clone()].iter_mut().zip(&up[span.clone()]).zip(&up[PAD_L - s..])
-        {
-            *o = (3 * sgn3(b) + sgn3(c)) as u8;
-        }
         pending.clear();
         for (gi, &k) in ctx.iter().enumerate() {
             let x0 = gi * 8;
             let k = usize::from(k);
             let n = (w - x0).min(8);
             let vals: &mut [u8; 8] = (&mut cur[PAD_L + x0..PAD_L + x0 + 8]).try_into().unwrap();
-            let flags: &mut [u8; 8] = (&mut nz[PAD_L + x0..PAD_L + x0 + 8]).try_into().unwrap();
             if k >= LIT_K {
                 // Busy area: the bytes are stored as they are, a plain copy.
                 *vals = rd.l[(k - LIT_K) & 7].read8(data, n, fault);
-                for (f, &v) in flags.iter_mut().zip(vals.iter()) {
-                    *f = u8::from(v != 0);
-                }
                 continue;
             }
             let mask = rd.z[k & 15].read(data, n as u32, fault);
+            // Until the magnitudes below replace them, a zero-flag group holds its flags (0
+            // or 1), so `cur != 0` tells every byte of the row whether it is non-zero.
             // Spilling zeros into the right padding is harmless.
-            *flags = NZ_EXPAND[mask as usize & 0xff];
-            *vals = [0; 8];
+            *vals = NZ_EXPAND[mask as usize & 0xff];
             if mask != 0 {
                 pending.push((x0 as u32, mask));
             }
@@ -1215,11 +1252,17 @@ fn decode_residuals(
             std::mem::swap(up, cur);
             continue;
         }
-        let it = om[span.clone()].iter_mut().zip(&nz[PAD_L - s..]);
+        // Contexts of the non-zero residuals, only on rows that have some.
+        for ((o, &b), &c) in
+            sg[span.clone()].iter_mut().zip(&up[span.clone()]).zip(&up[PAD_L - s..])
+        {
+            *o = (3 * sgn3(b) + sgn3(c)) as u8;
+        }
+        let it = om[span.clone()].iter_mut().zip(&cur[PAD_L - s..]);
         for ((o, &left), (&b, (&c, &d))) in
             it.zip(abs[span.clone()].iter().zip(abs[PAD_L - s..].iter().zip(&abs[PAD_L + s..])))
         {
-            *o = om_code(pixel_sum(left, b, c, d));
+            *o = om_code(pixel_sum(u8::from(left != 0), b, c, d));
         }
         for &(x0, mut mask) in pending.iter() {
             while mask != 0 {
@@ -1248,8 +1291,6 @@ struct RowScratch {
     /// Residuals of the row above and of this row.
     up: Vec<u8>,
     cur: Vec<u8>,
-    /// 1 where this row's residual is non-zero.
-    nz: Vec<u8>,
     /// `|v|` of the row above.
     abs: Vec<u8>,
     /// Group context of each group of this row.
@@ -1638,7 +1679,16 @@ mod tests {
         let mut out = vec![0xA5; frames.len()];
         ChunkDecoder::new().unwrap().decode(layout, n, &chunk, &mut out).unwrap();
         assert!(out == frames, "{mode} {layout:?}: decoded frames differ");
+        // The portable build of the residual pass, whatever this CPU has.
+        out.fill(0xA5);
+        baseline_decoder().decode(layout, n, &chunk, &mut out).unwrap();
+        assert!(out == frames, "{mode} {layout:?}: the baseline build decodes differently");
         chunk.len()
+    }
+
+    /// A decoder that never takes the AVX2 build of the residual pass.
+    fn baseline_decoder() -> ChunkDecoder {
+        ChunkDecoder { avx2: false, ..ChunkDecoder::new().unwrap() }
     }
 
     #[test]
@@ -1724,8 +1774,14 @@ mod tests {
             if cut % 4 == 0 {
                 payload.truncate(usize::from(cut) % payload.len());
             }
+            let chunk = zstd::bulk::compress(&payload, 1).unwrap();
             let mut out = vec![0; frames.len()];
-            let _ = ChunkDecoder::new().unwrap().decode(&layout, 3, &zstd::bulk::compress(&payload, 1).unwrap(), &mut out);
+            let got = ChunkDecoder::new().unwrap().decode(&layout, 3, &chunk, &mut out);
+            let mut base = vec![0; frames.len()];
+            let want = baseline_decoder().decode(&layout, 3, &chunk, &mut base);
+            // Both builds agree on what they reject and on what they decode.
+            prop_assert_eq!(got.map_err(|e| e.to_string()), want.map_err(|e| e.to_string()));
+            prop_assert!(out == base);
         }
     }
 
