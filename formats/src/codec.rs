@@ -984,6 +984,25 @@ impl ChunkDecoder {
         compressed: &[u8],
         out: &mut [u8],
     ) -> Result<(), CodecError> {
+        self.decode_first(layout, n_frames, compressed, out, n_frames)
+    }
+
+    /// Like [`decode`](Self::decode), but reconstructs only the first `upto` frames (at most
+    /// `n_frames`; `out` is still `n_frames * frame_bytes` long and holds garbage after them).
+    /// Frames are coded in order, so a reader that needs frames `0..upto` of a chunk skips
+    /// the rest of the residual decoding and prediction. The whole payload is still
+    /// decompressed (zstd checks its checksum) and validated, except that whether every stream
+    /// ends exactly where the last frame's symbols end can only be checked with `upto ==
+    /// n_frames`.
+    pub fn decode_first(
+        &mut self,
+        layout: &FrameLayout,
+        n_frames: usize,
+        compressed: &[u8],
+        out: &mut [u8],
+        upto: usize,
+    ) -> Result<(), CodecError> {
+        let upto = upto.min(n_frames);
         if n_frames == 0 {
             return Err(CodecError::NoFrames);
         }
@@ -1076,7 +1095,7 @@ impl ChunkDecoder {
 
         let mut fault = Fault::default();
         let mut at = 0;
-        for f in 0..n_frames {
+        for f in 0..upto {
             let (before, rest) = out.split_at_mut(f * fb);
             let frame = &mut rest[..fb];
             for (p, g) in gs.iter().enumerate() {
@@ -1107,6 +1126,9 @@ impl ChunkDecoder {
                 );
                 at += g.blocks();
             }
+        }
+        if upto < n_frames {
+            return Ok(());
         }
         if let Some(stream) = rd.unfinished() {
             return Err(CodecError::StreamTrailing { stream });
@@ -1709,6 +1731,22 @@ mod tests {
                 for mode in MODES {
                     round_trip(&layout, frames, mode, 3);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn decoding_the_first_frames_gives_those_of_a_full_decode() {
+        for layout in layouts() {
+            let frames = clip(&layout, 5, 3, -2, 4);
+            let chunk = ChunkEncoder::new(1, PredictorMode::Adaptive).unwrap();
+            let chunk = chunk.with_candidates(&Predictor::ALL).encode(&layout, &frames).unwrap();
+            let mut dec = ChunkDecoder::new().unwrap();
+            for upto in 1..=6 {
+                let mut out = vec![0xA5; frames.len()];
+                dec.decode_first(&layout, 5, &chunk, &mut out, upto).unwrap();
+                let n = upto.min(5) * layout.frame_bytes();
+                assert!(out[..n] == frames[..n], "{layout:?}: first {upto} frames differ");
             }
         }
     }

@@ -4,7 +4,10 @@
 //! every index row against the shard it points into (ranges, chunk tables, sizes), so that
 //! later reads can trust offsets. [`FrameReader`] then gives random access to any frames of
 //! any video, decompressing only the chunks they lie in, into reused buffers; every chunk's
-//! CRC-32C is checked before it is decompressed.
+//! CRC-32C is checked before it is decompressed. [`FrameReader::read_frames`] and
+//! [`FrameReader::read_indices`] know every frame a call needs, so they reconstruct a chunk
+//! only up to the last of them (frames are coded in order; the rest of a chunk's decoding
+//! is skipped); [`FrameReader::frame`] decodes whole chunks.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), cvrl_formats::FormatError> {
@@ -205,7 +208,7 @@ impl ShardSet {
             what: "zstd decoder".into(),
             reason: e.to_string(),
         })?;
-        Ok(FrameReader { set: self, decoder, chunk: Vec::new(), cached: None })
+        Ok(FrameReader { set: self, decoder, chunk: Vec::new(), cached: None, cached_frames: 0 })
     }
 
     /// Recomputes every checksum of video `i`: the record header against the index row,
@@ -230,7 +233,7 @@ impl ShardSet {
             });
         }
         for c in 0..row.chunks.len() {
-            reader.load_chunk(i, c)?;
+            reader.load_chunk(i, c, usize::MAX)?;
         }
         let actual = crc32c::crc32c(self.record(i));
         if actual != row.checksum {
@@ -380,7 +383,9 @@ pub struct FrameReader<'s> {
     set: &'s ShardSet,
     decoder: ChunkDecoder,
     chunk: Vec<u8>,
+    /// `(video, chunk)` in `chunk`, of which the first `cached_frames` frames are decoded.
     cached: Option<(usize, usize)>,
+    cached_frames: usize,
 }
 
 impl<'s> FrameReader<'s> {
@@ -410,7 +415,11 @@ impl<'s> FrameReader<'s> {
         for k in 0..count {
             let frame = start + k * stride;
             let c = chunk_of(&row.chunks, frame);
-            self.load_chunk(video, c)?;
+            let chunk_last = row.chunks[c].first_frame + (row.chunks[c].num_frames - 1);
+            // The last frame of this call in chunk `c`: decode no further.
+            let last_k = (count - 1).min((chunk_last - start) / stride);
+            let need = start + last_k * stride - row.chunks[c].first_frame + 1;
+            self.load_chunk(video, c, need as usize)?;
             let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
             out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
         }
@@ -430,10 +439,43 @@ impl<'s> FrameReader<'s> {
             });
         }
         let c = chunk_of(&row.chunks, frame);
-        self.load_chunk(video, c)?;
+        // Whole chunks: the next call may want any later frame of this one.
+        self.load_chunk(video, c, usize::MAX)?;
         let frame_bytes = self.set.layouts[video].frame_bytes();
         let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
         Ok(&self.chunk[at..at + frame_bytes])
+    }
+
+    /// Appends frames `indices` of video `video` to `out`, in that order, each
+    /// `layout(video).frame_bytes()` bytes: what a clip sampler's index list needs. Each
+    /// chunk is decoded once per run of consecutive indices inside it, and only up to the
+    /// last frame of that run.
+    pub fn read_indices(&mut self, video: usize, indices: &[u32], out: &mut Vec<u8>) -> Result<()> {
+        let row = self.video_row(video)?;
+        if let Some(&bad) = indices.iter().find(|&&i| i >= row.num_frames) {
+            return Err(FormatError::FrameOutOfRange {
+                video: row.video_id.clone(),
+                start: u64::from(bad),
+                end: u64::from(bad) + 1,
+                num_frames: row.num_frames,
+            });
+        }
+        let frame_bytes = self.set.layouts[video].frame_bytes();
+        out.reserve(frame_bytes * indices.len());
+        let mut k = 0;
+        while k < indices.len() {
+            let c = chunk_of(&row.chunks, indices[k]);
+            let (first, n) = (row.chunks[c].first_frame, row.chunks[c].num_frames);
+            let run = indices[k..].iter().take_while(|&&i| i >= first && i - first < n).count();
+            let need = indices[k..k + run].iter().map(|&i| i - first + 1).max().unwrap_or(n);
+            self.load_chunk(video, c, need as usize)?;
+            for &i in &indices[k..k + run] {
+                let at = (i - first) as usize * frame_bytes;
+                out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
+            }
+            k += run;
+        }
+        Ok(())
     }
 
     fn video_row(&self, video: usize) -> Result<&'s VideoRow> {
@@ -443,9 +485,10 @@ impl<'s> FrameReader<'s> {
         })
     }
 
-    /// Decompresses chunk `c` of `video` into the chunk buffer unless it is already there.
-    fn load_chunk(&mut self, video: usize, c: usize) -> Result<()> {
-        if self.cached == Some((video, c)) {
+    /// Decodes chunk `c` of `video` into the chunk buffer, its first `need` frames at least
+    /// (`usize::MAX`: all, with every check of the codec), unless they are already there.
+    fn load_chunk(&mut self, video: usize, c: usize, need: usize) -> Result<()> {
+        if self.cached == Some((video, c)) && self.cached_frames >= need {
             return Ok(());
         }
         self.cached = None;
@@ -476,15 +519,18 @@ impl<'s> FrameReader<'s> {
         }
         let layout = set.layouts[video];
         self.chunk.resize(layout.frame_bytes() * entry.num_frames as usize, 0);
-        self.decoder.decode(&layout, entry.num_frames as usize, data, &mut self.chunk).map_err(
-            |source| FormatError::ChunkDecode {
+        let n = entry.num_frames as usize;
+        let upto = need.min(n);
+        self.decoder.decode_first(&layout, n, data, &mut self.chunk, upto).map_err(|source| {
+            FormatError::ChunkDecode {
                 path: path.into(),
                 video: row.video_id.clone(),
                 chunk: c,
                 source,
-            },
-        )?;
+            }
+        })?;
         self.cached = Some((video, c));
+        self.cached_frames = upto;
         Ok(())
     }
 }

@@ -109,6 +109,21 @@ fn every_frame_reads_back_exactly_at_any_start_and_stride() {
                 (0..count).flat_map(|k| v.frames[(start + k * stride) as usize].clone()).collect();
             assert!(out == expected, "{}: frames {start}+{count}x{stride} differ", v.id);
         }
+        // Index lists decode a chunk only up to the last frame they need; a later read of
+        // the same chunk that needs more (or `frame`) must decode further, not reuse it.
+        for idx in [vec![0], vec![1 % n, 0], vec![n - 1, 0, n / 2], vec![0, 0, n / 3, n - 1]] {
+            let mut out = Vec::new();
+            reader.read_indices(i, &idx, &mut out).unwrap();
+            let expected: Vec<u8> =
+                idx.iter().flat_map(|&k| v.frames[k as usize].clone()).collect();
+            assert!(out == expected, "{}: frames {idx:?} differ", v.id);
+            assert_eq!(reader.frame(i, n - 1).unwrap(), &v.frames[n as usize - 1][..]);
+            let mut one = Vec::new();
+            reader.read_frames(i, 0, 1, 1, &mut one).unwrap();
+            assert!(one == v.frames[0]);
+        }
+        let err = reader.read_indices(i, &[0, n], &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains(v.id) && err.contains(&format!("has {n}")), "{err}");
         assert_eq!(reader.frame(i, n - 1).unwrap(), &v.frames[n as usize - 1][..]);
         let err = reader.read_frames(i, n - 1, 2, 1, &mut Vec::new()).unwrap_err().to_string();
         assert!(err.contains(v.id) && err.contains(&format!("has {n}")), "{err}");

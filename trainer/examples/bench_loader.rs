@@ -14,8 +14,8 @@
 //!   `yuv420p`, and converted to `rgb24`), each clip compressed beforehand as one plain zstd
 //!   level-1 frame; timed: decompressing them, nothing else.
 //!
-//! It also prints where a 1-thread pair's time goes (chunk reads vs augmentation), the chunk
-//! codec's decode MB/s, and the index's cost per video. Output: tab-separated lines
+//! It also prints where a 1-thread pair's time goes (chunk reads vs augmentation, reading
+//! as the loader does, `FrameReader::read_indices`), the chunk codec's decode MB/s, and the index's cost per video. Output: tab-separated lines
 //! (`row`, `info`) that the driver turns into markdown.
 //!
 //! ```sh
@@ -278,26 +278,29 @@ fn breakdown(
     let mut frames = [Vec::new(), Vec::new()];
     let (mut read_s, mut full_s, mut crop_s) = (0.0, 0.0, 0.0);
     let (mut decoded, mut chunks, mut compressed) = (0usize, 0usize, 0usize);
-    let mut cached: Option<(usize, usize)> = None;
+    let mut cached: Option<(usize, usize, u32)> = None;
     for p in pairs {
         let row = &set.videos()[p.video];
         let layout = set.layout(p.video);
         let t = thread_cpu_s();
         for (clip, buf) in p.clips.iter().zip(frames.iter_mut()) {
             buf.clear();
-            for &i in clip {
-                buf.extend_from_slice(reader.frame(p.video, i)?);
-            }
+            reader.read_indices(p.video, clip, buf)?;
         }
         read_s += thread_cpu_s() - t;
-        // What the reader decompressed (it keeps one chunk between calls).
+        // What the reader decoded: each run of a clip's frames in one chunk, up to the run's
+        // last frame, unless the chunk it keeps between calls already holds that far.
         for clip in &p.clips {
-            for &i in clip {
-                let c = chunk_of(&row.chunks, i);
-                if cached != Some((p.video, c)) {
-                    cached = Some((p.video, c));
-                    let e = row.chunks[c];
-                    decoded += e.num_frames as usize * layout.frame_bytes();
+            let mut k = 0;
+            while k < clip.len() {
+                let c = chunk_of(&row.chunks, clip[k]);
+                let e = row.chunks[c];
+                let run = clip[k..].iter().take_while(|&&i| i < e.first_frame + e.num_frames);
+                let need = run.clone().map(|&i| i - e.first_frame + 1).max().unwrap_or(0);
+                k += run.count();
+                if !matches!(cached, Some((v, cc, n)) if v == p.video && cc == c && n >= need) {
+                    cached = Some((p.video, c, need));
+                    decoded += need as usize * layout.frame_bytes();
                     compressed += e.length as usize;
                     chunks += 1;
                 }

@@ -277,9 +277,7 @@ fn make_pair(
     for (start, out) in [(starts.first, out_a), (starts.second, out_b)] {
         cfg.clip.indices(start, row.num_frames, row.fps(), indices);
         frames.clear();
-        for &i in indices.iter() {
-            frames.extend_from_slice(reader.frame(video, i)?);
-        }
+        reader.read_indices(video, indices, frames)?;
         transform.apply(rng, &layout, frames, indices.len(), out);
     }
     Ok(())
