@@ -25,8 +25,7 @@
 # the Python peers, whose rows then read "not measured"), BENCH_BASELINE_BIN (an older build
 # of examples/bench_loader, e.g. a copy made before a codec change: it reads the default
 # shards too, as the row "baseline build (BENCH_BASELINE_LABEL)", so a before/after lands in
-# one run). About 10
-# minutes on 2 shared cores after the build (BENCHMARKS.md, Loader).
+# one run). About 10 minutes on 2 shared cores after the build (BENCHMARKS.md, Loader).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
