@@ -100,7 +100,7 @@
 //! smallest sum of absolute differences on every fourth row, within 8 pixels, 4 in chroma)
 //! and picks per block the allowed predictor with the smallest sum of `|v|`. Chunk length,
 //! zstd level and the predictor set are the writer's choice; `examples/codec_eval.rs`
-//! measures them; `cvrl-shard` defaults to adaptive, zstd level 1, 16 frames (BENCHMARKS.md).
+//! measures them; `cvrl-shard` defaults to adaptive, zstd level 1, 8 frames (BENCHMARKS.md).
 
 use crate::pixel::{FrameLayout, PixelFormat};
 use std::fmt;

@@ -205,8 +205,9 @@ fn a_damaged_chunk_is_found_by_verify_and_the_reader_names_the_video() {
     let set = ShardSet::open(out.path()).unwrap();
     let mut reader = set.reader().unwrap();
     let mut frames = Vec::new();
-    reader.read_frames(i, 0, 16, 1, &mut frames).expect("chunk 0 is intact");
-    let err = reader.read_frames(i, 16, 4, 1, &mut frames).unwrap_err().to_string();
+    let damaged = v.chunks[1].first_frame;
+    reader.read_frames(i, 0, damaged, 1, &mut frames).expect("chunk 0 is intact");
+    let err = reader.read_frames(i, damaged, 4, 1, &mut frames).unwrap_err().to_string();
     assert!(
         err.contains("bowling/smptebars_mpeg4")
             && err.contains("checksum")

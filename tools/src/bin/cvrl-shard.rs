@@ -71,8 +71,10 @@ struct BuildArgs {
     /// Stored pixel format: yuv420p (1.5 bytes/pixel) or rgb24 (3 bytes/pixel).
     #[arg(long, default_value = "yuv420p")]
     pixel_format: PixelFormat,
-    /// Frames per chunk: the unit of compression and of random access.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Frames per chunk: the unit of compression and of random access. 8 rather than 16: a
+    /// training clip (31 frames at stride 2) then decodes 13% fewer frames it does not use,
+    /// for 2% more bytes (BENCHMARKS.md, Loader).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     chunk_frames: u32,
     /// zstd level of the chunks (1-19). Level 1 measured smaller and faster than 3 after the
     /// codec's predictor (BENCHMARKS.md, table 4).
