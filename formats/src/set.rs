@@ -208,7 +208,14 @@ impl ShardSet {
             what: "zstd decoder".into(),
             reason: e.to_string(),
         })?;
-        Ok(FrameReader { set: self, decoder, chunk: Vec::new(), cached: None, cached_frames: 0 })
+        Ok(FrameReader {
+            set: self,
+            decoder,
+            chunk: Vec::new(),
+            cached: None,
+            cached_frames: 0,
+            decoded_frames: 0,
+        })
     }
 
     /// Recomputes every checksum of video `i`: the record header against the index row,
@@ -386,6 +393,8 @@ pub struct FrameReader<'s> {
     /// `(video, chunk)` in `chunk`, of which the first `cached_frames` frames are decoded.
     cached: Option<(usize, usize)>,
     cached_frames: usize,
+    /// Frames reconstructed so far (what the reader cost, for tests and benchmarks).
+    decoded_frames: u64,
 }
 
 impl<'s> FrameReader<'s> {
@@ -478,6 +487,13 @@ impl<'s> FrameReader<'s> {
         Ok(())
     }
 
+    /// Frames this reader has reconstructed since it was made: a chunk kept between calls
+    /// is not decoded again, so reading every frame of a video one by one costs each frame
+    /// once.
+    pub fn decoded_frames(&self) -> u64 {
+        self.decoded_frames
+    }
+
     fn video_row(&self, video: usize) -> Result<&'s VideoRow> {
         self.set.videos.get(video).ok_or_else(|| FormatError::Invalid {
             what: format!("video {video}"),
@@ -488,7 +504,10 @@ impl<'s> FrameReader<'s> {
     /// Decodes chunk `c` of `video` into the chunk buffer, its first `need` frames at least
     /// (`usize::MAX`: all, with every check of the codec), unless they are already there.
     fn load_chunk(&mut self, video: usize, c: usize, need: usize) -> Result<()> {
-        if self.cached == Some((video, c)) && self.cached_frames >= need {
+        // `need` may exceed the chunk (`usize::MAX` from `frame`): a fully decoded chunk
+        // serves every request for it.
+        let whole = self.set.videos[video].chunks[c].num_frames as usize;
+        if self.cached == Some((video, c)) && self.cached_frames >= need.min(whole) {
             return Ok(());
         }
         self.cached = None;
@@ -531,6 +550,7 @@ impl<'s> FrameReader<'s> {
         })?;
         self.cached = Some((video, c));
         self.cached_frames = upto;
+        self.decoded_frames += upto as u64;
         Ok(())
     }
 }

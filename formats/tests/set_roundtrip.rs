@@ -132,6 +132,30 @@ fn every_frame_reads_back_exactly_at_any_start_and_stride() {
 }
 
 #[test]
+fn a_chunk_is_decoded_once_for_frames_read_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = videos();
+    write_set(dir.path(), &vs);
+    let set = ShardSet::open(dir.path()).unwrap();
+    let mut reader = set.reader().unwrap();
+    for v in &vs {
+        let i = set.find(v.id).unwrap();
+        let before = reader.decoded_frames();
+        for k in 0..v.frames.len() as u32 {
+            assert_eq!(reader.frame(i, k).unwrap(), &v.frames[k as usize][..]);
+        }
+        assert_eq!(reader.decoded_frames() - before, v.frames.len() as u64, "{}", v.id);
+        // An index list decodes chunk 0 only as far as frame 0, once, unless the video has
+        // one chunk (of 8 frames), which the loop above left decoded whole.
+        let before = reader.decoded_frames();
+        reader.read_indices(i, &[0], &mut Vec::new()).unwrap();
+        reader.read_indices(i, &[0], &mut Vec::new()).unwrap();
+        let expected = u64::from(v.frames.len() > 8);
+        assert_eq!(reader.decoded_frames() - before, expected, "{}: frame 0 twice", v.id);
+    }
+}
+
+#[test]
 fn a_shard_file_lists_its_records_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     write_set(dir.path(), &videos());
