@@ -295,7 +295,9 @@ fn breakdown(
             while k < clip.len() {
                 let c = chunk_of(&row.chunks, clip[k]);
                 let e = row.chunks[c];
-                let run = clip[k..].iter().take_while(|&&i| i < e.first_frame + e.num_frames);
+                // As the reader: a clip that wraps round jumps back to an earlier chunk.
+                let inside = |i: u32| i >= e.first_frame && i - e.first_frame < e.num_frames;
+                let run = clip[k..].iter().take_while(|&&i| inside(i));
                 let need = run.clone().map(|&i| i - e.first_frame + 1).max().unwrap_or(0);
                 k += run.count();
                 if !matches!(cached, Some((v, cc, n)) if v == p.video && cc == c && n >= need) {
