@@ -272,7 +272,11 @@ fn inspect_shows_a_set_a_video_a_shard_and_a_source_and_draws_a_contact_sheet() 
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("chunks      4"), "{}", text(&o));
+    // The 50-frame video in chunks of the sharder's default size.
+    let set = ShardSet::open(out.path()).unwrap();
+    let chunks = 50u32.div_ceil(set.manifest().params.chunk_frames);
+    let listed = format!("chunks      {chunks}\n");
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&listed), "{}", text(&o));
     let png = std::fs::read(&sheet).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 3);
