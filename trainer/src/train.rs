@@ -69,7 +69,7 @@ use crate::eval::knn::KnnMonitor;
 use crate::loader::{ClipTransform, Loader, LoaderConfig};
 use crate::loss::cross_entropy;
 use crate::loss::info_nce;
-use crate::model::{clips_to_input, Depth, HeadConfig, Model, ModelError, R3d, R3dConfig};
+use crate::model::{clips_to_input, Depth, HeadConfig, Model, ModelError, R3d, R3dConfig, Stem};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::sampler::{ClipSpec, IntervalDistribution};
 use crate::schedule::{epochs_to_steps, scaled_lr, steps_per_epoch, LrSchedule};
@@ -199,6 +199,9 @@ pub struct TrainConfig {
     #[serde(default = "reference_base_width")]
     pub base_width: u32,
     pub width_multiplier: u32,
+    /// The backbone's stem: the reference's, or the small-crop one.
+    #[serde(default)]
+    pub stem: Stem,
     /// Dense-BN-ReLU layers of the projection head (reference 3).
     pub head_layers: usize,
     /// Units of each hidden head layer (reference 2048).
@@ -286,6 +289,7 @@ impl TrainConfig {
             model: Arch(Depth::R18),
             base_width: reference_base_width(),
             width_multiplier: 1,
+            stem: Stem::Reference,
             head_layers: 3,
             head_hidden_dim: 2048,
             embedding_dim: 128,
@@ -340,6 +344,7 @@ impl TrainConfig {
             depth: self.model.0,
             base_width: self.base_width,
             width_multiplier: self.width_multiplier,
+            stem: self.stem,
             ..R3dConfig::r3d50()
         }
     }
@@ -360,20 +365,15 @@ impl TrainConfig {
     /// A short description of the architecture, e.g. `r3d18 w64 x1, head 3x2048 -> 128`, or
     /// `r3d18 w64 x1, linear classifier` for supervised training.
     pub fn model_description(&self) -> String {
+        let stem = if self.stem == Stem::Reference { "" } else { ", small stem" };
+        let backbone =
+            format!("{} w{} x{}{stem}", self.model, self.base_width, self.width_multiplier);
         if self.supervised {
-            return format!(
-                "{} w{} x{}, linear classifier",
-                self.model, self.base_width, self.width_multiplier
-            );
+            return format!("{backbone}, linear classifier");
         }
         format!(
-            "{} w{} x{}, head {}x{} -> {}",
-            self.model,
-            self.base_width,
-            self.width_multiplier,
-            self.head_layers,
-            self.head_hidden_dim,
-            self.embedding_dim
+            "{backbone}, head {}x{} -> {}",
+            self.head_layers, self.head_hidden_dim, self.embedding_dim
         )
     }
 

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use cvrl_trainer::loss::info_nce;
 use cvrl_trainer::model::{
-    clips_to_input, Depth, HeadConfig, Model, ModelError, R3d, R3dConfig, BACKBONE_BN_MOMENTUM,
-    HEAD_BN_MOMENTUM,
+    clips_to_input, Depth, HeadConfig, Model, ModelError, R3d, R3dConfig, Stem,
+    BACKBONE_BN_MOMENTUM, HEAD_BN_MOMENTUM,
 };
 use tch::{nn, Device, Kind, Tensor};
 
@@ -252,6 +252,20 @@ fn base_width_sets_the_stem_and_doubles_per_stage() {
     assert_eq!(shape(&vars, "stem.conv.weight"), [32, 3, 5, 7, 7]);
     assert_eq!(shape(&vars, "res3.0.conv_b.weight"), [64, 64, 1, 3, 3]);
     assert_eq!(shape(&vars, "res5.1.conv_b.weight"), [256, 256, 1, 3, 3]);
+}
+
+#[test]
+fn the_small_stem_keeps_the_first_layer_at_full_resolution() {
+    let config = R3dConfig { base_width: 8, stem: Stem::Small, ..R3dConfig::r3d18() };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = R3d::new(&vs.root(), &config).unwrap();
+    assert_eq!(shape(&vs.variables(), "stem.conv.weight"), [8, 3, 5, 3, 3]);
+    let stages = net.forward_stages_t(&clips([2, 3, 4, 32, 32], 0.0), true);
+    assert_eq!(stages.stem.size(), [2, 8, 2, 16, 16], "stem: T/2, H/2 after the pool");
+    assert_eq!(stages.res5.size(), [2, 64, 2, 2, 2]);
+    assert_eq!(stages.features.size(), [2, 64]);
+    assert_eq!("small".parse::<Stem>().unwrap(), Stem::Small);
+    assert!("tiny".parse::<Stem>().unwrap_err().contains("reference or small"));
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use cvrl_trainer::model::Stem;
 use cvrl_trainer::optim::OptimizerKind;
 use cvrl_trainer::sampler::IntervalDistribution;
 use cvrl_trainer::train::{
@@ -59,6 +60,11 @@ struct Cli {
     /// Scales every channel count of the backbone (the paper's 2x, 4x models).
     #[arg(long, default_value_t = 1)]
     width_multiplier: u32,
+    /// The backbone's stem: reference (conv 5x7x7, spatial stride 2, then a max-pool), or
+    /// small (conv 5x3x3, spatial stride 1, then the pool) for crops of 32-64 pixels, at
+    /// 4x the compute of the later stages. Not in the paper.
+    #[arg(long, default_value = "reference")]
+    stem: Stem,
     /// Dense-BN-ReLU layers of the projection head.
     #[arg(long, default_value_t = 3)]
     head_layers: usize,
@@ -208,6 +214,7 @@ impl Cli {
             model: self.model,
             base_width: self.base_width,
             width_multiplier: self.width_multiplier,
+            stem: self.stem,
             head_layers: self.head_layers,
             head_hidden_dim: self.head_hidden_dim,
             embedding_dim: self.embedding_dim,

@@ -28,7 +28,7 @@ mod head;
 mod r3d;
 
 pub use head::{HeadConfig, ProjectionHead};
-pub use r3d::{Depth, ParseDepthError, R3d, R3dConfig, Stages};
+pub use r3d::{Depth, ParseDepthError, R3d, R3dConfig, Stages, Stem};
 
 use tch::{nn, Device, Kind, Tensor};
 

@@ -27,6 +27,11 @@
 //!
 //! The width multiplier (the paper's 2x and 4x models) scales every width, the stem's
 //! included. The released TF code has no such option; this follows the paper's description.
+//!
+//! [`Stem::Small`] (not in the reference) is for crops of 32-64 pixels, where the 7x7
+//! stride-2 stem and its pool leave res2 an 8x8 grid at 32 pixels: a 3x3 conv of spatial
+//! stride 1 keeps the first layer at full resolution (CIFAR ResNets do the same), so res2
+//! sees H/2 and every later stage twice the side, for 4x their compute.
 
 use std::fmt;
 use std::str::FromStr;
@@ -107,6 +112,49 @@ impl FromStr for Depth {
     }
 }
 
+/// The stem's spatial layout (module doc). Both end with the 1x3x3 stride-2 max-pool.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// The reference's conv `t`x7x7, spatial stride 2: res2 at H/4.
+    #[default]
+    Reference,
+    /// A conv `t`x3x3 of spatial stride 1, for small crops: res2 at H/2.
+    Small,
+}
+
+impl Stem {
+    /// Spatial kernel and stride of the stem conv.
+    fn spatial(self) -> (i64, i64) {
+        match self {
+            Stem::Reference => (7, 2),
+            Stem::Small => (3, 1),
+        }
+    }
+}
+
+impl fmt::Display for Stem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stem::Reference => "reference",
+            Stem::Small => "small",
+        })
+    }
+}
+
+impl FromStr for Stem {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reference" => Ok(Stem::Reference),
+            "small" => Ok(Stem::Small),
+            other => Err(format!("{other:?}: expected reference or small")),
+        }
+    }
+}
+
 /// How to build an [`R3d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct R3dConfig {
@@ -121,6 +169,8 @@ pub struct R3dConfig {
     pub stem_temporal_kernel: u32,
     /// Temporal stride of the stem conv (reference 2); the only temporal stride in the net.
     pub stem_temporal_stride: u32,
+    /// Spatial kernel and stride of the stem conv.
+    pub stem: Stem,
 }
 
 impl R3dConfig {
@@ -132,6 +182,7 @@ impl R3dConfig {
             width_multiplier: 1,
             stem_temporal_kernel: 5,
             stem_temporal_stride: 2,
+            stem: Stem::Reference,
         }
     }
 
@@ -353,8 +404,9 @@ impl R3d {
         let stem_width = config.stem_width();
         let t_kernel = i64::from(config.stem_temporal_kernel);
         let t_stride = i64::from(config.stem_temporal_stride);
+        let (k, s) = config.stem.spatial();
         let stem =
-            ConvBn::new(&(p / "stem"), "", 3, stem_width, [t_kernel, 7, 7], [t_stride, 2, 2]);
+            ConvBn::new(&(p / "stem"), "", 3, stem_width, [t_kernel, k, k], [t_stride, s, s]);
 
         let bottleneck = config.depth.bottleneck();
         let mut c_in = stem_width;
