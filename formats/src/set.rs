@@ -504,15 +504,17 @@ impl<'s> FrameReader<'s> {
     /// Decodes chunk `c` of `video` into the chunk buffer, its first `need` frames at least
     /// (`usize::MAX`: all, with every check of the codec), unless they are already there.
     fn load_chunk(&mut self, video: usize, c: usize, need: usize) -> Result<()> {
+        let set = self.set;
+        let row = &set.videos[video];
+        let entry = row.chunks[c];
+        let n = entry.num_frames as usize;
         // `need` may exceed the chunk (`usize::MAX` from `frame`): a fully decoded chunk
         // serves every request for it.
-        let whole = self.set.videos[video].chunks[c].num_frames as usize;
-        if self.cached == Some((video, c)) && self.cached_frames >= need.min(whole) {
+        let upto = need.min(n);
+        if self.cached == Some((video, c)) && self.cached_frames >= upto {
             return Ok(());
         }
         self.cached = None;
-        let set = self.set;
-        let row = &set.videos[video];
         let record = set.record(video);
         let path = set.shard_path(video);
         if !record.starts_with(RECORD_MAGIC) {
@@ -523,7 +525,6 @@ impl<'s> FrameReader<'s> {
                 reason: "no record magic where the index points".into(),
             });
         }
-        let entry = row.chunks[c];
         let data =
             &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
         let actual = crc32c::crc32c(data);
@@ -537,9 +538,7 @@ impl<'s> FrameReader<'s> {
             });
         }
         let layout = set.layouts[video];
-        self.chunk.resize(layout.frame_bytes() * entry.num_frames as usize, 0);
-        let n = entry.num_frames as usize;
-        let upto = need.min(n);
+        self.chunk.resize(layout.frame_bytes() * n, 0);
         self.decoder.decode_first(&layout, n, data, &mut self.chunk, upto).map_err(|source| {
             FormatError::ChunkDecode {
                 path: path.into(),
