@@ -249,6 +249,9 @@ pub struct TrainConfig {
     /// Smallest random crop, as a fraction of the frame's area (reference 0.3).
     #[serde(default = "reference_crop_area_min")]
     pub crop_area_min: f64,
+    /// Probability of turning a clip grey, when not the augmentation's own (reference 0.2).
+    #[serde(default)]
+    pub grayscale_p: Option<f64>,
     /// Start the backbone from this exported encoder instead of a random initialisation
     /// (fine-tuning); the head starts fresh.
     #[serde(default)]
@@ -312,6 +315,7 @@ impl TrainConfig {
             interval: IntervalDistribution::Decreasing,
             augmentation: Augmentation::Cvrl,
             crop_area_min: reference_crop_area_min(),
+            grayscale_p: None,
             init_encoder: None,
             eval_every: 0,
             eval_train: Vec::new(),
@@ -391,6 +395,9 @@ impl TrainConfig {
                 "--crop-area-min must be in (0, 1], got {}",
                 self.crop_area_min
             )));
+        }
+        if let Some(p) = self.grayscale_p.filter(|p| !(0.0..=1.0).contains(p)) {
+            return Err(TrainError::Config(format!("--grayscale-p must be in [0, 1], got {p}")));
         }
         if let Some(missing) = self.shards.iter().find(|d| !d.is_dir()) {
             return Err(TrainError::Config(format!(
@@ -756,6 +763,18 @@ impl AugmentTransform {
     pub fn with_min_area(mut self, min: f64) -> Self {
         for view in &mut self.views {
             view.area.0 = min.min(view.area.1);
+        }
+        self
+    }
+
+    /// Every view turns its clips grey with probability `p` (the reference: 0.2); `None`
+    /// keeps each view's own. Flat-coloured data needs more, or colour stays the easiest
+    /// cue to match clips by.
+    pub fn with_grayscale(mut self, p: Option<f64>) -> Self {
+        if let Some(p) = p {
+            for view in &mut self.views {
+                view.grayscale_p = p;
+            }
         }
         self
     }
@@ -1176,8 +1195,9 @@ pub fn train(
     resume: Option<&Path>,
     reporter: &mut dyn Reporter,
 ) -> Result<Summary, TrainError> {
-    let transform =
-        AugmentTransform::for_run(cfg.augmentation, cfg.crop).with_min_area(cfg.crop_area_min);
+    let transform = AugmentTransform::for_run(cfg.augmentation, cfg.crop)
+        .with_min_area(cfg.crop_area_min)
+        .with_grayscale(cfg.grayscale_p);
     train_with(cfg, resume, reporter, Arc::new(transform))
 }
 
@@ -1448,6 +1468,10 @@ mod tests {
         assert_eq!(per_frame[0], AugmentConfig { consistent: false, ..cvrl[0] });
         let wide = AugmentTransform::for_run(Augmentation::Cvrl, 32).with_min_area(0.6).views;
         assert!(wide.iter().all(|v| v.area == (0.6, 1.0)));
+        let grey = AugmentTransform::for_run(Augmentation::Cvrl, 32).with_grayscale(Some(0.8));
+        assert!(grey.views.iter().all(|v| v.grayscale_p == 0.8));
+        let own = AugmentTransform::for_run(Augmentation::Cvrl, 32).with_grayscale(None);
+        assert_eq!(own.views, cvrl);
         let light = AugmentTransform::for_run(Augmentation::Light, 32).views;
         assert_eq!(light[0], light[1]);
         assert_eq!((light[0].blur_p, light[0].solarize_p, light[0].hue), (0.0, 0.0, 0.1));

@@ -48,6 +48,9 @@ fn bad_accumulation_and_an_unlabelled_set_are_explained() {
     let (code, err) = run(&["--crop-area-min", "0"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--crop-area-min must be in (0, 1], got 0"), "{err}");
+    let (code, err) = run(&["--grayscale-p", "1.5"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--grayscale-p must be in [0, 1], got 1.5"), "{err}");
     let (code, err) = run(&["--augmentation", "sideways"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("expected cvrl, per-frame, light or none"), "{err}");

@@ -107,8 +107,9 @@ struct SynthArgs {
     /// Output folder; it must be empty or hold an earlier synth dataset (with --force).
     out: PathBuf,
     /// Size preset: cpu = 10 classes x 60 videos (48 train + 12 val), 128x128, 4-8 s;
-    /// gpu = 20 classes x 200 videos (160 train + 40 val), 160x160, 4-8 s; both 25 fps.
-    /// The flags below override single values.
+    /// gpu = 20 classes x 200 videos (160 train + 40 val), 160x160, 4-8 s; easy = 10
+    /// classes x 100 videos (80 + 20), 64x64, 3-6 s, objects 1.8x, clutter 0 (what the
+    /// CPU experiments use); all 25 fps. The flags below override single values.
     #[arg(long, default_value = "cpu")]
     preset: Preset,
     /// Number of classes, 2-36 (default: the preset's, 10 or 20).
@@ -142,13 +143,14 @@ struct SynthArgs {
     #[arg(long, default_value_t = 20)]
     crf: u32,
     /// Multiplies the object's radius, above 0 up to 2 (default 1: 10-15 % of the short
-    /// side). Larger objects are easier to learn at small crops.
-    #[arg(long, default_value_t = 1.0)]
-    object_scale: f32,
+    /// side; easy preset 1.8). Larger objects are easier to learn at small crops.
+    #[arg(long)]
+    object_scale: Option<f32>,
     /// How busy the scene is, 0-1: background texture contrast and the number of
-    /// distractors (default 1; 0 = smooth backgrounds, no distractors). Drift stays.
-    #[arg(long, default_value_t = 1.0)]
-    clutter: f32,
+    /// distractors (default 1, easy preset 0: smooth backgrounds, no distractors). Drift
+    /// stays.
+    #[arg(long)]
+    clutter: Option<f32>,
     /// Videos encoded in parallel (default: all cores).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
@@ -232,8 +234,8 @@ fn run_synth(args: SynthArgs) -> Result<ExitCode> {
         max_seconds: args.max_seconds.unwrap_or(p.max_seconds),
         seed: args.seed,
         crf: args.crf,
-        object_scale: args.object_scale,
-        clutter: args.clutter,
+        object_scale: args.object_scale.unwrap_or(p.object_scale),
+        clutter: args.clutter.unwrap_or(p.clutter),
     };
     let bar = cvrl_tools::progress::Bar::new(args.quiet);
     let s = synth(&cfg, &args.out, args.force, &bar)?;

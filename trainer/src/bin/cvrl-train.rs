@@ -101,6 +101,11 @@ struct Cli {
     /// data whose subject is small in the frame.
     #[arg(long, default_value_t = 0.3)]
     crop_area_min: f64,
+    /// Probability of turning a clip grey [default: the augmentation's, 0.2 as in the
+    /// reference]; raise it for flat-coloured data (the proxy), where colour is otherwise
+    /// the easiest cue to match two clips by.
+    #[arg(long, value_name = "P")]
+    grayscale_p: Option<f64>,
     /// Start the backbone from an exported encoder (a run's encoder.safetensors) instead of
     /// random weights: fine-tuning, usually with --supervised.
     #[arg(long, value_name = "FILE")]
@@ -240,6 +245,7 @@ impl Cli {
             interval: self.interval_distribution,
             augmentation: self.augmentation,
             crop_area_min: self.crop_area_min,
+            grayscale_p: self.grayscale_p,
             init_encoder: self.init_encoder.clone(),
             eval_every: self.eval_every,
             eval_train: self.eval_train.clone(),
