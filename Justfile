@@ -50,8 +50,8 @@ bench-train: setup
 bench-loader: setup
     bash scripts/bench-loader.sh
 
-# Synthetic proxy dataset (`cvrl-shard synth --help`): 10 object x motion classes, 600 H.264 videos at 128x128 (preset cpu; gpu: 20 classes x 200 at 160x160), sharded into OUT/shards/train and OUT/shards/val with each video's factors in the index.
-proxy-data preset="cpu" out="data/proxy" seed="0": setup
+# Synthetic proxy dataset (`cvrl-shard synth --help`): 10 object x motion classes as H.264 videos, sharded into OUT/shards/train and OUT/shards/val with each video's factors in the index. Presets: easy (default; 1000 videos at 64x64, large objects, no clutter: the CPU experiments), cpu (600 at 128x128 with clutter), gpu (20 classes x 200 at 160x160).
+proxy-data preset="easy" out="data/proxy" seed="0": setup
     cargo build --release -p cvrl-tools
     ./target/release/cvrl-shard synth {{out}}/videos --preset {{preset}} --seed {{seed}} --force
     ./target/release/cvrl-shard build {{out}}/videos/train {{out}}/shards/train --short-side 0 --force

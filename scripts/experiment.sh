@@ -10,12 +10,17 @@
 # exp3: temporally consistent vs per-frame augmentation, spatial-only (both clips from the
 #       same start) and temporal-only (no spatial augmentation).
 #
-# Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 on
-# 8 x 32 x 32 clips; gpu: R3D-18 at width 64 on 16 x 112 x 112), EPOCHS overrides the
-# pretraining epochs, AUG the augmentation of the CVRL and supervised runs of exp1 and exp2
-# (default cvrl, the reference; `light` for small CPU runs), DATA the proxy shard sets (default data/proxy/shards), OUT the output
-# folder (default data/experiments). Finished runs and evaluations are skipped, so an
-# interrupted experiment continues where it stopped and experiments share runs.
+# Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
+# the small stem on 8 x 32 x 32 clips, 1500 steps, about 14 minutes a run on 2 cores, on
+# `just proxy-data easy`; gpu: R3D-18 at width 64 on 16 x 112 x 112, on `just proxy-data
+# gpu`). EPOCHS overrides the pretraining epochs, AUG the augmentation of the CVRL and
+# supervised runs of exp1 and exp2 (cpu default light, gpu default cvrl, the reference),
+# DATA the proxy shard sets (default data/proxy/shards), OUT the output folder (default
+# data/experiments). The cpu preset also raises grayscale to 0.8, the smallest crop to 0.6
+# of the frame and the temperature to 0.2: with the reference's settings CVRL learns
+# nothing on the flat-coloured proxy in a CPU budget (EXPERIMENTS.md, third pilot).
+# Finished runs and evaluations are skipped, so an interrupted experiment continues where
+# it stopped and experiments share runs.
 set -euo pipefail
 
 exp=${1:?usage: scripts/experiment.sh exp1|exp2|exp3 [SEED...]}
@@ -23,19 +28,21 @@ shift
 seeds=("${@:-0 1 2}")
 read -r -a seeds <<<"${seeds[*]}"
 size=${SIZE:-cpu}
-aug=${AUG:-cvrl}
 data=${DATA:-data/proxy/shards}
 out=${OUT:-data/experiments}
 bin=${BIN:-target/release}
 
 case $size in
 cpu)
-    epochs=${EPOCHS:-20}
-    model=(--model r3d18 --base-width 16 --frames 8 --stride 2 --crop 32 --batch-size 32
-        --head-hidden-dim 256 --embedding-dim 64 --lr 2.0 --warmup-epochs 2 --device cpu)
+    aug=${AUG:-light}
+    epochs=${EPOCHS:-60}
+    model=(--model r3d18 --base-width 16 --stem small --frames 8 --stride 2 --crop 32
+        --batch-size 32 --head-hidden-dim 256 --embedding-dim 64 --lr 4.0 --warmup-epochs 1
+        --device cpu --temperature 0.2 --crop-area-min 0.6 --grayscale-p 0.8)
     views=(--train-clips 4 --temporal-views 4 --spatial-crops 1)
     ;;
 gpu)
+    aug=${AUG:-cvrl}
     epochs=${EPOCHS:-60}
     model=(--model r3d18 --base-width 64 --frames 16 --stride 2 --crop 112 --batch-size 128
         --head-hidden-dim 2048 --embedding-dim 128 --lr 1.0 --warmup-epochs 3 --workers 12)
@@ -49,12 +56,13 @@ esac
 
 for split in train val; do
     if [[ ! -f $data/$split/manifest.json ]]; then
-        echo "no proxy shard set in $data/$split: run \`just proxy-data\` first" >&2
+        echo "no proxy shard set in $data/$split: run \`just proxy-data easy\` (SIZE=cpu) or \`just proxy-data gpu\` first" >&2
         exit 1
     fi
 done
 
-runs=$out/runs-$size-$aug
+# v2: the cpu preset of the third pilot (small stem, more grayscale); earlier runs differ.
+runs=$out/runs-$size-v2-$aug
 results=$out/$exp-$size/results
 mkdir -p "$runs" "$results"
 
