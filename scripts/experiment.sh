@@ -16,9 +16,10 @@
 # gpu`). EPOCHS overrides the pretraining epochs, AUG the augmentation of the CVRL and
 # supervised runs of exp1 and exp2 (cpu default light, gpu default cvrl, the reference),
 # DATA the proxy shard sets (default data/proxy/shards), OUT the output folder (default
-# data/experiments). The cpu preset also raises grayscale to 0.8, the smallest crop to 0.6
-# of the frame and the temperature to 0.2: with the reference's settings CVRL learns
-# nothing on the flat-coloured proxy in a CPU budget (EXPERIMENTS.md, third pilot).
+# data/experiments). The cpu preset also turns every clip grey (grayscale 1.0) and raises
+# the smallest crop to 0.6 of the frame and the temperature to 0.2: with the reference's
+# settings CVRL learns nothing on the flat-coloured proxy in a CPU budget (EXPERIMENTS.md,
+# third pilot).
 # Finished runs and evaluations are skipped, so an interrupted experiment continues where
 # it stopped and experiments share runs.
 set -euo pipefail
@@ -38,7 +39,7 @@ cpu)
     epochs=${EPOCHS:-60}
     model=(--model r3d18 --base-width 16 --stem small --frames 8 --stride 2 --crop 32
         --batch-size 32 --head-hidden-dim 256 --embedding-dim 64 --lr 4.0 --warmup-epochs 1
-        --device cpu --temperature 0.2 --crop-area-min 0.6 --grayscale-p 0.8)
+        --device cpu --temperature 0.2 --crop-area-min 0.6 --grayscale-p 1.0)
     views=(--train-clips 4 --temporal-views 4 --spatial-crops 1)
     ;;
 gpu)
