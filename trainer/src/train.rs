@@ -661,6 +661,9 @@ pub enum Augmentation {
     /// or solarization, drawn once per clip: for small crops and short CPU runs, where the
     /// full strength keeps the loss at chance level (see EXPERIMENTS.md). Not the reference.
     Light,
+    /// `Light` with parameters drawn for every frame: the temporally inconsistent ablation
+    /// at the strength CPU runs learn with.
+    LightPerFrame,
     /// None: every frame resized whole (the centred square of its short side), so the two
     /// clips differ only in time (the temporal-only ablation).
     None,
@@ -673,8 +676,11 @@ impl FromStr for Augmentation {
             "cvrl" => Ok(Augmentation::Cvrl),
             "per-frame" => Ok(Augmentation::PerFrame),
             "light" => Ok(Augmentation::Light),
+            "light-per-frame" => Ok(Augmentation::LightPerFrame),
             "none" => Ok(Augmentation::None),
-            other => Err(format!("{other:?}: expected cvrl, per-frame, light or none")),
+            other => {
+                Err(format!("{other:?}: expected cvrl, per-frame, light, light-per-frame or none"))
+            }
         }
     }
 }
@@ -685,9 +691,29 @@ impl fmt::Display for Augmentation {
             Augmentation::Cvrl => "cvrl",
             Augmentation::PerFrame => "per-frame",
             Augmentation::Light => "light",
+            Augmentation::LightPerFrame => "light-per-frame",
             Augmentation::None => "none",
         })
     }
+}
+
+/// `views` with every random parameter drawn for each frame instead of once per clip.
+fn per_frame(views: [AugmentConfig; 2]) -> AugmentTransform {
+    AugmentTransform::with_views(views.map(|v| AugmentConfig { consistent: false, ..v }))
+}
+
+/// [`Augmentation::Light`]'s two (identical) views, built from the reference's first one.
+fn light(first: AugmentConfig) -> [AugmentConfig; 2] {
+    let light = AugmentConfig {
+        brightness: 0.4,
+        contrast: 0.4,
+        saturation: 0.4,
+        hue: 0.1,
+        blur_p: 0.0,
+        solarize_p: 0.0,
+        ..first
+    };
+    [light, light]
 }
 
 /// CVRL's two augmented views as a [`ClipTransform`]: the stored frames of one clip become
@@ -732,22 +758,9 @@ impl AugmentTransform {
         let [a, b] = AugmentTransform::new(out_size).views;
         match augmentation {
             Augmentation::Cvrl => AugmentTransform::with_views([a, b]),
-            Augmentation::PerFrame => AugmentTransform::with_views([
-                AugmentConfig { consistent: false, ..a },
-                AugmentConfig { consistent: false, ..b },
-            ]),
-            Augmentation::Light => {
-                let light = AugmentConfig {
-                    brightness: 0.4,
-                    contrast: 0.4,
-                    saturation: 0.4,
-                    hue: 0.1,
-                    blur_p: 0.0,
-                    solarize_p: 0.0,
-                    ..a
-                };
-                AugmentTransform::with_views([light, light])
-            }
+            Augmentation::PerFrame => per_frame([a, b]),
+            Augmentation::Light => AugmentTransform::with_views(light(a)),
+            Augmentation::LightPerFrame => per_frame(light(a)),
             Augmentation::None => {
                 let whole = AugmentConfig {
                     crop: CropMode::Center { fraction: 1.0 },
@@ -1454,9 +1467,13 @@ mod tests {
 
     #[test]
     fn augmentation_ablations_set_the_views_they_name() {
-        for a in
-            [Augmentation::Cvrl, Augmentation::PerFrame, Augmentation::Light, Augmentation::None]
-        {
+        for a in [
+            Augmentation::Cvrl,
+            Augmentation::PerFrame,
+            Augmentation::Light,
+            Augmentation::LightPerFrame,
+            Augmentation::None,
+        ] {
             assert_eq!(a.to_string().parse::<Augmentation>(), Ok(a));
         }
         assert!("sideways".parse::<Augmentation>().is_err());
@@ -1479,6 +1496,8 @@ mod tests {
             (light[0].area, light[0].flip_p, light[0].grayscale_p),
             (cvrl[0].area, 0.5, 0.2)
         );
+        let light_per_frame = AugmentTransform::for_run(Augmentation::LightPerFrame, 32).views;
+        assert_eq!(light_per_frame, light.map(|v| AugmentConfig { consistent: false, ..v }));
         let none = AugmentTransform::for_run(Augmentation::None, 32).views;
         for v in none {
             assert_eq!(v.crop, CropMode::Center { fraction: 1.0 });

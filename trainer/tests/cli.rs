@@ -53,5 +53,5 @@ fn bad_accumulation_and_an_unlabelled_set_are_explained() {
     assert!(err.contains("--grayscale-p must be in [0, 1], got 1.5"), "{err}");
     let (code, err) = run(&["--augmentation", "sideways"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("expected cvrl, per-frame, light or none"), "{err}");
+    assert!(err.contains("expected cvrl, per-frame, light, light-per-frame or none"), "{err}");
 }
