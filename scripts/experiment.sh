@@ -11,16 +11,16 @@
 #       same start) and temporal-only (no spatial augmentation).
 #
 # Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
-# the small stem on 8 x 32 x 32 clips, 1500 steps, about 14 minutes a run on 2 cores, on
-# `just proxy-data easy`; gpu: R3D-18 at width 64 on 16 x 112 x 112, on `just proxy-data
-# gpu`). EPOCHS overrides the pretraining epochs, AUG the augmentation of every run but
-# exp3's per-frame and temporal-only arms (cpu default light, gpu default cvrl, the
-# reference; exp3's per-frame arm is AUG drawn per frame: per-frame or light-per-frame),
-# DATA the proxy shard sets (default data/proxy/shards), OUT the output folder (default
-# data/experiments). The cpu preset also turns every clip grey (grayscale 1.0) and raises
-# the smallest crop to 0.6 of the frame and the temperature to 0.2: with the reference's
-# settings CVRL learns nothing on the flat-coloured proxy in a CPU budget (EXPERIMENTS.md,
-# third pilot).
+# the small stem on 8 x 32 x 32 clips, 1500 steps, about 12 minutes a run on 2 cores (one
+# run at a time), on `just proxy-data easy`; gpu: R3D-18 at width 64 on 16 x 112 x 112, on
+# `just proxy-data gpu`). EPOCHS overrides the pretraining epochs, AUG the augmentation of
+# every run but exp3's per-frame and temporal-only arms (cpu default light, gpu default
+# cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame or
+# light-per-frame), DATA the proxy shard sets (default data/proxy/shards), OUT the output
+# folder (default data/experiments). The cpu preset also turns every clip grey (grayscale
+# 1.0), raises the smallest crop to 0.6 of the frame and the temperature to 0.2, at lr 1:
+# with the reference's settings CVRL learns nothing on the flat-coloured proxy in a CPU
+# budget (EXPERIMENTS.md, third pilot and experiment 1).
 # Finished runs and evaluations are skipped, so an interrupted experiment continues where
 # it stopped and experiments share runs.
 set -euo pipefail
@@ -39,7 +39,7 @@ cpu)
     aug=${AUG:-light}
     epochs=${EPOCHS:-60}
     model=(--model r3d18 --base-width 16 --stem small --frames 8 --stride 2 --crop 32
-        --batch-size 32 --head-hidden-dim 256 --embedding-dim 64 --lr 4.0 --warmup-epochs 1
+        --batch-size 32 --head-hidden-dim 256 --embedding-dim 64 --lr 1.0 --warmup-epochs 1
         --device cpu --temperature 0.2 --crop-area-min 0.6 --grayscale-p 1.0)
     views=(--train-clips 4 --temporal-views 4 --spatial-crops 1)
     ;;
@@ -63,8 +63,8 @@ for split in train val; do
     fi
 done
 
-# v2: the cpu preset of the third pilot (small stem, more grayscale); earlier runs differ.
-runs=$out/runs-$size-v2-$aug
+# v3: the cpu preset at lr 1 (v2 was lr 4, the 3-seed table of EXPERIMENTS.md).
+runs=$out/runs-$size-v3-$aug
 results=$out/$exp-$size/results
 mkdir -p "$runs" "$results"
 
