@@ -112,28 +112,28 @@ struct SynthArgs {
     /// CPU experiments use); all 25 fps. The flags below override single values.
     #[arg(long, default_value = "cpu")]
     preset: Preset,
-    /// Number of classes, 2-36 (default: the preset's, 10 or 20).
+    /// Number of classes, 2-36 (default: the preset's).
     #[arg(long)]
     classes: Option<usize>,
-    /// Videos per class, train and val together (default: the preset's, 60 or 200).
+    /// Videos per class, train and val together (default: the preset's).
     #[arg(long)]
     videos: Option<usize>,
-    /// Of those, videos per class in val/ (default: the preset's, 12 or 40).
+    /// Of those, videos per class in val/ (default: the preset's).
     #[arg(long)]
     val: Option<usize>,
-    /// Frame width in pixels, even (default: the preset's, 128 or 160).
+    /// Frame width in pixels, even (default: the preset's).
     #[arg(long)]
     width: Option<u32>,
-    /// Frame height in pixels, even (default: the preset's, 128 or 160).
+    /// Frame height in pixels, even (default: the preset's).
     #[arg(long)]
     height: Option<u32>,
-    /// Shortest video in seconds (default: the preset's, 4).
+    /// Shortest video in seconds (default: the preset's).
     #[arg(long)]
     min_seconds: Option<f64>,
-    /// Longest video in seconds (default: the preset's, 8).
+    /// Longest video in seconds (default: the preset's).
     #[arg(long)]
     max_seconds: Option<f64>,
-    /// Frames per second (default: the preset's, 25).
+    /// Frames per second (default: the preset's).
     #[arg(long)]
     fps: Option<u32>,
     /// Seed of every random choice: the same seed and sizes give the same videos.

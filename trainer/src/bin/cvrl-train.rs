@@ -94,7 +94,8 @@ struct Cli {
     /// Spatial augmentation: cvrl (crop, flip, colour, grayscale, blur drawn once per clip),
     /// per-frame (the same, drawn for every frame: the temporally inconsistent ablation),
     /// light (half-strength colour, no blur or solarization: for small CPU runs, not the
-    /// reference), light-per-frame (light drawn for every frame) or none (whole frames resized: the temporal-only ablation).
+    /// reference), light-per-frame (light drawn for every frame) or none (whole frames
+    /// resized: the temporal-only ablation).
     #[arg(long, default_value = "cvrl")]
     augmentation: Augmentation,
     /// Smallest random crop as a fraction of the frame's area (reference 0.3); raise it for
