@@ -63,9 +63,11 @@ for split in train val; do
     fi
 done
 
-# v3: the cpu preset at lr 1 (v2 was lr 4, the 3-seed table of EXPERIMENTS.md).
-runs=$out/runs-$size-v3-$aug
-results=$out/$exp-$size/results
+# The tag names the configuration, so that results of another one are never reused.
+# v3: the cpu preset at lr 1 (v2 was lr 4, the first 3-seed table of EXPERIMENTS.md).
+tag=$size-v3-$aug
+runs=$out/runs-$tag
+results=$out/$exp-$tag/results
 mkdir -p "$runs" "$results"
 
 # pretrain NAME SEED [FLAGS...]: one cvrl-train run into $runs/NAME-sSEED, unless finished.
@@ -144,7 +146,7 @@ exp3)
     ;;
 esac
 
-report=$out/$exp-$size/report
+report=$out/$exp-$tag/report
 run_dirs=()
 for d in "$runs"/*-s*; do
     [[ -f $d/log.jsonl ]] && run_dirs+=(--run "$d")

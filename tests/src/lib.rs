@@ -37,6 +37,23 @@ pub fn run(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
 }
 
+/// Runs a workspace binary with `args`, asserting that it succeeds; returns its stdout.
+pub fn run_ok(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let o = run(name, args);
+    assert!(o.status.success(), "{name}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The result JSON named on a `cvrl-eval` run's stdout (`wrote RESULT.json and ...`).
+pub fn eval_result(stdout: &str) -> serde_json::Value {
+    let json = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote ").and_then(|r| r.split(" and ").next()))
+        .unwrap_or_else(|| panic!("no result file named in {stdout}"));
+    let text = std::fs::read_to_string(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{json}: {e}"))
+}
+
 /// stdout and stderr of a run, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(

@@ -2,7 +2,7 @@
 //! `cvrl-train` steps, then `cvrl-eval` linear and kNN on the class and on a factor, the
 //! random-init baseline, the feature cache, `report`'s plots, and clear errors.
 
-use cvrl_e2e::{run, tempdir, text};
+use cvrl_e2e::{eval_result, run, run_ok, tempdir, text};
 use std::path::{Path, PathBuf};
 
 /// 4 classes x 4 videos (3 train, 1 val) of 2 s at 64x64.
@@ -110,14 +110,7 @@ fn eval(
     for e in extra {
         args.push(e);
     }
-    let o = run("cvrl-eval", &args);
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let json = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("wrote ").and_then(|r| r.split(" and ").next()))
-        .unwrap_or_else(|| panic!("no result file named in {stdout}"));
-    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+    eval_result(&run_ok("cvrl-eval", &args))
 }
 
 /// Videos counted in a result's confusion matrix.
