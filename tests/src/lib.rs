@@ -54,6 +54,32 @@ pub fn eval_result(stdout: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{json}: {e}"))
 }
 
+/// Runs `cvrl-eval METHOD` on `run_dir`'s encoder with the sets `(train, val)` on the CPU,
+/// plus `flags`; returns the result JSON.
+pub fn cvrl_eval(
+    method: &str,
+    run_dir: &Path,
+    sets: &(PathBuf, PathBuf),
+    out: &Path,
+    flags: &[&str],
+) -> serde_json::Value {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &method,
+        &"--run",
+        &run_dir,
+        &"--train",
+        &sets.0,
+        &"--val",
+        &sets.1,
+        &"--out",
+        &out,
+        &"--device",
+        &"cpu",
+    ];
+    args.extend(flags.iter().map(|f| f as &dyn AsRef<std::ffi::OsStr>));
+    eval_result(&run_ok("cvrl-eval", &args))
+}
+
 /// stdout and stderr of a run, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(

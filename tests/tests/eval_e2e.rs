@@ -2,7 +2,7 @@
 //! `cvrl-train` steps, then `cvrl-eval` linear and kNN on the class and on a factor, the
 //! random-init baseline, the feature cache, `report`'s plots, and clear errors.
 
-use cvrl_e2e::{eval_result, run, run_ok, tempdir, text};
+use cvrl_e2e::{cvrl_eval, run, tempdir, text};
 use std::path::{Path, PathBuf};
 
 /// 4 classes x 4 videos (3 train, 1 val) of 2 s at 64x64.
@@ -80,7 +80,7 @@ fn train(sets: &(PathBuf, PathBuf), out: &Path) {
     assert!(o.status.success(), "{}", text(&o));
 }
 
-/// Runs `cvrl-eval METHOD` with the common flags plus `extra`; returns the result JSON.
+/// Runs `cvrl-eval METHOD` with few views plus `extra`; returns the result JSON.
 fn eval(
     method: &str,
     run_dir: &Path,
@@ -88,29 +88,9 @@ fn eval(
     out: &Path,
     extra: &[&str],
 ) -> serde_json::Value {
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-        &method,
-        &"--run",
-        &run_dir,
-        &"--train",
-        &sets.0,
-        &"--val",
-        &sets.1,
-        &"--out",
-        &out,
-        &"--device",
-        &"cpu",
-        &"--temporal-views",
-        &"2",
-        &"--spatial-crops",
-        &"1",
-        &"--train-clips",
-        &"2",
-    ];
-    for e in extra {
-        args.push(e);
-    }
-    eval_result(&run_ok("cvrl-eval", &args))
+    let mut flags = vec!["--temporal-views", "2", "--spatial-crops", "1", "--train-clips", "2"];
+    flags.extend(extra);
+    cvrl_eval(method, run_dir, sets, out, &flags)
 }
 
 /// Videos counted in a result's confusion matrix.

@@ -10,7 +10,7 @@
 //! preset, shortened to 600 steps (about 5 minutes on 2 cores), on one fixed seed. When it
 //! was measured, CVRL scored 25.5 % against 11.5, 10.5 and 14.5 % (bar 18.4 %).
 
-use cvrl_e2e::{eval_result, run_ok, tempdir};
+use cvrl_e2e::{cvrl_eval, run_ok, tempdir};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -70,30 +70,12 @@ fn pretrain(train: &Path, out: &Path) {
 
 /// Class top-1 (%) of a linear probe on `run_dir`'s encoder, or on a random one.
 fn probe(run_dir: &Path, sets: &(PathBuf, PathBuf), out: &Path, random_seed: Option<u32>) -> f64 {
-    let mut args: Vec<&dyn AsRef<OsStr>> = vec![
-        &"linear",
-        &"--run",
-        &run_dir,
-        &"--train",
-        &sets.0,
-        &"--val",
-        &sets.1,
-        &"--out",
-        &out,
-        &"--device",
-        &"cpu",
-        &"--train-clips",
-        &"4",
-        &"--temporal-views",
-        &"4",
-        &"--spatial-crops",
-        &"1",
-    ];
+    let mut flags = vec!["--train-clips", "4", "--temporal-views", "4", "--spatial-crops", "1"];
     let seed = random_seed.map(|s| s.to_string());
     if let Some(seed) = &seed {
-        args.extend([&"--random-init" as &dyn AsRef<OsStr>, &"--seed", seed]);
+        flags.extend(["--random-init", "--seed", seed]);
     }
-    let result = eval_result(&run_ok("cvrl-eval", &args));
+    let result = cvrl_eval("linear", run_dir, sets, out, &flags);
     let top1 = result["report"]["scores"]["top1"].as_f64();
     top1.unwrap_or_else(|| panic!("no top1 in {result}"))
 }
