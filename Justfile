@@ -50,10 +50,10 @@ bench-train: setup
 bench-loader: setup
     bash scripts/bench-loader.sh
 
-# Synthetic proxy dataset (`cvrl-shard synth --help`): 10 object x motion classes as H.264 videos, sharded into OUT/shards/train and OUT/shards/val with each video's factors in the index. Presets: easy (default; 1000 videos at 64x64, large objects, no clutter: the CPU experiments), cpu (600 at 128x128 with clutter), gpu (20 classes x 200 at 160x160).
-proxy-data preset="easy" out="data/proxy" seed="0": setup
+# Synthetic proxy dataset (`cvrl-shard synth --help`): 10 object x motion classes as H.264 videos, sharded into OUT/shards/train and OUT/shards/val with each video's factors in the index. Presets: easy (default; 1000 videos at 64x64, large objects, no clutter: the CPU experiments), cpu (600 at 128x128 with clutter), gpu (20 classes x 200 at 160x160). Further flags go to synth, e.g. `just proxy-data easy data/proxy-p50 0 --presence 0.5`.
+proxy-data preset="easy" out="data/proxy" seed="0" *synth_flags: setup
     cargo build --release -p cvrl-tools
-    ./target/release/cvrl-shard synth {{out}}/videos --preset {{preset}} --seed {{seed}} --force
+    ./target/release/cvrl-shard synth {{out}}/videos --preset {{preset}} --seed {{seed}} --force {{synth_flags}}
     ./target/release/cvrl-shard build {{out}}/videos/train {{out}}/shards/train --short-side 0 --force
     ./target/release/cvrl-shard build {{out}}/videos/val {{out}}/shards/val --short-side 0 --force
     @echo "proxy data done: videos in {{out}}/videos, shards in {{out}}/shards/train and {{out}}/shards/val"

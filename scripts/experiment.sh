@@ -76,6 +76,11 @@ pretrain() {
     shift 2
     local dir=$runs/$name-s$seed
     if [[ -f $dir/encoder.safetensors ]]; then
+        # The tag does not name the data: a run of other shards must not pass for this one.
+        if ! grep -qF "\"$data/train\"" "$dir/run.json"; then
+            echo "$dir was trained on other shards than $data/train: give this data its own OUT" >&2
+            exit 1
+        fi
         echo "== $dir: done before"
         return
     fi

@@ -237,6 +237,11 @@ pub struct SynthConfig {
     /// number of distractors (1 = full; 0 = smooth backgrounds, no distractors). The
     /// drift (pan, cross-fade, hue turn) stays.
     pub clutter: f32,
+    /// The fraction of each video in which the class's object is on screen, above 0 up
+    /// to 1: one stretch of that length at a random place, background only before and
+    /// after. Below 1, clips far apart are more likely to disagree on the class, as in
+    /// real footage where the action fills only part of the video.
+    pub presence: f32,
 }
 
 impl SynthConfig {
@@ -254,6 +259,7 @@ impl SynthConfig {
             crf: 20,
             object_scale: 1.0,
             clutter: 1.0,
+            presence: 1.0,
         }
     }
 
@@ -324,6 +330,11 @@ impl SynthConfig {
             self.object_scale
         );
         ensure!((0.0..=1.0).contains(&self.clutter), "--clutter {}: must be 0 to 1", self.clutter);
+        ensure!(
+            self.presence > 0.0 && self.presence <= 1.0,
+            "--presence {}: must be above 0 and at most 1",
+            self.presence
+        );
         Ok(())
     }
 }
@@ -871,6 +882,8 @@ pub struct VideoPlan {
     /// Hue turn of the background, radians per second.
     hue_rate: f32,
     distractors: Vec<Distractor>,
+    /// The object is drawn from `on_screen.0` up to (not including) `on_screen.1`, seconds.
+    on_screen: (f32, f32),
 }
 
 impl VideoPlan {
@@ -937,6 +950,9 @@ impl VideoPlan {
             (0..count).map(|_| Distractor::new(w, h, seconds, &mut rng)).collect();
         // All are drawn, then some dropped, so clutter changes no other random choice.
         distractors.truncate((count as f32 * cfg.clutter).round() as usize);
+        // Drawn last, so presence changes no other random choice.
+        let shown = seconds * cfg.presence;
+        let enter = rng.range(0.0, seconds - shown);
         VideoPlan {
             width: cfg.width,
             height: cfg.height,
@@ -957,6 +973,7 @@ impl VideoPlan {
             layers,
             hue_rate,
             distractors,
+            on_screen: (enter, enter + shown),
         }
     }
 
@@ -1022,6 +1039,12 @@ impl VideoPlan {
         }
     }
 
+    /// Whether the class's object is on screen in frame `k` (always, at presence 1).
+    pub fn shows_object(&self, k: u32) -> bool {
+        let t = self.time(k);
+        (self.on_screen.0..self.on_screen.1).contains(&t)
+    }
+
     /// Draws frame `k` into `canvas` (which must be `width x height`).
     pub fn render(&self, k: u32, canvas: &mut Canvas) {
         let t = self.time(k);
@@ -1029,7 +1052,9 @@ impl VideoPlan {
         for d in &self.distractors {
             d.draw(t, canvas);
         }
-        self.draw_object(k, canvas);
+        if self.shows_object(k) {
+            self.draw_object(k, canvas);
+        }
     }
 
     /// The two textures, cross-faded over the whole video and turned in hue.
@@ -1474,6 +1499,38 @@ mod tests {
             SynthConfig { clutter, object_scale, ..small() }.validate().is_err()
         };
         assert!(bad(1.5, 1.0) && bad(-0.1, 1.0) && bad(1.0, 0.0) && bad(1.0, 2.5));
+    }
+
+    #[test]
+    fn presence_shows_the_object_for_one_stretch_of_that_fraction_and_changes_nothing_else() {
+        let full = SynthConfig { min_seconds: 4.0, max_seconds: 4.0, ..small() };
+        let half = SynthConfig { presence: 0.5, ..full.clone() };
+        for (c, class) in classes(4).unwrap().into_iter().enumerate() {
+            let (f, h) = (VideoPlan::new(&full, class, c, 0), VideoPlan::new(&half, class, c, 0));
+            assert!((0..f.frames).all(|k| f.shows_object(k)), "{class}: presence 1 hides it");
+            let shown: Vec<u32> = (0..h.frames).filter(|&k| h.shows_object(k)).collect();
+            let (first, last) = (shown[0], shown[shown.len() - 1]);
+            assert_eq!(shown.len() as u32, last - first + 1, "{class}: {shown:?} has gaps");
+            assert!(shown.len().abs_diff(50) <= 1, "{class}: {} of 100 frames", shown.len());
+            for k in [first, (first + last) / 2, last] {
+                assert_eq!(frame(&h, k), frame(&f, k), "{class} frame {k}: the rest changed");
+            }
+            // Hidden: the object's pixels show the background instead.
+            let k = if first > 0 { 0 } else { h.frames - 1 };
+            let (a, b, r) = (frame(&h, k), frame(&f, k), f.object_box(k));
+            let mut diff = 0.0f32;
+            for y in r.y0..r.y1 {
+                for x in r.x0..r.x1 {
+                    let i = ((y * 64 + x) * 3) as usize;
+                    diff += (0..3).map(|j| (a[i + j] - b[i + j]).abs()).sum::<f32>();
+                }
+            }
+            let per_px = diff / ((r.x1 - r.x0) * (r.y1 - r.y0)) as f32;
+            assert!(per_px > 0.05, "{class} frame {k}: object region differs by {per_px}");
+        }
+        for bad in [0.0, -0.5, 1.5] {
+            assert!(SynthConfig { presence: bad, ..small() }.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]
