@@ -15,7 +15,9 @@
 //! as in real footage, so two clips far apart share less than two close ones (why CVRL's
 //! decreasing interval distribution helps): the background pans, cross-fades to a second
 //! texture and turns its hue over the video, and small distractors cross the frame. The
-//! class's object and motion persist throughout.
+//! class's object and motion persist throughout, unless `presence` is below 1: then the
+//! object is on screen for one stretch of the video only, and far clips may disagree on
+//! the class.
 //!
 //! A video is a pure function of (seed, class index, video index): [`VideoPlan::new`] draws
 //! every random choice from a SplitMix64 stream seeded by those three, so the same seed
