@@ -1364,6 +1364,18 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
     }
 
+    /// Summed |a - b| over the RGB of the pixels in `r`, per pixel, of two 64-wide frames.
+    fn box_diff(a: &[f32], b: &[f32], r: Rect) -> f32 {
+        let mut diff = 0.0f32;
+        for y in r.y0..r.y1 {
+            for x in r.x0..r.x1 {
+                let i = ((y * 64 + x) * 3) as usize;
+                diff += (0..3).map(|j| (a[i + j] - b[i + j]).abs()).sum::<f32>();
+            }
+        }
+        diff / ((r.x1 - r.x0) * (r.y1 - r.y0)) as f32
+    }
+
     #[test]
     fn ten_classes_use_each_object_and_each_motion_twice() {
         let c = classes(10).unwrap();
@@ -1519,15 +1531,7 @@ mod tests {
             }
             // Hidden: the object's pixels show the background instead.
             let k = if first > 0 { 0 } else { h.frames - 1 };
-            let (a, b, r) = (frame(&h, k), frame(&f, k), f.object_box(k));
-            let mut diff = 0.0f32;
-            for y in r.y0..r.y1 {
-                for x in r.x0..r.x1 {
-                    let i = ((y * 64 + x) * 3) as usize;
-                    diff += (0..3).map(|j| (a[i + j] - b[i + j]).abs()).sum::<f32>();
-                }
-            }
-            let per_px = diff / ((r.x1 - r.x0) * (r.y1 - r.y0)) as f32;
+            let per_px = box_diff(&frame(&h, k), &frame(&f, k), f.object_box(k));
             assert!(per_px > 0.05, "{class} frame {k}: object region differs by {per_px}");
         }
         for bad in [0.0, -0.5, 1.5] {
@@ -1543,18 +1547,7 @@ mod tests {
             // The largest change over three pairs 0.2 s apart (one pair can straddle the turn
             // of an oscillation and show the object where it was).
             let per_px = [10, 20, 30]
-                .map(|k| {
-                    let (a, b) = (frame(&plan, k), frame(&plan, k + 5));
-                    let r = plan.object_box(k);
-                    let mut diff = 0.0f32;
-                    for y in r.y0..r.y1 {
-                        for x in r.x0..r.x1 {
-                            let i = ((y * 64 + x) * 3) as usize;
-                            diff += (0..3).map(|j| (a[i + j] - b[i + j]).abs()).sum::<f32>();
-                        }
-                    }
-                    diff / ((r.x1 - r.x0) * (r.y1 - r.y0)) as f32
-                })
+                .map(|k| box_diff(&frame(&plan, k), &frame(&plan, k + 5), plan.object_box(k)))
                 .into_iter()
                 .fold(0.0, f32::max);
             assert!(per_px > 0.05, "{class}: object region changes by {per_px} per pixel");
