@@ -137,6 +137,10 @@ fn a_seed_gives_byte_identical_videos_and_another_seed_other_pictures() {
         let d = mean_abs_diff(&x[0], &y[0]);
         assert!(d > 5.0, "{}: first frames of seeds 7 and 8 differ by only {d:.2}", path.display());
     }
+    // A bad value is refused by name before anything is touched, even with --force.
+    let o = run("cvrl-shard", &[&"synth", &a.path(), &"--presence", &"0", &"--force"]);
+    assert!(!o.status.success() && text(&o).contains("--presence 0"), "{}", text(&o));
+    assert!(files(a.path()) == fa, "a refused --presence changed the earlier dataset");
 }
 
 #[test]
