@@ -13,14 +13,15 @@
 # Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
 # the small stem on 8 x 32 x 32 clips, 1500 steps, about 12 minutes a run on 2 cores (one
 # run at a time), on `just proxy-data easy`; gpu: R3D-18 at width 64 on 16 x 112 x 112, on
-# `just proxy-data gpu`). EPOCHS overrides the pretraining epochs, AUG the augmentation of
-# every run but exp3's per-frame and temporal-only arms (cpu default light, gpu default
-# cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame or
-# light-per-frame), DATA the proxy shard sets (default data/proxy/shards), OUT the output
-# folder (default data/experiments). The cpu preset also turns every clip grey (grayscale
-# 1.0), raises the smallest crop to 0.6 of the frame and the temperature to 0.2, at lr 1:
-# with the reference's settings CVRL learns nothing on the flat-coloured proxy in a CPU
-# budget (EXPERIMENTS.md, third pilot and experiment 1).
+# `just proxy-data gpu`). EPOCHS overrides the pretraining epochs (60; another value gets
+# its own runs and results, tagged -eEPOCHS), AUG the augmentation of every run but exp3's
+# per-frame and temporal-only arms (cpu default light, gpu default cvrl, the reference;
+# exp3's per-frame arm is AUG drawn per frame: per-frame or light-per-frame), DATA the
+# proxy shard sets (default data/proxy/shards), OUT the output folder (default
+# data/experiments). The cpu preset also turns every clip grey (grayscale 1.0), raises the
+# smallest crop to 0.6 of the frame and the temperature to 0.2, at lr 1: with the
+# reference's settings CVRL learns nothing on the flat-coloured proxy in a CPU budget
+# (EXPERIMENTS.md, third pilot and experiment 1).
 # Finished runs and evaluations are skipped, so an interrupted experiment continues where
 # it stopped and experiments share runs.
 set -euo pipefail
@@ -65,7 +66,9 @@ done
 
 # The tag names the configuration, so that results of another one are never reused.
 # v3: the cpu preset at lr 1 (v2 was lr 4, the first 3-seed table of EXPERIMENTS.md).
+# Another EPOCHS than the preset's 60 gets its own runs and results too.
 tag=$size-v3-$aug
+[[ $epochs == 60 ]] || tag+=-e$epochs
 runs=$out/runs-$tag
 results=$out/$exp-$tag/results
 mkdir -p "$runs" "$results"
@@ -104,9 +107,14 @@ probe() {
 
 case $exp in
 exp1)
+    # All CVRL runs first: they are what the experiment is about if it is cut short.
     for s in "${seeds[@]}"; do
         pretrain cvrl "$s" --augmentation "$aug"
+    done
+    for s in "${seeds[@]}"; do
         pretrain supervised "$s" --supervised --augmentation "$aug"
+    done
+    for s in "${seeds[@]}"; do
         for target in class object motion; do
             probe cvrl "$runs/cvrl-s$s" "$s" "$target"
             probe supervised "$runs/supervised-s$s" "$s" "$target"
