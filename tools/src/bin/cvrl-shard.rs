@@ -152,10 +152,10 @@ struct SynthArgs {
     #[arg(long)]
     clutter: Option<f32>,
     /// Fraction of each video in which the class's object is on screen, above 0 up to 1
-    /// (default 1): one stretch at a random place, background only around it, so that
-    /// clips far apart may disagree on the class, as in real footage.
-    #[arg(long, default_value_t = 1.0)]
-    presence: f32,
+    /// (default: the preset's, 1 in each): one stretch at a random place, background only
+    /// around it, so that clips far apart may disagree on the class, as in real footage.
+    #[arg(long)]
+    presence: Option<f32>,
     /// Videos encoded in parallel (default: all cores).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
@@ -241,7 +241,7 @@ fn run_synth(args: SynthArgs) -> Result<ExitCode> {
         crf: args.crf,
         object_scale: args.object_scale.unwrap_or(p.object_scale),
         clutter: args.clutter.unwrap_or(p.clutter),
-        presence: args.presence,
+        presence: args.presence.unwrap_or(p.presence),
     };
     let bar = cvrl_tools::progress::Bar::new(args.quiet);
     let s = synth(&cfg, &args.out, args.force, &bar)?;
