@@ -11,17 +11,17 @@
 #       same start) and temporal-only (no spatial augmentation).
 #
 # Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
-# the small stem on 8 x 32 x 32 clips, 1500 steps, about 12 minutes a run on 2 cores (one
-# run at a time), on `just proxy-data easy`; gpu: R3D-18 at width 64 on 16 x 112 x 112, on
-# `just proxy-data gpu`). EPOCHS overrides the pretraining epochs (60; another value gets
-# its own runs and results, tagged -eEPOCHS), AUG the augmentation of every run but exp3's
-# per-frame and temporal-only arms (cpu default light, gpu default cvrl, the reference;
-# exp3's per-frame arm is AUG drawn per frame: per-frame or light-per-frame), DATA the
-# proxy shard sets (default data/proxy/shards), OUT the output folder (default
-# data/experiments). The cpu preset also turns every clip grey (grayscale 1.0), raises the
-# smallest crop to 0.6 of the frame and the temperature to 0.2, at lr 1: with the
-# reference's settings CVRL learns nothing on the flat-coloured proxy in a CPU budget
-# (EXPERIMENTS.md, third pilot and experiment 1).
+# the small stem on 8 x 32 x 32 clips, 120 epochs = 3000 steps, 20-25 minutes a run on 2
+# cores (one run at a time), on `just proxy-data easy`; gpu: R3D-18 at width 64 on 16 x 112
+# x 112 for 60 epochs, on `just proxy-data gpu`). EPOCHS overrides the pretraining epochs
+# (EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables), AUG the
+# augmentation of every run but exp3's per-frame and temporal-only arms (cpu default light,
+# gpu default cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame
+# or light-per-frame), DATA the proxy shard sets (default data/proxy/shards), OUT the
+# output folder (default data/experiments). The cpu preset also turns every clip grey
+# (grayscale 1.0), raises the smallest crop to 0.6 of the frame and the temperature to 0.2,
+# at lr 1: with the reference's settings CVRL learns nothing on the flat-coloured proxy in
+# a CPU budget (EXPERIMENTS.md, third pilot and experiment 1).
 # Finished runs and evaluations are skipped, so an interrupted experiment continues where
 # it stopped and experiments share runs.
 set -euo pipefail
@@ -38,7 +38,7 @@ bin=${BIN:-target/release}
 case $size in
 cpu)
     aug=${AUG:-light}
-    epochs=${EPOCHS:-60}
+    epochs=${EPOCHS:-120}
     model=(--model r3d18 --base-width 16 --stem small --frames 8 --stride 2 --crop 32
         --batch-size 32 --head-hidden-dim 256 --embedding-dim 64 --lr 1.0 --warmup-epochs 1
         --device cpu --temperature 0.2 --crop-area-min 0.6 --grayscale-p 1.0)
@@ -66,7 +66,8 @@ done
 
 # The tag names the configuration, so that results of another one are never reused.
 # v3: the cpu preset at lr 1 (v2 was lr 4, the first 3-seed table of EXPERIMENTS.md).
-# Another EPOCHS than the preset's 60 gets its own runs and results too.
+# Runs of another length get their own runs and results too; 60 epochs, the length of the
+# first tables, has no suffix.
 tag=$size-v3-$aug
 [[ $epochs == 60 ]] || tag+=-e$epochs
 runs=$out/runs-$tag
