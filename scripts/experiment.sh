@@ -22,6 +22,8 @@
 # (grayscale 1.0), raises the smallest crop to 0.6 of the frame and the temperature to 0.2,
 # at lr 1: with the reference's settings CVRL learns nothing on the flat-coloured proxy in
 # a CPU budget (EXPERIMENTS.md, third pilot and experiment 1).
+# ARMS limits exp3 to some of its arms (consistent, per-frame, spatial-only, temporal-only;
+# default all), e.g. to run one arm on every seed before the next.
 # Finished runs and evaluations are skipped, so an interrupted experiment continues where
 # it stopped and experiments share runs.
 set -euo pipefail
@@ -143,15 +145,20 @@ exp3)
         exit 2
         ;;
     esac
+    arms=" ${ARMS:-consistent per-frame spatial-only temporal-only} "
+    # arm NAME RUN SEED [FLAGS...]: pretrain and probe one arm, if ARMS names it.
+    arm() {
+        local name=$1 run=$2 seed=$3
+        shift 3
+        [[ $arms == *" $name "* ]] || return 0
+        pretrain "$run" "$seed" "$@"
+        probe "$name" "$runs/$run-s$seed" "$seed" class
+    }
     for s in "${seeds[@]}"; do
-        pretrain cvrl "$s" --augmentation "$aug"
-        probe consistent "$runs/cvrl-s$s" "$s" class
-        pretrain per-frame "$s" --augmentation "$per_frame"
-        probe per-frame "$runs/per-frame-s$s" "$s" class
-        pretrain spatial-only "$s" --interval-distribution same --augmentation "$aug"
-        probe spatial-only "$runs/spatial-only-s$s" "$s" class
-        pretrain temporal-only "$s" --augmentation none
-        probe temporal-only "$runs/temporal-only-s$s" "$s" class
+        arm consistent cvrl "$s" --augmentation "$aug"
+        arm per-frame per-frame "$s" --augmentation "$per_frame"
+        arm spatial-only spatial-only "$s" --interval-distribution same --augmentation "$aug"
+        arm temporal-only temporal-only "$s" --augmentation none
     done
     ;;
 *)
