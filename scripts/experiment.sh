@@ -8,7 +8,8 @@
 #       (object, motion): experiments 1 and 4.
 # exp2: interval distributions decreasing / uniform / increasing, same budget.
 # exp3: temporally consistent vs per-frame augmentation, spatial-only (both clips from the
-#       same start) and temporal-only (no spatial augmentation).
+#       same start) and temporal-only (no spatial augmentation), each probed on the class
+#       and on each factor.
 #
 # Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
 # the small stem on 8 x 32 x 32 clips, 120 epochs = 3000 steps, 20-25 minutes a run on 2
@@ -152,7 +153,10 @@ exp3)
         shift 3
         [[ $arms == *" $name "* ]] || return 0
         pretrain "$run" "$seed" "$@"
-        probe "$name" "$runs/$run-s$seed" "$seed" class
+        # Object and motion too (experiment 4): which factor an ablation costs.
+        for target in class object motion; do
+            probe "$name" "$runs/$run-s$seed" "$seed" "$target"
+        done
     }
     for s in "${seeds[@]}"; do
         arm consistent cvrl "$s" --augmentation "$aug"
