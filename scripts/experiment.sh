@@ -12,9 +12,9 @@
 #       and on each factor.
 #
 # Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
-# the small stem on 8 x 32 x 32 clips, 120 epochs = 3000 steps, 20-25 minutes a run on 2
-# cores (one run at a time), on `just proxy-data easy`; gpu: R3D-18 at width 64 on 16 x 112
-# x 112 for 60 epochs, on `just proxy-data gpu`). EPOCHS overrides the pretraining epochs
+# the small stem on 8 x 32 x 32 clips, 120 epochs = 3000 steps, 11-25 minutes a run on 2
+# cores by CPU, one run at a time, on `just proxy-data easy`; gpu: R3D-18 at width 64 on
+# 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`). EPOCHS overrides the pretraining epochs
 # (EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables), AUG the
 # augmentation of every run but exp3's per-frame and temporal-only arms (cpu default light,
 # gpu default cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame
@@ -146,7 +146,14 @@ exp3)
         exit 2
         ;;
     esac
-    arms=" ${ARMS:-consistent per-frame spatial-only temporal-only} "
+    all_arms="consistent per-frame spatial-only temporal-only"
+    arms=" ${ARMS:-$all_arms} "
+    for a in $arms; do
+        if [[ " $all_arms " != *" $a "* ]]; then
+            echo "ARMS: unknown exp3 arm '$a' (arms: $all_arms)" >&2
+            exit 2
+        fi
+    done
     # arm NAME RUN SEED [FLAGS...]: pretrain and probe one arm, if ARMS names it.
     arm() {
         local name=$1 run=$2 seed=$3
