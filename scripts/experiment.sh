@@ -14,8 +14,8 @@
 # Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
 # the small stem on 8 x 32 x 32 clips, 120 epochs = 3000 steps, 11-25 minutes a run on 2
 # cores by CPU, one run at a time, on `just proxy-data easy`; gpu: R3D-18 at width 64 on
-# 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`). EPOCHS overrides the pretraining epochs
-# (EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables), AUG the
+# 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`). EPOCHS overrides the pretraining
+# epochs (EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables), AUG the
 # augmentation of every run but exp3's per-frame and temporal-only arms (cpu default light,
 # gpu default cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame
 # or light-per-frame), DATA the proxy shard sets (default data/proxy/shards), OUT the
@@ -97,6 +97,9 @@ pretrain() {
         --seed "$seed" --checkpoint-every 0 --quiet "$@"
 }
 
+# What a probe predicts: the class, and each factor for experiment 4.
+targets=(class object motion)
+
 # probe LABEL RUN SEED TARGET [FLAGS...]: a linear probe, unless its result exists.
 probe() {
     local label=$1 run=$2 seed=$3 target=$4
@@ -119,7 +122,7 @@ exp1)
         pretrain supervised "$s" --supervised --augmentation "$aug"
     done
     for s in "${seeds[@]}"; do
-        for target in class object motion; do
+        for target in "${targets[@]}"; do
             probe cvrl "$runs/cvrl-s$s" "$s" "$target"
             probe supervised "$runs/supervised-s$s" "$s" "$target"
             probe random-init "$runs/cvrl-s$s" "$s" "$target" --random-init
@@ -160,8 +163,8 @@ exp3)
         shift 3
         [[ $arms == *" $name "* ]] || return 0
         pretrain "$run" "$seed" "$@"
-        # Object and motion too (experiment 4): which factor an ablation costs.
-        for target in class object motion; do
+        # Every target, so that the factors say what an ablation costs.
+        for target in "${targets[@]}"; do
             probe "$name" "$runs/$run-s$seed" "$seed" "$target"
         done
     }
