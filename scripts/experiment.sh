@@ -6,7 +6,8 @@
 #
 # exp1: CVRL vs random init vs supervised, probed on the class and on each factor
 #       (object, motion): experiments 1 and 4.
-# exp2: interval distributions decreasing / uniform / increasing, same budget.
+# exp2: interval distributions decreasing / uniform / increasing, same budget, each probed
+#       on the class and on each factor.
 # exp3: temporally consistent vs per-frame augmentation, spatial-only (both clips from the
 #       same start) and temporal-only (no spatial augmentation), each probed on the class
 #       and on each factor.
@@ -132,10 +133,16 @@ exp1)
 exp2)
     for s in "${seeds[@]}"; do
         pretrain cvrl "$s" --augmentation "$aug" # decreasing, the default
-        probe decreasing "$runs/cvrl-s$s" "$s" class
         for dist in uniform increasing; do
             pretrain "$dist" "$s" --interval-distribution "$dist" --augmentation "$aug"
-            probe "$dist" "$runs/$dist-s$s" "$s" class
+        done
+        # Every target: on a proxy whose object leaves the screen (`--presence`), the
+        # gap may decide whether the object or only the motion is learnt.
+        for target in "${targets[@]}"; do
+            probe decreasing "$runs/cvrl-s$s" "$s" "$target"
+            for dist in uniform increasing; do
+                probe "$dist" "$runs/$dist-s$s" "$s" "$target"
+            done
         done
     done
     ;;
