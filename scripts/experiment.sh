@@ -113,6 +113,17 @@ probe() {
         tail -n 3
 }
 
+# train_and_probe LABEL RUN SEED [FLAGS...]: pretrain RUN, then probe it on every target,
+# so that the factors say what an ablation costs.
+train_and_probe() {
+    local label=$1 run=$2 seed=$3
+    shift 3
+    pretrain "$run" "$seed" "$@"
+    for target in "${targets[@]}"; do
+        probe "$label" "$runs/$run-s$seed" "$seed" "$target"
+    done
+}
+
 case $exp in
 exp1)
     # All CVRL runs first: they are what the experiment is about if it is cut short.
@@ -132,17 +143,11 @@ exp1)
     ;;
 exp2)
     for s in "${seeds[@]}"; do
-        pretrain cvrl "$s" --augmentation "$aug" # decreasing, the default
+        # Decreasing, the default, is experiment 1's CVRL run.
+        train_and_probe decreasing cvrl "$s" --augmentation "$aug"
         for dist in uniform increasing; do
-            pretrain "$dist" "$s" --interval-distribution "$dist" --augmentation "$aug"
-        done
-        # Every target: on a proxy whose object leaves the screen (`--presence`), the
-        # gap may decide whether the object or only the motion is learnt.
-        for target in "${targets[@]}"; do
-            probe decreasing "$runs/cvrl-s$s" "$s" "$target"
-            for dist in uniform increasing; do
-                probe "$dist" "$runs/$dist-s$s" "$s" "$target"
-            done
+            train_and_probe "$dist" "$dist" "$s" --interval-distribution "$dist" \
+                --augmentation "$aug"
         done
     done
     ;;
@@ -164,16 +169,10 @@ exp3)
             exit 2
         fi
     done
-    # arm NAME RUN SEED [FLAGS...]: pretrain and probe one arm, if ARMS names it.
+    # arm NAME RUN SEED [FLAGS...]: train and probe one arm, if ARMS names it.
     arm() {
-        local name=$1 run=$2 seed=$3
-        shift 3
-        [[ $arms == *" $name "* ]] || return 0
-        pretrain "$run" "$seed" "$@"
-        # Every target, so that the factors say what an ablation costs.
-        for target in "${targets[@]}"; do
-            probe "$name" "$runs/$run-s$seed" "$seed" "$target"
-        done
+        [[ $arms == *" $1 "* ]] || return 0
+        train_and_probe "$@"
     }
     for s in "${seeds[@]}"; do
         arm consistent cvrl "$s" --augmentation "$aug"
