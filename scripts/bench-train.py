@@ -56,10 +56,13 @@ class Block(nn.Module):
 
 
 class R3D(nn.Module):
-    def __init__(self, depth, base_width):
+    def __init__(self, depth, base_width, stem="reference"):
         super().__init__()
         bottleneck = depth >= 50
-        self.stem = conv_bn(3, base_width, (5, 7, 7), (2, 2, 2))
+        # reference: 5x7x7 at spatial stride 2; small: 5x3x3 at spatial stride 1 (r3d.rs Stem).
+        spatial_kernel, spatial_stride = (7, 2) if stem == "reference" else (3, 1)
+        self.stem = conv_bn(3, base_width, (5, spatial_kernel, spatial_kernel),
+                            (2, spatial_stride, spatial_stride))
         layers, c_in = [], base_width
         for i, n in enumerate(BLOCKS[depth]):
             width = base_width * 2**i
@@ -100,6 +103,9 @@ def main():
     p.add_argument("--base-width", type=int, default=32)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--crop", type=int, default=64)
+    p.add_argument("--stem", choices=["reference", "small"], default="reference")
+    p.add_argument("--head-hidden-dim", type=int, default=2048)
+    p.add_argument("--embedding-dim", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
@@ -111,8 +117,9 @@ def main():
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     torch.manual_seed(0)
-    backbone = R3D(args.depth, args.base_width)
-    model = nn.Sequential(backbone, head(backbone.feature_dim)).to(dev)
+    backbone = R3D(args.depth, args.base_width, args.stem)
+    projection = head(backbone.feature_dim, args.head_hidden_dim, out=args.embedding_dim)
+    model = nn.Sequential(backbone, projection).to(dev)
     fmt = torch.channels_last_3d if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     kernels = [q for name, q in model.named_parameters() if q.dim() > 1]
@@ -144,7 +151,8 @@ def main():
             cpu_times.append(time.process_time() - c0)
     print(json.dumps({
         "impl": "pytorch", "device": str(dev), "torch": torch.__version__,
-        "model": f"r3d{args.depth} w{args.base_width}", "channels_last": args.channels_last,
+        "model": f"r3d{args.depth} w{args.base_width}" + (" small stem" if args.stem == "small" else ""),
+        "channels_last": args.channels_last,
         "clips": 2 * b, "input": [t, s, s], "threads": torch.get_num_threads(),
         "step_s": times, "cpu_s": cpu_times, "last_loss": value,
     }))

@@ -14,9 +14,13 @@
 #
 # Knobs (environment): BENCH_DEVICE (cpu or cuda, default cpu), BENCH_THREADS (libtorch CPU
 # threads, default 1), BENCH_MODEL (r3d18), BENCH_WIDTH (base width, 32), BENCH_FRAMES (8),
-# BENCH_CROP (64), BENCH_BATCH (videos per step, 8), BENCH_STEPS (timed steps per run, 4),
-# BENCH_WARMUP (2), BENCH_ROUNDS (alternating rounds of each implementation, 3),
-# BENCH_TRAIN_STEPS (cvrl-train steps, 12), BENCH_WORKERS (loader threads, 1).
+# BENCH_CROP (64), BENCH_STEM (reference or small), BENCH_HEAD (hidden width of the
+# projection head, 2048), BENCH_EMBEDDING (its output, 128), BENCH_BATCH (videos per step,
+# 8), BENCH_STEPS (timed steps per run, 4), BENCH_WARMUP (2), BENCH_ROUNDS (alternating
+# rounds of each implementation, 3), BENCH_TRAIN_STEPS (cvrl-train steps, 12),
+# BENCH_WORKERS (loader threads, 1). The CPU experiments' model (EXPERIMENTS.md, SIZE=cpu):
+# BENCH_WIDTH=16 BENCH_STEM=small BENCH_CROP=32 BENCH_HEAD=256 BENCH_EMBEDDING=64
+# BENCH_BATCH=32.
 # Needs data/demo/shards (`just demo`). About 8 minutes on 2 shared cores, after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +31,9 @@ MODEL=${BENCH_MODEL:-r3d18}
 WIDTH=${BENCH_WIDTH:-32}
 FRAMES=${BENCH_FRAMES:-8}
 CROP=${BENCH_CROP:-64}
+STEM=${BENCH_STEM:-reference}
+HEAD=${BENCH_HEAD:-2048}
+EMBEDDING=${BENCH_EMBEDDING:-128}
 BATCH=${BENCH_BATCH:-8}
 STEPS=${BENCH_STEPS:-4}
 WARMUP=${BENCH_WARMUP:-2}
@@ -48,7 +55,8 @@ mkdir -p "$OUT"
 RESULTS=$OUT/steps.jsonl
 : >"$RESULTS"
 
-common=(--base-width "$WIDTH" --frames "$FRAMES" --crop "$CROP" --batch-size "$BATCH"
+common=(--base-width "$WIDTH" --frames "$FRAMES" --crop "$CROP" --stem "$STEM"
+  --head-hidden-dim "$HEAD" --embedding-dim "$EMBEDDING" --batch-size "$BATCH"
   --warmup "$WARMUP" --steps "$STEPS" --device "$DEVICE" --threads "$THREADS")
 depth=${MODEL#r3d}
 # Alternate the implementations so that a busy moment of a shared machine hits both alike.
@@ -66,7 +74,8 @@ done
 log "cvrl-train on $SHARDS: $TRAIN_STEPS steps, $WORKERS loader workers"
 rm -rf "$OUT/run"
 target/release/cvrl-train --shards "$SHARDS" --out "$OUT/run" --model "$MODEL" \
-  --base-width "$WIDTH" --frames "$FRAMES" --crop "$CROP" --batch-size "$BATCH" \
+  --base-width "$WIDTH" --frames "$FRAMES" --crop "$CROP" --stem "$STEM" \
+  --head-hidden-dim "$HEAD" --embedding-dim "$EMBEDDING" --batch-size "$BATCH" \
   --steps "$TRAIN_STEPS" --workers "$WORKERS" --threads "$THREADS" --device "$DEVICE" \
   --checkpoint-every 0 --quiet
 

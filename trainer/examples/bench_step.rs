@@ -14,6 +14,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use cvrl_trainer::model::Stem;
 use cvrl_trainer::train::{Arch, DeviceChoice, MicroBatch, RunLength, Stepper, TrainConfig};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,6 +30,15 @@ struct Args {
     frames: u32,
     #[arg(long, default_value_t = 64)]
     crop: u32,
+    /// reference or small (cvrl-train --stem).
+    #[arg(long, default_value = "reference")]
+    stem: Stem,
+    /// Width of the projection head's hidden layers.
+    #[arg(long, default_value_t = 2048)]
+    head_hidden_dim: i64,
+    /// Output width of the projection head.
+    #[arg(long, default_value_t = 128)]
+    embedding_dim: i64,
     /// Videos per step (two clips each).
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
@@ -72,6 +82,9 @@ fn main() -> Result<()> {
         base_width: args.base_width,
         frames: args.frames,
         crop: args.crop,
+        stem: args.stem,
+        head_hidden_dim: args.head_hidden_dim,
+        embedding_dim: args.embedding_dim,
         batch_size: args.batch_size,
         length: RunLength::Steps(1),
         device: args.device,
