@@ -13,10 +13,11 @@
 #       and on each factor.
 #
 # Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
-# the small stem on 8 x 32 x 32 clips, 120 epochs = 3000 steps, 11-25 minutes a run on 2
+# the small stem on 8 x 32 x 32 clips, 120 epochs = 3000 steps, 9-25 minutes a run on 2
 # cores by CPU, one run at a time, on `just proxy-data easy`; gpu: R3D-18 at width 64 on
 # 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`). EPOCHS overrides the pretraining
-# epochs (EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables), AUG the
+# epochs (EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables, with which
+# exp1 takes 29 minutes on 2 cores from `just proxy-data`'s raw shards), AUG the
 # augmentation of every run but exp3's per-frame and temporal-only arms (cpu default light,
 # gpu default cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame
 # or light-per-frame), DATA the proxy shard sets (default data/proxy/shards), OUT the
