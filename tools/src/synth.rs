@@ -22,7 +22,8 @@
 //! A video is a pure function of (seed, class index, video index): [`VideoPlan::new`] draws
 //! every random choice from a SplitMix64 stream seeded by those three, so the same seed
 //! gives the same pictures on any thread schedule, and x264 (one thread per video, bitexact
-//! muxing) the same bytes.
+//! muxing, fresh allocations filled with a fixed byte: see `fill_fresh_memory`) the same
+//! bytes.
 //!
 //! ```no_run
 //! use cvrl_tools::synth::{classes, Canvas, SynthConfig, VideoPlan};
@@ -403,6 +404,7 @@ pub fn synth(
     let videos = plan_dataset(cfg)?;
     prepare_out(out, force)?;
     crate::decode::init();
+    fill_fresh_memory();
     let specs = classes(cfg.classes)?;
     let train = cfg.videos_per_class - cfg.val_per_class;
     let splits = [("train", train), ("val", cfg.val_per_class)];
@@ -1251,6 +1253,21 @@ impl Canvas {
 
 // ---------------------------------------------------------------------------------------
 // Encoding
+
+/// Makes glibc fill every allocation with a fixed byte. libx264 reads some bytes of its
+/// own buffers before it writes them: with whatever an earlier video left in the thread's
+/// heap arena there, the same video came out a few bytes different in about one run of ten
+/// on 4 threads (`MALLOC_PERTURB_` made 30 runs of 30 identical). Only `synth` pays for it.
+fn fill_fresh_memory() {
+    extern "C" {
+        /// glibc's `int mallopt(int param, int value)`.
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    /// glibc's `M_PERTURB`: allocations are filled with `value ^ 0xff`, frees with `value`.
+    const M_PERTURB: i32 = -6;
+    // SAFETY: sets one global of the allocator; no pointer passes, and any value is valid.
+    unsafe { mallopt(M_PERTURB, 0xa5) };
+}
 
 /// Encodes all frames of `plan` as H.264 (libx264, yuv420p, preset veryfast, `crf`) into an mp4
 /// at `path`, through `path.tmp` and a rename so a killed run leaves no half file under a
