@@ -1258,6 +1258,8 @@ impl Canvas {
 /// own buffers before it writes them: with whatever an earlier video left in the thread's
 /// heap arena there, the same video came out a few bytes different in about one run of ten
 /// on 4 threads (`MALLOC_PERTURB_` made 30 runs of 30 identical). Only `synth` pays for it.
+/// Elsewhere than glibc this does nothing.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn fill_fresh_memory() {
     extern "C" {
         /// glibc's `int mallopt(int param, int value)`.
@@ -1268,6 +1270,9 @@ fn fill_fresh_memory() {
     // SAFETY: sets one global of the allocator; no pointer passes, and any value is valid.
     unsafe { mallopt(M_PERTURB, 0xa5) };
 }
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fill_fresh_memory() {}
 
 /// Encodes all frames of `plan` as H.264 (libx264, yuv420p, preset veryfast, `crf`) into an mp4
 /// at `path`, through `path.tmp` and a rename so a killed run leaves no half file under a
