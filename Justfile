@@ -59,7 +59,7 @@ proxy-data preset="easy" out="data/proxy" seed="0" *synth_flags: setup
     ./target/release/cvrl-shard build {{out}}/videos/val {{out}}/shards/val --short-side 0 --predictor raw --force
     @echo "proxy data done: videos in {{out}}/videos, shards in {{out}}/shards/train and {{out}}/shards/val"
 
-# Experiment 1 and 4 of EXPERIMENTS.md on the proxy data (`just proxy-data` first): CVRL vs random init vs supervised, probed on class, object and motion. SIZE=cpu|gpu env, seeds default 0 1 2.
+# Experiment 1 and 4 of EXPERIMENTS.md on the proxy data (`just proxy-data` first): CVRL vs random init vs supervised, probed on class, object and motion. SIZE=cpu|gpu env, EPOCHS the budget, JOBS the runs trained at once (cpu default 2, each on half the cores), seeds default 0 1 2.
 exp1 *seeds: setup
     cargo build --release -p cvrl-trainer
     bash scripts/experiment.sh exp1 {{seeds}}

@@ -14,10 +14,10 @@
 #
 # Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
 # the small stem on 8 x 32 x 32 clips, 120 epochs = 3000 steps, 9-25 minutes a run on 2
-# cores by CPU, one run at a time, on `just proxy-data easy`; gpu: R3D-18 at width 64 on
+# cores by CPU, on `just proxy-data easy`; gpu: R3D-18 at width 64 on
 # 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`). EPOCHS overrides the pretraining
-# epochs (EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables, with which
-# exp1 takes 29 minutes on 2 cores from `just proxy-data`'s raw shards), AUG the
+# epochs (EPOCHS=80, 2000 steps, runs exp1 in 25 minutes on 2 cores and meets its target
+# on every seed; EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables), AUG the
 # augmentation of every run but exp3's per-frame and temporal-only arms (cpu default light,
 # gpu default cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame
 # or light-per-frame), DATA the proxy shard sets (default data/proxy/shards), OUT the
@@ -25,6 +25,10 @@
 # (grayscale 1.0), raises the smallest crop to 0.6 of the frame and the temperature to 0.2,
 # at lr 1: with the reference's settings CVRL learns nothing on the flat-coloured proxy in
 # a CPU budget (EXPERIMENTS.md, third pilot and experiment 1).
+# JOBS: runs (and probes) made at once, each on cores/JOBS libtorch threads (cpu default
+# 2, gpu 1): on 2 cores two one-thread runs make 25-35 % more steps together than one
+# two-thread run (EXPERIMENTS.md, "Two runs at once"). Runs left over (an odd one with
+# JOBS=2) go last, on every core.
 # ARMS limits exp3 to some of its arms (consistent, per-frame, spatial-only, temporal-only;
 # default all), e.g. to run one arm on every seed before the next.
 # Finished runs and evaluations are skipped, so an interrupted experiment continues where
@@ -46,8 +50,9 @@ cpu)
     epochs=${EPOCHS:-120}
     model=(--model r3d18 --base-width 16 --stem small --frames 8 --stride 2 --crop 32
         --batch-size 32 --head-hidden-dim 256 --embedding-dim 64 --lr 1.0 --warmup-epochs 1
-        --device cpu --temperature 0.2 --crop-area-min 0.6 --grayscale-p 1.0)
+        --device cpu --temperature 0.2 --crop-area-min 0.6 --grayscale-p 1.0 --channels-last)
     views=(--train-clips 4 --temporal-views 4 --spatial-crops 1)
+    jobs=${JOBS:-2}
     ;;
 gpu)
     aug=${AUG:-cvrl}
@@ -55,12 +60,20 @@ gpu)
     model=(--model r3d18 --base-width 64 --frames 16 --stride 2 --crop 112 --batch-size 128
         --head-hidden-dim 2048 --embedding-dim 128 --lr 1.0 --warmup-epochs 3 --workers 12)
     views=(--train-clips 4 --temporal-views 10 --spatial-crops 1)
+    jobs=${JOBS:-1}
     ;;
 *)
     echo "SIZE must be cpu or gpu, got $size" >&2
     exit 2
     ;;
 esac
+
+cores=$(nproc)
+if ! [[ $jobs =~ ^[1-9][0-9]*$ ]]; then
+    echo "JOBS must be a positive number of runs at once, got $jobs" >&2
+    exit 2
+fi
+((jobs <= cores)) || jobs=$cores
 
 for split in train val; do
     if [[ ! -f $data/$split/manifest.json ]]; then
@@ -79,11 +92,84 @@ runs=$out/runs-$tag
 results=$out/$exp-$tag/results
 mkdir -p "$runs" "$results"
 
-# pretrain NAME SEED [FLAGS...]: one cvrl-train run into $runs/NAME-sSEED, unless finished.
+# enqueue QUEUE COMMAND [ARGS...]: a command for run_jobs QUEUE (fields joined by \x1f).
+trainings=()
+probes=()
+enqueue() {
+    local -n q=$1
+    shift
+    local IFS=$'\x1f'
+    q+=("$*")
+}
+
+# Stop the other runs when one fails or the script is killed; each job is a subshell, so
+# its children go first.
+stop_jobs() {
+    local p
+    for p in $(jobs -p); do
+        pkill -P "$p" 2>/dev/null || true
+        kill "$p" 2>/dev/null || true
+    done
+}
+trap stop_jobs EXIT
+trap 'exit 143' TERM
+
+# run_jobs QUEUE: runs the queued commands, $jobs at a time, each on cores/jobs libtorch
+# threads and one loader thread per four. The last n % jobs commands, which cannot fill
+# every slot, wait for the others and share every core. Stops at the first failure.
+run_jobs() {
+    local -n q=$1
+    local n=${#q[@]} i running=0 width=$((cores / jobs))
+    local rest=$((n % jobs))
+    local -a cmd
+    for ((i = 0; i < n; i++)); do
+        IFS=$'\x1f' read -r -a cmd <<<"${q[i]}"
+        if ((jobs == 1)); then
+            "${cmd[@]}"
+            continue
+        fi
+        if ((i == n - rest)); then
+            while ((running > 0)); do
+                wait -n
+                running=$((running - 1))
+            done
+            width=$((cores / rest))
+        elif ((running == jobs)); then
+            wait -n
+            running=$((running - 1))
+        fi
+        (
+            export OMP_NUM_THREADS=$width
+            loader=(--threads "$width" --workers $(((width + 3) / 4)))
+            "${cmd[@]}"
+        ) &
+        running=$((running + 1))
+    done
+    while ((running > 0)); do
+        wait -n
+        running=$((running - 1))
+    done
+    q=()
+}
+
+# cvrl-train's loader and thread flags, set by run_jobs for parallel runs.
+loader=()
+
+# pretrain NAME SEED [FLAGS...]: one cvrl-train run into $runs/NAME-sSEED.
 pretrain() {
     local name=$1 seed=$2
     shift 2
-    local dir=$runs/$name-s$seed
+    local dir=$runs/$name-s$seed start=$SECONDS
+    echo "== pretraining $dir"
+    rm -rf "$dir"
+    "$bin/cvrl-train" --shards "$data/train" --out "$dir" "${model[@]}" --epochs "$epochs" \
+        --seed "$seed" --checkpoint-every 0 --quiet "${loader[@]}" "$@"
+    echo "== $dir: trained in $((SECONDS - start)) s"
+}
+
+# train NAME SEED [FLAGS...]: queues the run $runs/NAME-sSEED, unless it is finished.
+train() {
+    local dir=$runs/$1-s$2
     if [[ -f $dir/encoder.safetensors ]]; then
         # The tag does not name the data: a run of other shards must not pass for this one.
         if ! grep -qF "\"$data/train\"" "$dir/run.json"; then
@@ -93,53 +179,44 @@ pretrain() {
         echo "== $dir: done before"
         return
     fi
-    echo "== pretraining $dir"
-    rm -rf "$dir"
-    "$bin/cvrl-train" --shards "$data/train" --out "$dir" "${model[@]}" --epochs "$epochs" \
-        --seed "$seed" --checkpoint-every 0 --quiet "$@"
+    enqueue trainings pretrain "$@"
 }
 
 # What a probe predicts: the class, and each factor for experiment 4.
 targets=(class object motion)
 
-# probe LABEL RUN SEED TARGET [FLAGS...]: a linear probe, unless its result exists.
+# probe LABEL RUN SEED [FLAGS...]: linear probes of $runs/RUN-sSEED on every target, so
+# that the factors say what an ablation costs; results that exist are kept.
 probe() {
-    local label=$1 run=$2 seed=$3 target=$4
-    shift 4
-    if [[ -f $results/$label-linear-$target-seed$seed.json ]]; then
-        return
-    fi
-    "$bin/cvrl-eval" linear --run "$run" --train "$data/train" --val "$data/val" \
-        --target "$target" --seed "$seed" --name "$label" --out "$results" "${views[@]}" "$@" |
-        tail -n 3
+    local label=$1 run=$2 seed=$3 target
+    shift 3
+    for target in "${targets[@]}"; do
+        if [[ -f $results/$label-linear-$target-seed$seed.json ]]; then
+            continue
+        fi
+        "$bin/cvrl-eval" linear --run "$runs/$run-s$seed" --train "$data/train" \
+            --val "$data/val" --target "$target" --seed "$seed" --name "$label" \
+            --out "$results" "${views[@]}" "$@" | tail -n 3
+    done
 }
 
-# train_and_probe LABEL RUN SEED [FLAGS...]: pretrain RUN, then probe it on every target,
-# so that the factors say what an ablation costs.
+# train_and_probe LABEL RUN SEED [FLAGS...]: queues the run and, after every run, its probes.
 train_and_probe() {
     local label=$1 run=$2 seed=$3
     shift 3
-    pretrain "$run" "$seed" "$@"
-    for target in "${targets[@]}"; do
-        probe "$label" "$runs/$run-s$seed" "$seed" "$target"
-    done
+    train "$run" "$seed" "$@"
+    enqueue probes probe "$label" "$run" "$seed"
 }
 
 case $exp in
 exp1)
     # All CVRL runs first: they are what the experiment is about if it is cut short.
     for s in "${seeds[@]}"; do
-        pretrain cvrl "$s" --augmentation "$aug"
+        train_and_probe cvrl cvrl "$s" --augmentation "$aug"
+        enqueue probes probe random-init cvrl "$s" --random-init
     done
     for s in "${seeds[@]}"; do
-        pretrain supervised "$s" --supervised --augmentation "$aug"
-    done
-    for s in "${seeds[@]}"; do
-        for target in "${targets[@]}"; do
-            probe cvrl "$runs/cvrl-s$s" "$s" "$target"
-            probe supervised "$runs/supervised-s$s" "$s" "$target"
-            probe random-init "$runs/cvrl-s$s" "$s" "$target" --random-init
-        done
+        train_and_probe supervised supervised "$s" --supervised --augmentation "$aug"
     done
     ;;
 exp2)
@@ -187,6 +264,8 @@ exp3)
     exit 2
     ;;
 esac
+run_jobs trainings
+run_jobs probes
 
 report=$out/$exp-$tag/report
 run_dirs=()
