@@ -53,14 +53,17 @@ cpu)
         --device cpu --temperature 0.2 --crop-area-min 0.6 --grayscale-p 1.0 --channels-last)
     views=(--train-clips 4 --temporal-views 4 --spatial-crops 1)
     jobs=${JOBS:-2}
+    # cvrl-train's loader flags; run_jobs replaces them for runs side by side.
+    loader=()
     ;;
 gpu)
     aug=${AUG:-cvrl}
     epochs=${EPOCHS:-60}
     model=(--model r3d18 --base-width 64 --frames 16 --stride 2 --crop 112 --batch-size 128
-        --head-hidden-dim 2048 --embedding-dim 128 --lr 1.0 --warmup-epochs 3 --workers 12)
+        --head-hidden-dim 2048 --embedding-dim 128 --lr 1.0 --warmup-epochs 3)
     views=(--train-clips 4 --temporal-views 10 --spatial-crops 1)
     jobs=${JOBS:-1}
+    loader=(--workers 12)
     ;;
 *)
     echo "SIZE must be cpu or gpu, got $size" >&2
@@ -115,13 +118,21 @@ trap stop_jobs EXIT
 trap 'exit 143' TERM
 
 # run_jobs QUEUE: runs the queued commands, $jobs at a time, each on cores/jobs libtorch
-# threads and one loader thread per four. The last n % jobs commands, which cannot fill
-# every slot, wait for the others and share every core. Stops at the first failure.
+# threads and one loader thread per four (in place of the preset's loader flags). The last
+# n % jobs commands, which cannot fill every slot, wait for the others and share every
+# core. Stops at the first failure.
 run_jobs() {
     local -n q=$1
     local n=${#q[@]} i running=0 width=$((cores / jobs))
     local rest=$((n % jobs))
     local -a cmd
+    # wait_until K: waits for runs to end until at most K are running.
+    wait_until() {
+        while ((running > $1)); do
+            wait -n
+            running=$((running - 1))
+        done
+    }
     for ((i = 0; i < n; i++)); do
         IFS=$'\x1f' read -r -a cmd <<<"${q[i]}"
         if ((jobs == 1)); then
@@ -129,14 +140,10 @@ run_jobs() {
             continue
         fi
         if ((i == n - rest)); then
-            while ((running > 0)); do
-                wait -n
-                running=$((running - 1))
-            done
+            wait_until 0
             width=$((cores / rest))
-        elif ((running == jobs)); then
-            wait -n
-            running=$((running - 1))
+        else
+            wait_until $((jobs - 1))
         fi
         (
             export OMP_NUM_THREADS=$width
@@ -145,15 +152,8 @@ run_jobs() {
         ) &
         running=$((running + 1))
     done
-    while ((running > 0)); do
-        wait -n
-        running=$((running - 1))
-    done
-    q=()
+    wait_until 0
 }
-
-# cvrl-train's loader and thread flags, set by run_jobs for parallel runs.
-loader=()
 
 # pretrain NAME SEED [FLAGS...]: one cvrl-train run into $runs/NAME-sSEED.
 pretrain() {
