@@ -49,7 +49,8 @@ PY
 )
 if [ ${#need[@]} -gt 0 ]; then
   say "pip: installing ${need[*]} (torch is 4.6 GB: 1-2 minutes)"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${need[@]}"
+  # No wheel cache: it would hold a second copy of torch's 3 GB of wheels on disk.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir "${need[@]}"
 fi
 # Put `just` on PATH for the README's commands.
 for dir in /usr/local/bin "$HOME/.cargo/bin"; do
