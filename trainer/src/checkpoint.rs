@@ -269,15 +269,23 @@ pub fn export_encoder(vs: &VarStore, path: &Path) -> Result<(), CheckpointError>
     write_tensors_atomic(path, &backbone)
 }
 
-/// Writes `tensors` as safetensors to `path` through `<path>.tmp`, fsynced, and a rename, so
-/// a reader never sees a partial file.
+/// Writes `tensors` as safetensors to `path` through `<path>.<pid>.tmp`, fsynced, and a
+/// rename, so a reader never sees a partial file. The process id keeps two processes that
+/// write the same file (two probes filling one feature cache) out of each other's temporary
+/// file: each renames a whole file, and the last one stays.
 pub fn write_tensors_atomic(
     path: &Path,
     tensors: &[(String, Tensor)],
 ) -> Result<(), CheckpointError> {
-    let tmp = cvrl_formats::shard::tmp_path(path);
-    write_tensors(&tmp, tensors)?;
-    fs::rename(&tmp, path).map_err(io(path))
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written =
+        write_tensors(&tmp, tensors).and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Loads an exported encoder ([`export_encoder`]) into the backbone variables of `vs`
@@ -472,6 +480,27 @@ mod tests {
         }
         // A file inside the checkpoint names it too.
         assert_eq!(resolve(&saved.join(MODEL_FILE)).unwrap(), saved);
+    }
+
+    #[test]
+    fn an_atomic_write_leaves_the_file_alone_and_a_failed_one_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("features.safetensors");
+        let tensors = vec![("x".to_owned(), Tensor::from_slice(&[1.0f32, 2.0]))];
+        write_tensors_atomic(&path, &tensors).unwrap();
+        let names: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["features.safetensors"]);
+        let back = Tensor::read_safetensors(&path).unwrap();
+        assert_eq!(max_diff(&back[0].1, &tensors[0].1), 0.0);
+        // The rename fails (a directory is in the way): the temporary file goes too.
+        let blocked = dir.path().join("blocked");
+        fs::create_dir_all(blocked.join("inside")).unwrap();
+        assert!(write_tensors_atomic(&blocked, &tensors).is_err());
+        let mut names: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["blocked", "features.safetensors"]);
     }
 
     #[test]
