@@ -160,6 +160,9 @@ struct LinearArgs {
 }
 
 fn main() -> ExitCode {
+    // Feature extraction and fine-tuning on the CPU free and re-allocate their tensors at
+    // every batch: keep that memory instead of page-faulting it in again.
+    cvrl_trainer::device::keep_freed_host_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
