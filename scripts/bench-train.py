@@ -11,6 +11,7 @@ torch.optim.SGD (momentum 0.9, weight decay 1e-6 on conv and dense kernels only)
 """
 
 import argparse
+import ctypes
 import json
 import time
 
@@ -97,6 +98,14 @@ def info_nce(z_a, z_b, tau=0.1):
     return F.cross_entropy(torch.cat([ab, aa], 1), labels) + F.cross_entropy(torch.cat([ab.T, bb], 1), labels)
 
 
+def keep_freed_memory():
+    """What cvrl-train does at start (trainer/src/device.rs, keep_freed_host_memory): glibc's
+    M_MMAP_THRESHOLD (-3) at 32 MiB and M_TRIM_THRESHOLD (-1) at its largest."""
+    libc = ctypes.CDLL("libc.so.6")
+    if not (libc.mallopt(-3, 32 << 20) == 1 and libc.mallopt(-1, 2**31 - 1) == 1):
+        raise SystemExit("--keep-freed-memory: glibc did not take the setting")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--depth", type=int, default=18)
@@ -112,7 +121,11 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int)
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="glibc mmap threshold 32 MiB and no trimming, as cvrl-train sets them")
     args = p.parse_args()
+    if args.keep_freed_memory:
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -153,6 +166,7 @@ def main():
         "impl": "pytorch", "device": str(dev), "torch": torch.__version__,
         "model": f"r3d{args.depth} w{args.base_width}" + (" small stem" if args.stem == "small" else ""),
         "channels_last": args.channels_last,
+        "keep_freed_memory": args.keep_freed_memory,
         "clips": 2 * b, "input": [t, s, s], "threads": torch.get_num_threads(),
         "step_s": times, "cpu_s": cpu_times, "last_loss": value,
     }))

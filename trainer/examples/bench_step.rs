@@ -12,7 +12,7 @@
 //! cargo run --release -p cvrl-trainer --example bench_step -- --base-width 32 --steps 5
 //! ```
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cvrl_trainer::model::Stem;
 use cvrl_trainer::train::{Arch, DeviceChoice, MicroBatch, RunLength, Stepper, TrainConfig};
@@ -57,6 +57,10 @@ struct Args {
     /// libtorch CPU threads (default: libtorch's).
     #[arg(long)]
     threads: Option<i32>,
+    /// Keep freed memory in glibc's allocator, as cvrl-train does
+    /// (`device::keep_freed_host_memory`); off by default, like PyTorch.
+    #[arg(long)]
+    keep_freed_memory: bool,
 }
 
 /// User + system CPU time of this process so far, from `/proc/self/stat` (fields 14 and 15,
@@ -76,6 +80,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
+    }
+    if args.keep_freed_memory && !cvrl_trainer::device::keep_freed_host_memory() {
+        bail!("--keep-freed-memory: this C library did not take the setting (glibc only)");
     }
     let cfg = TrainConfig {
         model: args.model,
@@ -122,6 +129,7 @@ fn main() -> Result<()> {
         "device": cvrl_trainer::device::describe(stepper.device()),
         "model": cfg.model_description(),
         "channels_last": args.channels_last,
+        "keep_freed_memory": args.keep_freed_memory,
         "clips": 2 * args.batch_size,
         "input": [args.frames, args.crop, args.crop],
         "threads": tch::get_num_threads(),
