@@ -1,6 +1,7 @@
-//! Picking the device to train on, a one-line description of it for logs, and CUDA autocast
+//! Picking the device to train on, a one-line description of it for logs, CUDA autocast
 //! control (bf16, scoped on/off) without tch's deprecated calls, shared by the training
-//! step and the fp32 loss.
+//! step and the fp32 loss, and the host allocator setting that spares a CPU step its page
+//! faults ([`keep_freed_host_memory`]).
 //!
 //! `tch` exposes no GPU name, so a CUDA device is described by its index, the number of
 //! visible devices and the CUDA runtime and cuDNN versions libtorch was built with.
@@ -68,8 +69,9 @@ fn format_cudnn_version(v: i64) -> String {
 ///
 /// libtorch's CPU tensors come from `malloc` and go back at every free. glibc serves blocks
 /// above its (adaptive) mmap threshold with fresh `mmap`s and trims the heap's free top, so
-/// every training step page-faults its activations in again as zeroed pages: about 60 MB a
-/// step for the `SIZE=cpu` model, 8 % of the step in the kernel (EXPERIMENTS.md, session 9).
+/// every training step page-faults its activations in again as zeroed pages: about 55 MB a
+/// step for the `SIZE=cpu` model, 7-10 % of its CPU time in the kernel (EXPERIMENTS.md,
+/// "Experiment 3 at 2000 steps, and cheaper CPU steps"; BENCHMARKS.md).
 /// With a fixed 32 MiB threshold (glibc's largest) and no trimming, the second step reuses
 /// the first one's memory. The process keeps its peak footprint, which a training run
 /// reaches at every step anyway. Blocks over 32 MiB are still mapped afresh.

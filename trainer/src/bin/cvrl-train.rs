@@ -368,7 +368,7 @@ impl Reporter for Bar {
 
 fn main() -> ExitCode {
     // A CPU step frees and re-allocates every activation: keep that memory instead of
-    // page-faulting it in again (7 % of a `SIZE=cpu` step).
+    // page-faulting it in again (6-13 % of a `SIZE=cpu` step, BENCHMARKS.md).
     cvrl_trainer::device::keep_freed_host_memory();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
