@@ -2,10 +2,11 @@
 # Trainer benchmark (`just bench-train`): the step time of the Rust trainer
 # (trainer/examples/bench_step.rs: the real Stepper on random clips) against the same
 # R3D + projection head + InfoNCE + SGD in PyTorch eager (scripts/bench-train.py), same
-# device, batch and input, in the default layout, channels-last, and channels-last with freed
-# memory kept in glibc's allocator as cvrl-train keeps it (--keep-freed-memory on both sides); then cvrl-train itself
-# on a shard set (the demo's) for the data-wait fraction with the real loader. Prints one markdown
-# table (also written to data/bench-train/report.md) and one verdict line per target:
+# device, batch and input, in the default layout, channels-last, and channels-last with
+# freed memory kept in glibc's allocator as cvrl-train keeps it (--keep-freed-memory on both
+# sides); then cvrl-train itself on a shard set (the demo's) for the data-wait fraction with
+# the real loader. Prints one markdown table (also written to data/bench-train/report.md)
+# and one verdict line per target:
 # step time within 10% of PyTorch, data wait under 5%.
 #
 # On the CPU the step is timed in wall seconds and in process CPU seconds; the verdict uses
@@ -23,7 +24,8 @@
 # The CPU experiments' model (EXPERIMENTS.md, SIZE=cpu): BENCH_WIDTH=16 BENCH_STEM=small
 # BENCH_CROP=32 BENCH_HEAD=256 BENCH_EMBEDDING=64 BENCH_BATCH=32
 # BENCH_SHARDS=data/proxy/shards/train (the demo's 9 videos are fewer than a batch).
-# Needs data/demo/shards (`just demo`). About 11 minutes on 2 shared cores, after the build.
+# Needs data/demo/shards (`just demo`) or BENCH_SHARDS. About 11 minutes on 2 shared cores,
+# after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -104,6 +106,7 @@ print("| implementation | layout | wall s/step, median | wall, best | CPU s/step
 print("|---|---|---:|---:|---:|---:|---:|---:|")
 measure = cpu if on_cpu else wall
 med = {k: st.median(v) for k, v in measure.items()}
+name = {"rust": "cvrl (tch)", "pytorch": "PyTorch eager"}
 variants = [(False, False), (True, False), (True, True)]
 for cl, kept in variants:
     for impl in ["rust", "pytorch"]:
@@ -112,13 +115,13 @@ for cl, kept in variants:
         w, c = wall[(impl, cl, kept)], cpu[(impl, cl, kept)]
         ratio = med[(impl, cl, kept)] / med[("pytorch", cl, kept)]
         layout = ("channels_last_3d" if cl else "contiguous") + (", freed memory kept" if kept else "")
-        print(f"| {'cvrl (tch)' if impl == 'rust' else 'PyTorch eager'} | {layout} "
+        print(f"| {name[impl]} | {layout} "
               f"| {st.median(w):.3f} | {min(w):.3f} | {st.median(c):.3f} | {min(c):.3f} | {clips / st.median(w):.1f} | {ratio:.2f}x |")
 print(f"\n(\"vs PyTorch\": ratio of the median {'CPU' if on_cpu else 'wall'} seconds per step.)")
 for impl in ["rust", "pytorch"]:
     if (impl, True, True) in med:
         gain = med[(impl, True, True)] / med[(impl, True, False)]
-        print(f"{'cvrl (tch)' if impl == 'rust' else 'PyTorch eager'}: keeping freed memory takes the channels-last step to {gain:.2f}x")
+        print(f"{name[impl]}: keeping freed memory takes the channels-last step to {gain:.2f}x")
 
 rows = [json.loads(line) for line in open(log)]
 timed = rows[warmup:] if len(rows) > warmup else rows
