@@ -12,7 +12,7 @@ pub fn root() -> PathBuf {
 }
 
 /// `target/<profile>`: where cargo put this test binary's sibling executables.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
 }
@@ -140,4 +140,33 @@ pub fn venv_python() -> PathBuf {
 /// A fresh temporary directory.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary directory")
+}
+
+/// A generated proxy dataset (`cvrl-shard synth DIR/videos --preset easy SYNTH_FLAGS`),
+/// sharded as `just proxy-data` shards it; returns the `(train, val)` shard sets under
+/// `dir/shards`. Raw chunks (zstd only) hold the same pixels as the default predictor's and
+/// decode several times faster: on 2 cores the loader's decoding slows the training step.
+pub fn proxy_shards(dir: &Path, synth_flags: &[&str]) -> (PathBuf, PathBuf) {
+    let videos = dir.join("videos");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"synth", &videos, &"--preset", &"easy", &"--quiet"];
+    args.extend(synth_flags.iter().map(|f| f as &dyn AsRef<std::ffi::OsStr>));
+    run_ok("cvrl-shard", &args);
+    let shard = |split: &str| {
+        let shards = dir.join("shards").join(split);
+        let split_videos = videos.join(split);
+        let args: [&dyn AsRef<std::ffi::OsStr>; 8] = [
+            &"build",
+            &split_videos,
+            &shards,
+            &"--short-side",
+            &"0",
+            &"--predictor",
+            &"raw",
+            &"--quiet",
+        ];
+        run_ok("cvrl-shard", &args);
+        shards
+    };
+    (shard("train"), shard("val"))
 }
