@@ -16,10 +16,14 @@ const LABELS: [&str; 3] = ["cvrl", "random-init", "supervised"];
 const TARGETS: [&str; 3] = ["class", "object", "motion"];
 
 /// Runs `scripts/experiment.sh EXP 0` (seed 0) on the shard sets in `data`, writing under
-/// `out`, with the workspace's freshly built binaries and `env` on top.
+/// `out`, with the workspace's freshly built binaries and `env` on top (and none of the
+/// script's other settings from the caller's environment).
 fn experiment(exp: &str, data: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new("bash");
     cmd.arg(root().join("scripts/experiment.sh")).args([exp, "0"]);
+    for setting in ["SIZE", "AUG", "JOBS", "ARMS"] {
+        cmd.env_remove(setting);
+    }
     cmd.env("BIN", target_dir()).env("DATA", data).env("OUT", out).env("EPOCHS", "2");
     cmd.envs(env.iter().copied());
     cmd.output().expect("cannot run bash")
