@@ -507,10 +507,21 @@ impl ShardWriter {
     }
 }
 
-/// The temporary name a file is written under before its atomic rename.
+/// The temporary name a file is written under before its atomic rename: `<path>.tmp`.
 pub fn tmp_path(path: &Path) -> PathBuf {
+    with_name_suffix(path, ".tmp")
+}
+
+/// Like [`tmp_path`] with this process's id in the name, `<path>.<pid>.tmp`, for a file that
+/// two processes may write at once: each writes its own temporary file and renames a whole one.
+pub fn process_tmp_path(path: &Path) -> PathBuf {
+    with_name_suffix(path, &format!(".{}.tmp", std::process::id()))
+}
+
+/// `path` with `suffix` appended to its file name (not replacing an extension).
+fn with_name_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(suffix);
     path.with_file_name(name)
 }
 

@@ -45,7 +45,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::f32::consts::TAU;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 /// The factors CSV `synth` writes at the dataset root (what `cvrl-shard build` picks up).
@@ -1278,7 +1278,7 @@ fn fill_fresh_memory() {}
 /// at `path`, through `path.tmp` and a rename so a killed run leaves no half file under a
 /// video name. One encoder thread: the caller runs one video per core.
 pub fn write_video(plan: &VideoPlan, crf: u32, path: &Path, canvas: &mut Canvas) -> Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let tmp = cvrl_formats::shard::tmp_path(path);
     encode(plan, crf, &tmp, canvas).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })?;

@@ -277,9 +277,7 @@ pub fn write_tensors_atomic(
     path: &Path,
     tensors: &[(String, Tensor)],
 ) -> Result<(), CheckpointError> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
+    let tmp = cvrl_formats::shard::process_tmp_path(path);
     let written =
         write_tensors(&tmp, tensors).and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
     if written.is_err() {
