@@ -21,15 +21,34 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+/// Which clip of a positive pair is being made: CVRL augments the two differently (the
+/// reference blurs the first always and solarizes only the second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    First,
+    Second,
+}
+
+impl View {
+    /// 0 for the first clip, 1 for the second.
+    pub fn index(self) -> usize {
+        match self {
+            View::First => 0,
+            View::Second => 1,
+        }
+    }
+}
+
 /// Turns the stored frames of one clip into the model's input (augmentation, or a plain
 /// resize for evaluation). Implementations draw their random parameters from `rng`.
 pub trait ClipTransform: Send + Sync {
     /// Bytes of one transformed clip of `t` frames.
     fn output_len(&self, t: usize) -> usize;
-    /// Transforms `t` frames (`layout.frame_bytes()` each, back to back) into `out`
-    /// (`output_len(t)` bytes).
+    /// Transforms `t` frames (`layout.frame_bytes()` each, back to back) of the pair's
+    /// `view` into `out` (`output_len(t)` bytes).
     fn apply(
         &self,
+        view: View,
         rng: &mut Xoshiro256PlusPlus,
         layout: &FrameLayout,
         frames: &[u8],
@@ -274,11 +293,13 @@ fn make_pair(
     let row = &set.videos()[video];
     let layout = set.layout(video);
     let starts = sample_pair(rng, cfg.interval, &cfg.clip, row.num_frames, row.fps());
-    for (start, out) in [(starts.first, out_a), (starts.second, out_b)] {
+    for (view, start, out) in
+        [(View::First, starts.first, out_a), (View::Second, starts.second, out_b)]
+    {
         cfg.clip.indices(start, row.num_frames, row.fps(), indices);
         frames.clear();
         reader.read_indices(video, indices, frames)?;
-        transform.apply(rng, &layout, frames, indices.len(), out);
+        transform.apply(view, rng, &layout, frames, indices.len(), out);
     }
     Ok(())
 }

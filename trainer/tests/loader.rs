@@ -4,7 +4,7 @@
 
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
 use cvrl_formats::*;
-use cvrl_trainer::loader::{Batch, ClipTransform, Loader, LoaderConfig};
+use cvrl_trainer::loader::{Batch, ClipTransform, Loader, LoaderConfig, View};
 use cvrl_trainer::sampler::{ClipSpec, IntervalDistribution};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::RngExt as _;
@@ -20,6 +20,7 @@ impl ClipTransform for Probe {
     }
     fn apply(
         &self,
+        _view: View,
         rng: &mut Xoshiro256PlusPlus,
         layout: &FrameLayout,
         frames: &[u8],

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cvrl_formats::shard::atomic_write;
+use cvrl_trainer::device::{pick_device, DeviceChoice};
 use cvrl_trainer::eval::features::Target;
 use cvrl_trainer::eval::finetune::{finetune, FinetuneConfig};
 use cvrl_trainer::eval::knn::KnnConfig;
@@ -18,7 +19,8 @@ use cvrl_trainer::eval::linear::LinearConfig;
 use cvrl_trainer::eval::plot::{self, Bar};
 use cvrl_trainer::eval::probe::{evaluate, Method, ProbeData, Report};
 use cvrl_trainer::eval::{read_run_config, Encoder};
-use cvrl_trainer::train::{pick_device, DeviceChoice, Reporter};
+use cvrl_trainer::run_dir::RunDir;
+use cvrl_trainer::train::Reporter;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Evaluate an encoder trained by `cvrl-train` on labelled shard sets, the way the paper
@@ -188,7 +190,7 @@ fn run(cli: Cli) -> Result<()> {
             probe(common, Method::Knn(KnnConfig { k, temperature: knn_temperature }))
         }
         Command::Finetune { common, epochs, batch_size, lr, warmup_epochs } => {
-            let out = common.out.clone().unwrap_or_else(|| common.run.join("eval"));
+            let out = common.out.clone().unwrap_or_else(|| RunDir::new(&common.run).eval());
             let label = label_of(&common)?;
             let cfg = FinetuneConfig {
                 epochs,
@@ -207,7 +209,7 @@ fn run(cli: Cli) -> Result<()> {
 /// Runs one evaluation and writes its table, JSON and confusion plot.
 fn probe(c: Common, method: Method) -> Result<()> {
     let label = label_of(&c)?;
-    let out = c.out.clone().unwrap_or_else(|| c.run.join("eval"));
+    let out = c.out.clone().unwrap_or_else(|| RunDir::new(&c.run).eval());
     let data = ProbeData {
         train: c.train,
         val: c.val,

@@ -16,9 +16,11 @@ use tch::{Device, Kind, Tensor};
 use super::features::{features, Target};
 use super::linear::Scores;
 use super::probe::ProbeData;
-use super::{confusion, read_run_config, top_k_accuracy, Encoder, EvalError, ENCODER_FILE};
+use super::{confusion, read_run_config, top_k_accuracy, Encoder, EvalError};
 use crate::checkpoint;
-use crate::train::{train, DeviceChoice, Reporter, RunLength, TrainConfig};
+use crate::device::DeviceChoice;
+use crate::run_dir::RunDir;
+use crate::train::{train, Reporter, RunLength, TrainConfig};
 
 /// How long and how fast the whole network is trained.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -50,7 +52,7 @@ pub fn finetune_config(
         shards: data.train.clone(),
         out: cfg.out.clone(),
         supervised: true,
-        init_encoder: (!random_init).then(|| run_dir.join(ENCODER_FILE)),
+        init_encoder: (!random_init).then(|| RunDir::new(run_dir).encoder()),
         length: RunLength::Epochs(cfg.epochs),
         lr: cfg.lr,
         warmup_epochs: cfg.warmup_epochs,
@@ -76,7 +78,7 @@ pub fn finetune(
     let train_cfg = finetune_config(run_dir, random_init, data, cfg)?;
     let summary = train(&train_cfg, None, reporter)
         .map_err(|e| EvalError::Config(format!("fine-tuning into {}: {e}", cfg.out.display())))?;
-    let device = crate::train::pick_device(train_cfg.device)
+    let device = crate::device::pick_device(train_cfg.device)
         .map_err(|e| EvalError::Config(e.to_string()))?;
     let encoder = Encoder::load(&cfg.out, None, device)?;
     let (weight, bias) = classifier(&cfg.out, summary.last_checkpoint.as_deref())?;

@@ -17,6 +17,7 @@ use super::views::{ViewSpec, Views};
 use super::{confusion, top_k_accuracy, EvalError};
 use crate::model::R3d;
 use crate::sampler::ClipSpec;
+use crate::train::Monitor;
 
 /// Neighbours and vote temperature.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -126,5 +127,11 @@ impl KnnMonitor {
         let train = features(&self.train, &self.train_views, &self.train_labels)?;
         let test = features(&self.val, &self.test_views, &self.val_labels)?;
         Ok(knn(&train, &test, &KnnConfig::default(), device)?.top1)
+    }
+}
+
+impl Monitor for KnnMonitor {
+    fn top1(&mut self, backbone: &R3d, device: Device) -> Result<f64, String> {
+        KnnMonitor::top1(self, backbone, device).map_err(|e| e.to_string())
     }
 }

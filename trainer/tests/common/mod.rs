@@ -10,7 +10,7 @@ use cvrl_formats::{
     BuildParams, FrameLayout, Manifest, PixelFormat, RecordBuilder, ShardWriter, VideoRow,
     VideoSpec,
 };
-use cvrl_trainer::train::{RunLength, TrainConfig};
+use cvrl_trainer::train::{Preset, RunLength, TrainConfig};
 use std::path::{Path, PathBuf};
 
 pub const W: u32 = 48;
@@ -102,6 +102,6 @@ pub fn tiny(shards: &Path, out: PathBuf, steps: u64) -> TrainConfig {
         checkpoint_every: 0,
         seed: 1,
         threads: Some(1),
-        ..TrainConfig::cpu_demo(vec![shards.to_path_buf()], out)
+        ..TrainConfig::preset(Preset::Demo, vec![shards.to_path_buf()], out)
     }
 }
