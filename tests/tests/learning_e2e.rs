@@ -8,8 +8,8 @@
 //! of their standard deviations, and at least by one val video: by more than random
 //! encoders differ among themselves. The pretraining is `scripts/experiment.sh`'s `cpu`
 //! preset, shortened to 600 steps (about 2 minutes on 2 cores), on one fixed seed. When it
-//! was measured, CVRL scored 25.5 % against 11.5, 10.5 and 14.5 % (bar 18.4 %); on session
-//! 10's machine 27.0 % against 11.5, 11.5 and 14.5 % (bar 17.7 %).
+//! was measured, CVRL scored 25.5 % against 11.5, 10.5 and 14.5 % (bar 18.4 %); on another
+//! machine 27.0 % against 11.5, 11.5 and 14.5 % (bar 17.7 %).
 
 use cvrl_e2e::{cvrl_eval, proxy_shards, run_ok, tempdir};
 use std::ffi::OsStr;
