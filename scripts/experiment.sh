@@ -18,14 +18,14 @@
 # (R3D-18 at width 64 on 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`);
 # `cvrl-train --help` lists their settings. EPOCHS overrides the pretraining
 # epochs (EPOCHS=80, 2000 steps, runs exp1 in 23 minutes on 2 cores and meets its target
-# on every seed; EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables), AUG the
+# on every seed; EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's "History"), AUG the
 # augmentation of every run but exp3's per-frame and temporal-only arms (cpu default light,
 # gpu default cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame
 # or light-per-frame), DATA the proxy shard sets (default data/proxy/shards), OUT the
 # output folder (default data/experiments). The cpu preset also turns every clip grey
 # (grayscale 1.0), raises the smallest crop to 0.6 of the frame and the temperature to 0.2,
 # at lr 1: with the reference's settings CVRL learns nothing on the flat-coloured proxy in
-# a CPU budget (EXPERIMENTS.md).
+# a CPU budget (EXPERIMENTS.md, "SIZE=cpu" and "History").
 # JOBS: runs (and probes) made at once, each on cores/JOBS libtorch threads (cpu default
 # 2, gpu 1): on 2 cores two one-thread runs make 25-35 % more steps together than one
 # two-thread run (EXPERIMENTS.md, "Two runs at once"). Runs left over (an odd one with
@@ -113,7 +113,7 @@ for split in train val; do
 done
 
 # The tag names the configuration, so that results of another one are never reused.
-# v3: the cpu preset at lr 1 (v2 was lr 4, the first 3-seed table of EXPERIMENTS.md).
+# v3: the cpu preset at lr 1 (v2 was lr 4: EXPERIMENTS.md, "History").
 # Runs of another length get their own runs and results too; 60 epochs, the length of the
 # first tables, has no suffix.
 tag=$size-v3-$aug

@@ -128,7 +128,7 @@ fn format_cudnn_version(v: i64) -> String {
 /// above its (adaptive) mmap threshold with fresh `mmap`s and trims the heap's free top, so
 /// every training step page-faults its activations in again as zeroed pages: about 55 MB a
 /// step for the `SIZE=cpu` model, 7-10 % of its CPU time in the kernel (EXPERIMENTS.md,
-/// "Experiment 3 at 2000 steps, and cheaper CPU steps"; BENCHMARKS.md).
+/// "Cheaper CPU steps"; BENCHMARKS.md).
 /// With a fixed 32 MiB threshold (glibc's largest) and no trimming, the second step reuses
 /// the first one's memory. The process keeps its peak footprint, which a training run
 /// reaches at every step anyway. Blocks over 32 MiB are still mapped afresh.
