@@ -57,7 +57,7 @@ mod config;
 mod error;
 mod step;
 
-pub use config::{Arch, Plan, Preset, RunLength, TrainConfig};
+pub use config::{Arch, Plan, Preset, RunLength, SplitChoice, TrainConfig};
 pub use error::{is_out_of_memory, TrainError};
 pub use step::{MicroBatch, Stepper};
 
@@ -228,8 +228,7 @@ pub fn train_with(
     }
     // Fail on a bad --device before the (slower) shard set is opened.
     pick_device(cfg.device)?;
-    let set = ShardSet::open_many(&cfg.shards)
-        .map_err(|error| TrainError::Shards { dirs: cfg.shards.clone(), error })?;
+    let set = open_training_set(cfg, reporter)?;
     let labels = if cfg.supervised { Some(video_labels(cfg, &set)?) } else { None };
     let plan = Plan::new(cfg, set.len())?;
     let mut stepper = Stepper::new(cfg, cfg.supervised.then(|| set.classes().len()))?;
@@ -290,6 +289,47 @@ pub fn train_with(
     let result = training.run(reporter);
     reporter.finish();
     result
+}
+
+/// The videos of `cfg.shards` the run trains on (`cfg.split`); says which on `reporter`
+/// when the sets have splits.
+pub fn open_training_set(
+    cfg: &TrainConfig,
+    reporter: &mut dyn Reporter,
+) -> Result<ShardSet, TrainError> {
+    let shards_err = |error| TrainError::Shards { dirs: cfg.shards.clone(), error };
+    let mut set = ShardSet::open_many(&cfg.shards).map_err(shards_err)?;
+    let splits = set.splits();
+    let all = set.len();
+    let keep = match &cfg.split {
+        SplitChoice::All => None,
+        SplitChoice::Auto if splits.is_empty() => None,
+        SplitChoice::Auto if splits.iter().any(|s| s == "train") => Some("train"),
+        SplitChoice::Auto => {
+            return Err(TrainError::Config(format!(
+                "the shard set has the splits {} and no train split: pass --split NAME or \
+                 --split all",
+                splits.join(", ")
+            )))
+        }
+        SplitChoice::Named(name) => Some(name.as_str()),
+    };
+    match keep {
+        Some(split) => {
+            set.retain_split(split).map_err(shards_err)?;
+            reporter.note(&format!(
+                "training on the {split} split: {} of the set's {all} videos (splits: {}; \
+                 --split all takes every video)",
+                set.len(),
+                splits.join(", ")
+            ));
+        }
+        None if !splits.is_empty() => {
+            reporter.note(&format!("training on every split ({}): {all} videos", splits.join(", ")))
+        }
+        None => {}
+    }
+    Ok(set)
 }
 
 /// Loads the checkpoint `resume` names into `stepper`, or checks that `run` holds no run
