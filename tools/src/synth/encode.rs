@@ -17,14 +17,9 @@ use super::{Canvas, VideoPlan};
 /// Elsewhere than glibc this does nothing.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(super) fn fill_fresh_memory() {
-    extern "C" {
-        /// glibc's `int mallopt(int param, int value)`.
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    /// glibc's `M_PERTURB`: allocations are filled with `value ^ 0xff`, frees with `value`.
-    const M_PERTURB: i32 = -6;
+    // M_PERTURB: allocations are filled with `value ^ 0xff`, frees with `value`.
     // SAFETY: sets one global of the allocator; no pointer passes, and any value is valid.
-    unsafe { mallopt(M_PERTURB, 0xa5) };
+    unsafe { libc::mallopt(libc::M_PERTURB, 0xa5) };
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
