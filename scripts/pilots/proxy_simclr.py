@@ -9,7 +9,7 @@ probability jitter/2 stands in for hue) and grayscale with probability `--gray`.
 (both directions summed, as in cvrl-train). Prints the loss and val kNN (k = 20) on the
 class and on the object factor every 100 steps. EXPERIMENTS.md ("Third pilot") quotes it.
 
-    .venv/bin/python scripts/proxy_simclr.py VIDEOS --model frame2d --jitter 0.4 --gray 0.5
+    .venv/bin/python scripts/pilots/proxy_simclr.py VIDEOS --model frame2d --jitter 0.4 --gray 0.5
 """
 
 import argparse
