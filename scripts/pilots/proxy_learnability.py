@@ -3,7 +3,7 @@
 Decodes a `cvrl-shard synth` dataset's mp4s with PyAV, halves them to 32x32 (as the CPU
 experiments' crops are), and trains a small classifier from scratch with plain PyTorch:
 no augmentation, batch 32 clips of 8 frames at stride 2 (or 64 single frames), SGD 0.05
-with momentum 0.9. It prints val top-1 every 50 steps. EXPERIMENTS.md ("Second pilot")
+with momentum 0.9. It prints val top-1 every 50 steps. EXPERIMENTS.md ("History")
 quotes its numbers; it needs `av`, which `scripts/setup-bench.sh` installs.
 
     .venv/bin/python scripts/pilots/proxy_learnability.py VIDEOS --model strided --target class
