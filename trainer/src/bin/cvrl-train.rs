@@ -378,6 +378,12 @@ impl Reporter for Bar {
 }
 
 fn main() -> ExitCode {
+    // A file-size limit (`ulimit -f`) then makes a write fail with an error naming the file,
+    // which keeps the last good checkpoint, instead of killing the process mid-write.
+    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     // A CPU step frees and re-allocates every activation: keep that memory instead of
     // page-faulting it in again (6-13 % of a `SIZE=cpu` step, BENCHMARKS.md).
     cvrl_trainer::device::keep_freed_host_memory();
@@ -429,5 +435,13 @@ fn run() -> Result<()> {
         summary.last_checkpoint.as_ref().map_or("-".to_owned(), |p| p.display().to_string()),
         summary.encoder.display(),
     ));
+    if summary.skipped_videos > 0 {
+        bar.say(&format!(
+            "{} videos could not be read and were replaced by the next ones (each named in a \
+             warning above; log.jsonl skipped_videos): rebuild or verify the shard set \
+             (cvrl-inspect --verify)",
+            summary.skipped_videos
+        ));
+    }
     Ok(())
 }
