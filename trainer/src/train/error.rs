@@ -37,7 +37,7 @@ pub enum TrainError {
         Some(p) => format!("The checkpoint before it is {}: pass --resume {} to continue from there.", p.display(), p.display()),
         None => "No earlier checkpoint is left: start the run again.".to_owned(),
     })]
-    Resume { dir: PathBuf, error: CheckpointError, previous: Option<PathBuf> },
+    Resume { dir: PathBuf, error: Box<CheckpointError>, previous: Option<PathBuf> },
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
     #[error(transparent)]

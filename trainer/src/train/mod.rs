@@ -379,7 +379,7 @@ fn restore(
             Ok(state) => state,
             Err(error) => {
                 let previous = checkpoint::previous(&dir)?;
-                return Err(TrainError::Resume { dir, error, previous });
+                return Err(TrainError::Resume { dir, error: Box::new(error), previous });
             }
         };
     let differences = config_differences(&state.config, config_json);
