@@ -4,7 +4,8 @@
 // NCCL for CUDA tensors when built with USE_C10D_NCCL), the collectives the trainer uses
 // (all-reduce sum, all-gather of equal shapes, broadcast, barrier), two differentiable
 // collectives written as torch::autograd::Function (all-gather and all-reduce with gradient),
-// and a way to give a parameter a zero gradient so every rank buckets the same tensors.
+// a way to give a parameter a zero gradient so every rank buckets the same tensors, and
+// c10d::Reducer, DDP's engine, which averages gradients bucket by bucket during backward.
 //
 // Why C++: c10d has no C API and tch exposes none of it; the Rust side (trainer/src/dist/ffi.rs)
 // declares exactly the functions below.
@@ -23,6 +24,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -32,6 +35,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 #ifdef USE_C10D_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -50,6 +54,24 @@ struct Group : torch::CustomClassHolder {
   c10::intrusive_ptr<c10d::Backend> nccl;  // null unless created with NCCL
   int rank = 0;
   int size = 1;
+  // The ProcessGroup front end over the same backends, which c10d::Reducer takes; made on
+  // first use.
+  c10::intrusive_ptr<c10d::ProcessGroup> front;
+  std::once_flag front_once;
+
+  c10::intrusive_ptr<c10d::ProcessGroup> process_group() {
+    std::call_once(front_once, [this] {
+      auto pg = c10::make_intrusive<c10d::ProcessGroup>(store, rank, size);
+      pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+      if (nccl) {
+        pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl);
+      }
+      pg->setDefaultBackend(nccl ? c10d::ProcessGroup::BackendType::NCCL
+                                 : c10d::ProcessGroup::BackendType::GLOO);
+      front = pg;
+    });
+    return front;
+  }
 
   // The backend for a tensor's device: NCCL for CUDA, Gloo for the CPU.
   c10d::Backend& backend_for(const at::Tensor& t) {
@@ -216,6 +238,24 @@ std::shared_ptr<gloo::transport::Device> gloo_device(const std::string& host,
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// A c10d::Reducer and the group it reduces over (kept alive as long as the reducer).
+struct Reducer {
+  c10::intrusive_ptr<Group> group;
+  std::unique_ptr<c10d::Reducer> reducer;
+};
+
+std::vector<at::Tensor> tensor_list(at::Tensor* const* tensors, size_t n) {
+  if (n > 0 && tensors == nullptr) {
+    throw std::invalid_argument("null tensor list");
+  }
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(checked(tensors[i]));
+  }
+  return out;
+}
+
 }  // namespace
 
 extern "C" {
@@ -336,6 +376,57 @@ char* cvrl_c10d_all_reduce_with_grad(Group* group, const at::Tensor* t, at::Tens
     at::Tensor y = AllReduceWithGrad::apply(checked(const_cast<at::Tensor*>(t)), g);
     *out = new at::Tensor(std::move(y));
   });
+}
+
+// DDP's gradient averaging: hooks on the gradient accumulators of `params` (their order is
+// the bucket order: put the parameters whose gradients are ready first, the last layers,
+// first), buckets of `bucket_bytes` (the first of 1 MiB, as DDP), each all-reduced and
+// divided by the world size as soon as all its gradients are ready, while backward goes on.
+char* cvrl_c10d_reducer_new(Group* group, at::Tensor* const* params, size_t n,
+                            int64_t bucket_bytes, Reducer** out) {
+  return guarded([&] {
+    if (out == nullptr) {
+      throw std::invalid_argument("null output pointer");
+    }
+    auto g = c10::intrusive_ptr<Group>::unsafe_reclaim_from_nonowning(checked(group));
+    std::vector<at::Tensor> tensors = tensor_list(params, n);
+    constexpr int64_t first_bucket = c10d::kDefaultFirstBucketBytes;
+    std::vector<bool> sparse(tensors.size(), false);
+    auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
+        tensors, {static_cast<size_t>(first_bucket), static_cast<size_t>(bucket_bytes)}, sparse);
+    auto holder = std::make_unique<Reducer>();
+    holder->group = g;
+    holder->reducer = std::make_unique<c10d::Reducer>(
+        tensors, buckets, g->process_group(), sparse, bucket_bytes,
+        /*find_unused_parameters=*/false, /*gradient_as_bucket_view=*/false,
+        std::unordered_map<size_t, std::string>{}, first_bucket,
+        /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
+        std::vector<int64_t>{});
+    *out = holder.release();
+  });
+}
+
+// Arms the reducer for the next backward of `outputs` (the loss). The first call after a
+// backward also rebuilds the buckets once in the order gradients became ready (a broadcast
+// from rank 0, as DDP does before its second forward).
+char* cvrl_c10d_reducer_prepare(Reducer* reducer, at::Tensor* const* outputs, size_t n) {
+  return guarded([&] {
+    if (reducer == nullptr) {
+      throw std::invalid_argument("null reducer");
+    }
+    std::vector<at::Tensor> tensors = tensor_list(outputs, n);
+    reducer->reducer->rebuild_buckets();
+    reducer->reducer->prepare_for_forward();
+    reducer->reducer->prepare_for_backward(tensors);
+  });
+}
+
+void cvrl_c10d_reducer_free(Reducer* reducer) {
+  // ~Reducer may throw (noexcept(false)); nothing can be done about it here.
+  try {
+    delete reducer;
+  } catch (...) {
+  }
 }
 
 // Gives `param` a zero gradient of its own shape if it has none, so that every rank reduces

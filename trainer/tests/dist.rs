@@ -19,8 +19,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cvrl_trainer::dist::{
-    broadcast_variables, info_nce_global, sync_batch_norm, GradSync, GroupOptions, Launch,
-    Launcher, ProcessGroup,
+    broadcast_variables, info_nce_global, sync_batch_norm, GradReducer, GradSync, GroupOptions,
+    Launch, Launcher, ProcessGroup,
 };
 use cvrl_trainer::loss::info_nce;
 use cvrl_trainer::model::{HeadConfig, Model, Norm, ProjectionHead, R3dConfig, Stem};
@@ -57,6 +57,9 @@ fn spawn_rank(scenario: &str, dir: &Path, port: u16, rank: usize, timeout_ms: u6
         .env("WORLD_SIZE", WORLD.to_string())
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string())
+        // One intra-op thread per rank, as torchrun sets: OpenMP teams of several ranks on
+        // the same few cores spin against each other.
+        .env("OMP_NUM_THREADS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -180,7 +183,8 @@ fn rank_process() {
         "collectives" => rank_collectives(&group),
         "info_nce" => rank_info_nce(&group, &dir),
         "sync_bn" => rank_sync_bn(&group, &dir),
-        "step" => rank_step(&group, &dir),
+        "step_sync" => rank_step(&group, &dir, false),
+        "step_reducer" => rank_step(&group, &dir, true),
         "lost_peer" => rank_lost_peer(&group, &dir),
         other => panic!("unknown scenario {other:?}"),
     }
@@ -279,9 +283,10 @@ fn head_config() -> HeadConfig {
     HeadConfig { hidden_layers: 2, hidden_dim: 12, out_dim: 6 }
 }
 
-/// One data-parallel step of the projection head with sync BN and the global InfoNCE:
-/// rank 1 starts from other weights, which the broadcast replaces by rank 0's.
-fn rank_step(group: &ProcessGroup, dir: &Path) {
+/// One data-parallel step of the projection head with sync BN and the global InfoNCE,
+/// gradients averaged by [`GradReducer`] during backward or by [`GradSync`] after it: rank 1
+/// starts from other weights, which the broadcast replaces by rank 0's.
+fn rank_step(group: &ProcessGroup, dir: &Path, reducer: bool) {
     let r = group.rank();
     let mut vs = nn::VarStore::new(Device::Cpu);
     let head = ProjectionHead::with_norm(
@@ -295,15 +300,35 @@ fn rank_step(group: &ProcessGroup, dir: &Path) {
         vs.load(dir.join("head.safetensors")).unwrap();
     }
     broadcast_variables(&vs, group, 0).unwrap();
-    // Buckets of at most 256 bytes: several, and a weight larger than one gets its own.
-    let mut grads = GradSync::new(&vs, group, 256).unwrap();
-    assert!(grads.buckets() > 3, "{grads:?}");
-
     let views = load(dir, &format!("views_{r}"));
-    let z = head.forward_t(&views, true).chunk(2, 0);
-    let loss = info_nce_global(&z[0], &z[1], 0.2, group).unwrap();
-    loss.f_backward().unwrap();
-    grads.all_reduce_mean().unwrap();
+    // Buckets of at most 256 bytes: several, and a weight larger than one gets its own.
+    if reducer {
+        let mut reducer = GradReducer::new(&vs, group, 256).unwrap();
+        // Two steps: the second runs on the buckets rebuilt in arrival order.
+        for step in 0..2 {
+            let z = head.forward_t(&views, true).chunk(2, 0);
+            let loss = info_nce_global(&z[0], &z[1], 0.2, group).unwrap();
+            reducer.prepare_for_backward(&[&loss]).unwrap();
+            if step == 0 {
+                loss.f_backward().unwrap();
+                for t in vs.trainable_variables() {
+                    let _ = t.grad().zero_();
+                }
+                // The step-0 forward updated the running statistics once more than the
+                // reference's single forward: put them back.
+                vs.load(dir.join("head.safetensors")).unwrap();
+                continue;
+            }
+            loss.f_backward().unwrap();
+        }
+    } else {
+        let mut grads = GradSync::new(&vs, group, 256).unwrap();
+        assert!(grads.buckets() > 3, "{grads:?}");
+        let z = head.forward_t(&views, true).chunk(2, 0);
+        let loss = info_nce_global(&z[0], &z[1], 0.2, group).unwrap();
+        loss.f_backward().unwrap();
+        grads.all_reduce_mean().unwrap();
+    }
     for (name, t) in vs.variables() {
         let name = name.replace('.', "_");
         match t.requires_grad() {
@@ -392,6 +417,7 @@ fn run_python_ranks(dir: &Path) {
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", port.to_string())
                 .env("GLOO_SOCKET_IFNAME", "lo")
+                .env("OMP_NUM_THREADS", "1")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -596,7 +622,7 @@ fn a_data_parallel_step_equals_one_process_on_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let n = STEP_N;
-    let vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(Device::Cpu);
     let (head, view_a, view_b) = {
         let _rng = seeded(11);
         let head = ProjectionHead::new(&vs.root(), STEP_FEATURES, &head_config()).unwrap();
@@ -614,7 +640,22 @@ fn a_data_parallel_step_equals_one_process_on_the_whole_batch() {
             &Tensor::cat(&[rows(&view_a, r, n), rows(&view_b, r, n)], 0),
         );
     }
-    run_ranks("step", dir);
+    for (scenario, how) in [("step_sync", "GradSync"), ("step_reducer", "GradReducer")] {
+        run_ranks(scenario, dir);
+        compare_step(dir, &mut vs, &head, how);
+    }
+}
+
+/// Checks the ranks' gradients and buffers after a `step_*` scenario against one process.
+fn compare_step(dir: &Path, vs: &mut nn::VarStore, head: &ProjectionHead, how: &str) {
+    let n = STEP_N;
+    // From the saved start (running statistics included), no gradient.
+    vs.load(dir.join("head.safetensors")).unwrap();
+    for t in vs.trainable_variables() {
+        if t.grad().defined() {
+            let _ = t.grad().zero_();
+        }
+    }
 
     // One process, plain BatchNorm over every rank's [a; b] rows at once: the batch sync BN
     // normalises over (row order does not change BatchNorm's statistics).
@@ -632,13 +673,13 @@ fn a_data_parallel_step_equals_one_process_on_the_whole_batch() {
                 assert_close(
                     &load(dir, &format!("grad_{file}_{r}")),
                     &t.grad(),
-                    &format!("rank {r} grad {name}"),
+                    &format!("{how}: rank {r} grad {name}"),
                 );
             } else {
                 assert_close(
                     &load(dir, &format!("buf_{file}_{r}")),
                     &t,
-                    &format!("rank {r} {name}"),
+                    &format!("{how}: rank {r} {name}"),
                 );
             }
             checked += 1;

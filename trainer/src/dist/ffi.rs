@@ -8,7 +8,8 @@
 //! - every fallible call returns null or a `malloc`ed message, freed here with
 //!   `cvrl_c10d_free_string` after copying it into a `String`; no C++ exception crosses;
 //! - a group is reference counted on the C++ side: [`RawGroup`] owns one reference and drops
-//!   it once; autograd nodes hold their own, so a graph may outlive the handle.
+//!   it once; autograd nodes hold their own, so a graph may outlive the handle; a
+//!   [`RawReducer`] holds one too.
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::ptr::{self, NonNull};
@@ -20,6 +21,12 @@ use torch_sys::C_tensor;
 /// The shim's group type, only ever behind a pointer.
 #[repr(C)]
 pub(crate) struct CGroup {
+    _opaque: [u8; 0],
+}
+
+/// The shim's reducer type (a `c10d::Reducer` and its group), only ever behind a pointer.
+#[repr(C)]
+pub(crate) struct CReducer {
     _opaque: [u8; 0],
 }
 
@@ -56,6 +63,24 @@ extern "C" {
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
     fn cvrl_c10d_define_grad(param: *mut C_tensor) -> *mut c_char;
+    fn cvrl_c10d_reducer_new(
+        group: *mut CGroup,
+        params: *const *mut C_tensor,
+        n: usize,
+        bucket_bytes: i64,
+        out: *mut *mut CReducer,
+    ) -> *mut c_char;
+    fn cvrl_c10d_reducer_prepare(
+        reducer: *mut CReducer,
+        outputs: *const *mut C_tensor,
+        n: usize,
+    ) -> *mut c_char;
+    fn cvrl_c10d_reducer_free(reducer: *mut CReducer);
+}
+
+/// The handles of `tensors`, for a C array argument.
+fn handles(tensors: &[&Tensor]) -> Vec<*mut C_tensor> {
+    tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
 }
 
 /// Turns the shim's return value into a `Result`, freeing the message.
@@ -205,6 +230,52 @@ impl Drop for RawGroup {
     }
 }
 
+/// A `c10d::Reducer` (DDP's gradient averaging during backward) over `params`, which keeps
+/// its own reference to the group. Dropping it removes its autograd hooks.
+pub(crate) struct RawReducer {
+    ptr: NonNull<CReducer>,
+}
+
+// SAFETY: the reducer is only touched through `&mut self` (prepare) and Drop; its hooks run on
+// autograd threads under its own mutex, as in PyTorch's DDP.
+unsafe impl Send for RawReducer {}
+
+impl RawReducer {
+    /// Hooks `params` (in bucket order) for averaging over `group` in buckets of
+    /// `bucket_bytes`.
+    pub(crate) fn new(
+        group: &RawGroup,
+        params: &[&Tensor],
+        bucket_bytes: usize,
+    ) -> Result<Self, String> {
+        let ptrs = handles(params);
+        let bucket_bytes = i64::try_from(bucket_bytes).unwrap_or(i64::MAX);
+        let mut out: *mut CReducer = ptr::null_mut();
+        // SAFETY: live group and tensor handles for the call (the reducer keeps its own
+        // references to the tensors' implementations); `out` is written only on success.
+        let message = unsafe {
+            cvrl_c10d_reducer_new(group.raw(), ptrs.as_ptr(), ptrs.len(), bucket_bytes, &mut out)
+        };
+        check(message)?;
+        let ptr = NonNull::new(out).ok_or("the c10d shim returned no reducer")?;
+        Ok(RawReducer { ptr })
+    }
+
+    /// Arms the hooks for the next backward of `outputs`.
+    pub(crate) fn prepare(&mut self, outputs: &[&Tensor]) -> Result<(), String> {
+        let ptrs = handles(outputs);
+        // SAFETY: live reducer and tensor handles for the call.
+        check(unsafe { cvrl_c10d_reducer_prepare(self.ptr.as_ptr(), ptrs.as_ptr(), ptrs.len()) })
+    }
+}
+
+impl Drop for RawReducer {
+    fn drop(&mut self) {
+        // SAFETY: we own the reducer, freed here once.
+        unsafe { cvrl_c10d_reducer_free(self.ptr.as_ptr()) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! A world of one rank exercises every entry point in-process: its collectives are
@@ -296,6 +367,24 @@ mod tests {
         (&p * 3.0).sum(Kind::Float).backward();
         define_grad(&p).unwrap();
         assert_eq!(values(&p.grad()), vec![3.0; 4]);
+    }
+
+    #[test]
+    fn a_reducer_of_one_rank_leaves_gradients_as_they_are() {
+        let group = solo();
+        let w = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let mut reducer = RawReducer::new(&group, &[&w], 1 << 20).unwrap();
+        for step in 1..=3 {
+            let loss = (&w * &w).sum(Kind::Float) * f64::from(step);
+            reducer.prepare(&[&loss]).unwrap();
+            loss.backward();
+            assert_eq!(values(&w.grad()), vec![2.0 * step as f32, 4.0 * step as f32]);
+            let _ = w.grad().zero_();
+        }
+        drop(reducer);
+        // Once the reducer is gone, backward is autograd's alone.
+        (&w * 3.0).sum(Kind::Float).backward();
+        assert_eq!(values(&w.grad()), vec![3.0, 3.0]);
     }
 
     #[test]

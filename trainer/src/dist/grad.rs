@@ -1,22 +1,24 @@
-//! Keeping the ranks' models equal: [`GradSync`] averages the gradients of a [`VarStore`]
-//! over the ranks after backward, bucketed, and [`broadcast_variables`] copies rank 0's
-//! variables to every rank before training starts.
+//! Keeping the ranks' models equal: the gradients of a [`VarStore`] averaged over the ranks,
+//! two ways, and [`broadcast_variables`], which copies rank 0's variables to every rank
+//! before training starts.
 //!
-//! The gradients are reduced after backward rather than overlapped with it. PyTorch's DDP
-//! overlaps through `c10d::Reducer`, which libtorch_cpu.so exports and which works without
-//! Python, but it hooks every parameter's gradient accumulator, must be told about each
-//! forward (`prepare_for_backward`), keeps its own bucket views, and fails a step in which a
-//! parameter got no gradient unless it searches the graph for unused ones; see the crate's
-//! `dist` module docs for where that leaves it. Here one pass per bucket copies the
-//! gradients into a flat buffer kept from step to step, sums it over the ranks, divides by
-//! the world size and copies back.
+//! - [`GradReducer`] is PyTorch DDP's own engine, `c10d::Reducer` (exported by
+//!   libtorch_cpu.so, no Python involved): hooks on every parameter's gradient accumulator
+//!   all-reduce a bucket as soon as its gradients are ready, so communication overlaps the
+//!   rest of backward. Arm it after each forward with [`GradReducer::prepare_for_backward`].
+//!   Every trainable variable must get a gradient in every armed backward (the model's
+//!   always do); otherwise the next `prepare_for_backward` fails.
+//! - [`GradSync`] reduces after backward instead: one pass per bucket copies the gradients
+//!   into a flat buffer kept from step to step, sums it over the ranks, divides by the world
+//!   size and copies back. No hooks, no arming, parameters without a gradient count as zero;
+//!   the communication adds to the step time instead of hiding behind backward.
 
 use std::collections::HashMap;
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::ffi;
+use super::ffi::{self, RawReducer};
 use super::{DistError, ProcessGroup};
 
 /// DDP's default bucket size: 25 MiB.
@@ -77,20 +79,8 @@ impl GradSync {
             bucket.params.push(param);
             bucket.numel += numel;
         }
-        let layout = [buckets.len() as i64, buckets.iter().map(|b| b.numel).sum::<i64>()];
-        let all = group.all_gather(&Tensor::from_slice(&layout))?;
-        let all = Vec::<i64>::try_from(&all).unwrap_or_default();
-        if all.chunks(2).any(|rank_layout| rank_layout != layout) {
-            return Err(DistError::Collective {
-                op: "gradient bucket check",
-                rank: group.rank(),
-                world_size: group.world_size(),
-                message: format!(
-                    "ranks disagree on the trainable parameters: [buckets, elements] per rank \
-                     {all:?}"
-                ),
-            });
-        }
+        let total = buckets.iter().map(|b| b.numel).sum::<i64>();
+        check_same_parameters(group, "gradient bucket check", buckets.len(), total)?;
         Ok(GradSync { group: group.clone(), buckets })
     }
 
@@ -137,6 +127,85 @@ impl GradSync {
                 bucket.flat = Some(flat);
             }
             Ok(())
+        })
+    }
+}
+
+/// Fails unless every rank has `count` trainable tensors of `elements` elements in all (one
+/// small all-gather): reducing different lists would pair unrelated buffers, or hang.
+fn check_same_parameters(
+    group: &ProcessGroup,
+    op: &'static str,
+    count: usize,
+    elements: i64,
+) -> Result<(), DistError> {
+    let layout = [count as i64, elements];
+    let all = group.all_gather(&Tensor::from_slice(&layout))?;
+    let all = Vec::<i64>::try_from(&all).unwrap_or_default();
+    if all.len() != 2 * group.world_size() || all.chunks(2).any(|rank| rank != layout) {
+        return Err(DistError::Collective {
+            op,
+            rank: group.rank(),
+            world_size: group.world_size(),
+            message: format!(
+                "ranks disagree on the trainable parameters: [tensors or buckets, elements] per \
+                 rank {all:?}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Averages a [`VarStore`]'s gradients over the ranks during backward, through
+/// `c10d::Reducer` (module docs).
+pub struct GradReducer {
+    raw: RawReducer,
+    group: ProcessGroup,
+}
+
+impl std::fmt::Debug for GradReducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GradReducer({:?})", self.group)
+    }
+}
+
+impl GradReducer {
+    /// Hooks the trainable variables of `vs` in reverse creation order (the last layers'
+    /// gradients are ready first), in buckets of `bucket_bytes` (the first of 1 MiB, as DDP).
+    /// After the first step the buckets are rebuilt once in the order gradients arrived.
+    /// Checks that every rank has the same parameters (a collective: call it on every rank).
+    pub fn new(
+        vs: &VarStore,
+        group: &ProcessGroup,
+        bucket_bytes: usize,
+    ) -> Result<Self, DistError> {
+        let mut params = vs.trainable_variables();
+        params.reverse();
+        let elements = params.iter().map(|p| p.numel() as i64).sum();
+        check_same_parameters(group, "gradient reducer check", params.len(), elements)?;
+        let refs: Vec<&Tensor> = params.iter().collect();
+        let raw = RawReducer::new(group.raw(), &refs, bucket_bytes).map_err(|message| {
+            DistError::Collective {
+                op: "gradient reducer setup",
+                rank: group.rank(),
+                world_size: group.world_size(),
+                message,
+            }
+        })?;
+        Ok(GradReducer { raw, group: group.clone() })
+    }
+
+    /// Arms the hooks for the backward of `outputs` (the loss): call it after the forward
+    /// pass and before backward, on every rank, in each step whose gradients should be
+    /// averaged. After that backward every trainable gradient holds its mean over the ranks.
+    /// With gradient accumulation, arm only the last micro-batch's backward: the earlier ones
+    /// accumulate locally and the armed one reduces the sums.
+    pub fn prepare_for_backward(&mut self, outputs: &[&Tensor]) -> Result<(), DistError> {
+        self.raw.prepare(outputs).map_err(|message| DistError::Collective {
+            op: "gradient reducer prepare",
+            rank: self.group.rank(),
+            world_size: self.group.world_size(),
+            message,
         })
     }
 }

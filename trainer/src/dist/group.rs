@@ -120,6 +120,11 @@ impl ProcessGroup {
         Ok(ProcessGroup { raw: Arc::new(raw), rank: launch.rank, world_size: launch.world_size })
     }
 
+    /// The shim's handle, for the other modules of `dist`.
+    pub(crate) fn raw(&self) -> &RawGroup {
+        &self.raw
+    }
+
     /// This process's rank.
     pub fn rank(&self) -> usize {
         self.rank

@@ -7,15 +7,16 @@
 //! - [`ProcessGroup`]: the rendezvous and the collectives (all-reduce, all-gather,
 //!   broadcast, barrier), plus all-gather and all-reduce with gradient.
 //! - [`info_nce_global`]: CVRL's InfoNCE with negatives from every rank.
-//! - [`GradSync`]: gradients averaged over ranks after backward; [`broadcast_variables`]:
-//!   equal weights on every rank at the start.
+//! - [`GradReducer`]: gradients averaged over ranks during backward (DDP's `c10d::Reducer`);
+//!   [`GradSync`]: the same after backward, bucket by bucket; [`broadcast_variables`]: equal
+//!   weights on every rank at the start.
 //! - [`SyncBatchNorm`]: BatchNorm over the group's batch (`crate::model::Norm::SyncBatch`).
 //!
 //! One step of a rank, in order:
 //!
 //! ```no_run
 //! use cvrl_trainer::dist::{
-//!     broadcast_variables, info_nce_global, GradSync, GroupOptions, Launch, ProcessGroup,
+//!     broadcast_variables, info_nce_global, GradReducer, GroupOptions, Launch, ProcessGroup,
 //!     DEFAULT_BUCKET_BYTES,
 //! };
 //! use cvrl_trainer::model::{HeadConfig, Model, Norm, R3dConfig};
@@ -29,7 +30,7 @@
 //! let norm = Norm::SyncBatch(group.clone());
 //! let model = Model::with_norm(&vs.root(), &R3dConfig::r3d18(), &HeadConfig::reference(), &norm)?;
 //! broadcast_variables(&vs, &group, 0)?; // same start on every rank
-//! let mut grads = GradSync::new(&vs, &group, DEFAULT_BUCKET_BYTES)?;
+//! let mut reducer = GradReducer::new(&vs, &group, DEFAULT_BUCKET_BYTES)?;
 //! let mut opt = nn::Sgd::default().build(&vs, 0.1)?;
 //! # let (view_a, view_b) = (Tensor::zeros([2, 3, 8, 32, 32], (Kind::Float, device)), Tensor::zeros([2, 3, 8, 32, 32], (Kind::Float, device)));
 //! // This rank's slice of the global batch: both views of its N videos.
@@ -37,12 +38,15 @@
 //! let (_, z_b) = model.forward_t(&view_b, true);
 //! let loss = info_nce_global(&z_a, &z_b, 0.1, &group)?;
 //! opt.zero_grad();
-//! loss.f_backward()?; // backward runs collectives too: f_ returns their errors
-//! grads.all_reduce_mean()?;
+//! reducer.prepare_for_backward(&[&loss])?; // this backward averages the gradients
+//! loss.f_backward()?; // backward runs collectives: f_backward returns their errors
 //! opt.step();
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! With [`GradSync`] instead of [`GradReducer`], call `grads.all_reduce_mean()?` between
+//! `f_backward` and `step` (and nothing before backward).
 //!
 //! Every rank runs the same steps with the same batch size: collectives pair up by order.
 //! A rank that dies makes the others' next collective fail at once (Gloo notices the closed
@@ -55,7 +59,7 @@ mod launch;
 mod loss;
 mod sync_bn;
 
-pub use grad::{broadcast_variables, GradSync, DEFAULT_BUCKET_BYTES};
+pub use grad::{broadcast_variables, GradReducer, GradSync, DEFAULT_BUCKET_BYTES};
 pub use group::{nccl_available, DistError, GroupOptions, ProcessGroup, DEFAULT_TIMEOUT};
 pub use launch::{first_host, slurm_default_port, Launch, LaunchError, Launcher};
 pub use loss::info_nce_global;
