@@ -48,7 +48,6 @@ fn main() {
         .or_else(|| env::var_os("LIBTORCH").map(|root| PathBuf::from(root).join("lib")))
     else {
         println!("cargo:rustc-env=CVRL_TORCH_CUDA_LINKED=0");
-        println!("cargo:rustc-env=CVRL_C10D_NCCL=0");
         // torch-sys itself fails to build without a libtorch, so this is only reachable with
         // an unusual setup (e.g. its doc-only feature); linking will report the real problem.
         println!(
@@ -79,7 +78,6 @@ fn main() {
     println!("cargo:rustc-env=CVRL_TORCH_CUDA_LINKED={}", u8::from(cuda));
 
     let nccl = cuda.then(|| nccl_includes(&lib_dir)).flatten();
-    println!("cargo:rustc-env=CVRL_C10D_NCCL={}", u8::from(nccl.is_some()));
     compile_c10d_shim(&lib_dir, nccl.as_deref());
 }
 
