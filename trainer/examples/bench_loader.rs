@@ -108,6 +108,8 @@ fn run() -> Result<()> {
         seed: args.seed,
         clip,
         interval: IntervalDistribution::Decreasing,
+        rank: 0,
+        ranks: 1,
     };
     let batches = args.pairs.div_ceil(args.batch_size).max(1);
     let full: Arc<dyn ClipTransform> = Arc::new(AugmentTransform::new(args.crop));

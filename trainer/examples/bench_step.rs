@@ -100,7 +100,7 @@ fn main() -> Result<()> {
         fp32: args.fp32,
         ..TrainConfig::preset(Preset::Demo, Vec::new(), PathBuf::new())
     };
-    let mut stepper = Stepper::new(&cfg, None).context("building the model")?;
+    let mut stepper = Stepper::new(&cfg, None, None).context("building the model")?;
     let clip = 3 * (args.frames * args.crop * args.crop) as usize;
     // Deterministic noise, different for each view and step, made before timing.
     let views: Vec<Vec<u8>> = (0..2 * (args.warmup + args.steps) as u64)

@@ -55,6 +55,13 @@ pub struct CheckpointState {
     pub loss: Option<f64>,
     /// The run's configuration (every flag), as the trainer serialised it.
     pub config: serde_json::Value,
+    /// The processes (ranks) that trained together; 1 alone.
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl CheckpointState {
@@ -65,7 +72,16 @@ impl CheckpointState {
         loss: Option<f64>,
         config: serde_json::Value,
     ) -> Self {
-        CheckpointState { format: FORMAT.into(), version: VERSION, step, seed, model, loss, config }
+        CheckpointState {
+            format: FORMAT.into(),
+            version: VERSION,
+            step,
+            seed,
+            model,
+            loss,
+            config,
+            world_size: 1,
+        }
     }
 }
 

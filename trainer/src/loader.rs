@@ -8,6 +8,11 @@
 //! contents whatever the number of workers or their timing, and a loader started at step
 //! `s` yields exactly what an uninterrupted one yields from step `s` (resume).
 //!
+//! Data-parallel runs: with `ranks` > 1 each rank's loader makes only its slice of every
+//! batch (rank `r` of `R` the videos at positions `r·B/R .. (r+1)·B/R`), with the same
+//! generators as one loader making the whole batch; so the ranks together see exactly the
+//! batches of a single-process run, whatever their number.
+//!
 //! A video whose frames cannot be read (a damaged chunk) is skipped with a warning and the
 //! next video of the epoch's order takes its place, so one bad record never stops a run.
 
@@ -69,6 +74,17 @@ pub struct LoaderConfig {
     pub seed: u64,
     pub clip: ClipSpec,
     pub interval: IntervalDistribution,
+    /// This process's slice of every batch: rank `rank` of `ranks` (0 of 1 alone).
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+impl LoaderConfig {
+    /// The positions in a batch this rank makes.
+    fn slots(&self) -> std::ops::Range<usize> {
+        let per_rank = self.batch_size / self.ranks.max(1);
+        self.rank * per_rank..(self.rank + 1) * per_rank
+    }
 }
 
 /// Two augmented views of `batch_size` videos, each `[B, ...]` with the transform's layout
@@ -151,6 +167,12 @@ impl Loader {
                 set.len()
             ));
         }
+        if cfg.ranks == 0 || cfg.rank >= cfg.ranks || !cfg.batch_size.is_multiple_of(cfg.ranks) {
+            return Err(format!(
+                "rank {} of {}: the batch of {} videos must split evenly among the ranks",
+                cfg.rank, cfg.ranks, cfg.batch_size
+            ));
+        }
         let workers = cfg.workers.max(1);
         let stats = Arc::new(LoaderStats::default());
         let mut queues = Vec::with_capacity(workers);
@@ -231,19 +253,20 @@ fn worker(
             order = (epoch, epoch_order(set.len(), cfg.seed, epoch));
         }
         let base = (step % per_epoch) as usize * cfg.batch_size;
+        let slots = cfg.slots();
         let mut batch = Batch {
             step,
-            videos: Vec::with_capacity(cfg.batch_size),
-            view_a: vec![0; clip_len * cfg.batch_size],
-            view_b: vec![0; clip_len * cfg.batch_size],
+            videos: Vec::with_capacity(slots.len()),
+            view_a: vec![0; clip_len * slots.len()],
+            view_b: vec![0; clip_len * slots.len()],
             skipped: 0,
         };
-        for slot in 0..cfg.batch_size {
+        for (i, slot) in slots.enumerate() {
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix(
                 cfg.seed ^ mix(epoch ^ mix((base + slot) as u64))
             ));
-            let out_a = &mut batch.view_a[slot * clip_len..(slot + 1) * clip_len];
-            let out_b = &mut batch.view_b[slot * clip_len..(slot + 1) * clip_len];
+            let out_a = &mut batch.view_a[i * clip_len..(i + 1) * clip_len];
+            let out_b = &mut batch.view_b[i * clip_len..(i + 1) * clip_len];
             // Damaged videos are replaced by the next ones in the epoch's order.
             let mut k = base + slot;
             let video = loop {

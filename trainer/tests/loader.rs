@@ -77,6 +77,8 @@ fn cfg(workers: usize) -> LoaderConfig {
         seed: 42,
         clip: ClipSpec { frames: 8, stride: 2, base_fps: 25.0 },
         interval: IntervalDistribution::Decreasing,
+        rank: 0,
+        ranks: 1,
     }
 }
 

@@ -52,6 +52,8 @@ fn pretraining_never_samples_a_validation_video() {
         seed: 3,
         clip,
         interval: cfg.interval,
+        rank: 0,
+        ranks: 1,
     };
     let set = Arc::new(set);
     let transform = Arc::new(AugmentTransform::new(cfg.crop));

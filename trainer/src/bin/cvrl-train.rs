@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use cvrl_formats::SetPath;
 use cvrl_trainer::augment::{AugmentTransform, Augmentation};
-use cvrl_trainer::device::DeviceChoice;
+use cvrl_trainer::device::{pick_device, DeviceChoice};
+use cvrl_trainer::dist::{GroupOptions, Launch, ProcessGroup};
 use cvrl_trainer::eval::knn::KnnMonitor;
 use cvrl_trainer::model::Stem;
 use cvrl_trainer::optim::OptimizerKind;
@@ -35,6 +36,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// --supervised trains the same backbone on the same augmented clips with the set's labels
 /// instead (a linear classifier, cross-entropy): the baseline CVRL is compared with, with the
 /// same checkpoints and encoder export.
+///
+/// Several processes (GPUs, machines) train one run together when started by torchrun
+/// (`torchrun --no-python --nproc-per-node 8 cvrl-train ...`: RANK, WORLD_SIZE, MASTER_ADDR,
+/// MASTER_PORT) or by Slurm's srun (SLURM_PROCID, SLURM_NTASKS, the first node as master):
+/// --batch-size is then the global batch, each rank takes its share of every batch on
+/// cuda:LOCAL_RANK (or the CPU, over Gloo), InfoNCE scores every clip against the clips of
+/// all ranks, and rank 0 alone writes RUN_DIR. Without those variables, one process trains.
 ///
 /// Every setting starts from a preset (`--preset`, default `demo`: a small CPU demo;
 /// `paper` is the reference run) and each flag given overrides it; `--help` lists every
@@ -207,6 +215,14 @@ struct Cli {
     /// libtorch's CPU threads (default: one per core).
     #[arg(long)]
     threads: Option<i32>,
+    /// Several ranks: BatchNorm statistics over the whole batch (true, the reference's
+    /// use_sync_bn) or over each rank's share (false). No effect on one process.
+    #[arg(long, value_name = "BOOL")]
+    sync_bn: Option<bool>,
+    /// Several ranks: seconds a rank waits for the others in a collective before the run
+    /// stops with an error (a rank that died stops the others at once).
+    #[arg(long, value_name = "SECONDS")]
+    dist_timeout: Option<u64>,
     /// No progress bar or status lines.
     #[arg(long, short)]
     quiet: bool,
@@ -268,6 +284,8 @@ impl Cli {
         lay(&mut cfg.device, &self.device);
         cfg.fp32 |= self.fp32;
         lay(&mut cfg.threads, &self.threads.map(Some));
+        lay(&mut cfg.sync_bn, &self.sync_bn);
+        lay(&mut cfg.dist_timeout_s, &self.dist_timeout);
         cfg
     }
 }
@@ -369,7 +387,12 @@ impl Reporter for Bar {
     }
 
     fn note(&mut self, message: &str) {
-        self.say(message);
+        // Warnings are shown even with --quiet.
+        if self.quiet && message.starts_with("warning") {
+            eprintln!("{message}");
+        } else {
+            self.say(message);
+        }
     }
 
     fn finish(&mut self) {
@@ -396,6 +419,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Joins the data-parallel run `launch` describes; `--device auto` becomes this rank's GPU
+/// (`cuda:LOCAL_RANK`) when there are GPUs.
+fn join(launch: &Launch, cfg: &mut TrainConfig) -> Result<ProcessGroup> {
+    if cfg.device == DeviceChoice::Auto && tch::Cuda::is_available() {
+        cfg.device = DeviceChoice::Cuda(launch.local_rank);
+    }
+    let device = pick_device(cfg.device)?;
+    let options = GroupOptions {
+        timeout: Duration::from_secs(cfg.dist_timeout_s),
+        ..GroupOptions::for_device(device)
+    };
+    let group = ProcessGroup::new(launch, &options)?;
+    if group.rank() == 0 {
+        eprintln!(
+            "cvrl-train: rank 0 of {} ({:?} launch), {} per rank",
+            group.world_size(),
+            launch.launcher,
+            cvrl_trainer::device::describe(device)
+        );
+    }
+    Ok(group)
+}
+
 /// The kNN check `--eval-every` asks for, with its labelled sets opened.
 fn knn_monitor(cfg: &TrainConfig) -> Result<Option<KnnMonitor>> {
     if cfg.eval_every == 0 {
@@ -412,15 +458,28 @@ fn knn_monitor(cfg: &TrainConfig) -> Result<Option<KnnMonitor>> {
 fn run() -> Result<()> {
     let matches = Cli::command().after_long_help(presets_help()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let cfg = cli.config();
-    let mut bar = Bar::new(cli.quiet);
+    let mut cfg = cli.config();
+    let launch = Launch::from_env()?;
+    let group = match &launch {
+        Some(launch) => Some(join(launch, &mut cfg)?),
+        None => None,
+    };
+    let rank0 = group.as_ref().is_none_or(|g| g.rank() == 0);
+    let mut bar = Bar::new(cli.quiet || !rank0);
     bar.say(&format!("cvrl-train: {} -> {}", cfg.model_description(), cfg.out.display()));
-    let mut monitor = knn_monitor(&cfg)?;
+    let mut monitor = if rank0 { knn_monitor(&cfg)? } else { None };
     let transform = AugmentTransform::for_run(cfg.augmentation, cfg.crop)
         .with_min_area(cfg.crop_area_min)
         .with_grayscale(cfg.grayscale_p);
     let monitor = monitor.as_mut().map(|m| m as &mut dyn Monitor);
-    let summary = train_with(&cfg, cli.resume.as_deref(), &mut bar, Arc::new(transform), monitor)?;
+    let summary = train_with(
+        &cfg,
+        cli.resume.as_deref(),
+        &mut bar,
+        Arc::new(transform),
+        monitor,
+        group.as_ref(),
+    )?;
     let mean_step = if summary.step_times.is_empty() {
         0.0
     } else {

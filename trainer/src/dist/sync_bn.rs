@@ -69,7 +69,7 @@ pub fn sync_batch_norm<'a, T: Borrow<nn::Path<'a>>>(
 }
 
 impl SyncBatchNorm {
-    /// The forward pass; in training with a group it runs one all-reduce now and one in
+    /// The forward pass; in training with a group it runs two all-reduces now and two in
     /// backward, so every rank must call it in step.
     ///
     /// # Panics
@@ -103,30 +103,33 @@ impl SyncBatchNorm {
         let kind = if xs.kind() == Kind::Double { Kind::Double } else { Kind::Float };
         let x = xs.to_kind(kind);
         let count = (x.numel() as i64 / channels.max(1)) as f64;
+        let mut shape = vec![1i64; xs.dim()];
+        shape[1] = channels;
+        // Two passes, as batch_norm itself: the mean first, then the squares about it. The
+        // one-pass E[x²] − E[x]² loses digits to cancellation wherever the mean is large
+        // against the spread (after every ReLU), enough to part two ranks' training from one
+        // process's within a few steps.
         let local = Tensor::cat(
             &[
                 x.sum_dim_intlist(reduce.as_slice(), false, kind),
-                x.square().sum_dim_intlist(reduce.as_slice(), false, kind),
                 Tensor::full([1], count, (kind, x.device())),
             ],
             0,
         );
         let global = group.all_reduce_with_grad(&local)?;
-        let sum = global.narrow(0, 0, channels);
-        let sum_sq = global.narrow(0, channels, channels);
-        let n = global.narrow(0, 2 * channels, 1);
-        let mean = &sum / &n;
-        // E[x²] − E[x]², floored at 0 against rounding: the biased variance batch_norm uses.
-        let var = (&sum_sq / &n - mean.square()).clamp_min(0.0);
+        let n = global.narrow(0, channels, 1);
+        let mean = global.narrow(0, 0, channels) / &n;
+        let centred = &x - mean.view(shape.as_slice());
+        let squares = centred.square().sum_dim_intlist(reduce.as_slice(), false, kind);
+        // The biased variance batch_norm normalises with.
+        let var = group.all_reduce_with_grad(&squares)? / &n;
         let invstd = (&var + self.config.eps).rsqrt();
 
-        let mut shape = vec![1i64; xs.dim()];
-        shape[1] = channels;
         let scale = match &self.ws {
             Some(w) => &invstd * w,
             None => invstd,
         };
-        let scaled = (&x - mean.view(shape.as_slice())) * scale.view(shape.as_slice());
+        let scaled = centred * scale.view(shape.as_slice());
         let y = match &self.bs {
             Some(b) => scaled + b.view(shape.as_slice()),
             None => scaled,

@@ -186,6 +186,24 @@ pub struct TrainConfig {
     pub fp32: bool,
     /// libtorch's intra-op CPU threads (None: libtorch's default, one per core). Process-wide.
     pub threads: Option<i32>,
+    /// With several ranks, BatchNorm statistics over the whole batch (the reference's
+    /// `use_sync_bn`) rather than each rank's share. No effect on one process.
+    #[serde(default = "yes")]
+    pub sync_bn: bool,
+    /// With several ranks, how long a collective may wait for the others before the run
+    /// stops with an error (a rank that hangs).
+    #[serde(default = "default_dist_timeout")]
+    pub dist_timeout_s: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// PyTorch's default: long enough for a checkpoint or a kNN check on rank 0 while the
+/// others wait.
+fn default_dist_timeout() -> u64 {
+    crate::dist::DEFAULT_TIMEOUT.as_secs()
 }
 
 /// Which videos of the shard sets a run trains on (`--split`).
@@ -300,6 +318,8 @@ impl TrainConfig {
             device: DeviceChoice::Auto,
             fp32: false,
             threads: None,
+            sync_bn: true,
+            dist_timeout_s: default_dist_timeout(),
         };
         match preset {
             Preset::Demo => demo,

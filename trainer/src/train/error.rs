@@ -9,6 +9,7 @@ use tch::TchError;
 
 use crate::checkpoint::CheckpointError;
 use crate::device::NoCuda;
+use crate::dist::DistError;
 use crate::model::ModelError;
 use crate::tensorboard::TensorBoardError;
 
@@ -33,6 +34,8 @@ pub enum TrainError {
     LoaderStopped { step: u64 },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Dist(#[from] DistError),
     #[error("cannot resume from {}: {error}. {}", dir.display(), match previous {
         Some(p) => format!("The checkpoint before it is {}: pass --resume {} to continue from there.", p.display(), p.display()),
         None => "No earlier checkpoint is left: start the run again.".to_owned(),
@@ -57,6 +60,12 @@ pub enum TrainError {
              --accumulate (the same batch in more, smaller passes). libtorch said: {detail}",
              clips = 2 * micro_batch)]
     OutOfMemory { step: u64, device: String, micro_batch: usize, accumulate: usize, detail: String },
+    #[error(
+        "rank {rank} of {ranks}: another rank stopped (it died, was killed or hung past \
+             --dist-timeout) at step {step}, so this one stops too; see the other ranks' output \
+             for why, then --resume from the last checkpoint. The collective said: {detail}"
+    )]
+    LostRank { step: u64, rank: usize, ranks: usize, detail: String },
     #[error("libtorch failed at step {step}: {message}")]
     TorchFailure { step: u64, message: String },
     #[error("--supervised needs labelled videos, but the shard set {} {reason}", show_dirs(dirs))]

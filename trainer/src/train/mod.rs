@@ -74,6 +74,7 @@ use tch::{Device, Tensor};
 use crate::augment::AugmentTransform;
 use crate::checkpoint::{self, CheckpointError, CheckpointState};
 use crate::device::pick_device;
+use crate::dist::ProcessGroup;
 use crate::loader::{ClipTransform, Loader, LoaderConfig};
 use crate::model::R3d;
 use crate::run_dir::RunDir;
@@ -186,6 +187,19 @@ fn check_fresh(run: &RunDir) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// Creates the run directory, writes `run.json` and opens `log.jsonl` (rank 0's job).
+fn start_run_dir(
+    run: &RunDir,
+    run_json: &serde_json::Value,
+    start_step: u64,
+) -> Result<fs::File, TrainError> {
+    fs::create_dir_all(run.path()).map_err(io_err(run.path()))?;
+    let run_path = run.run_json();
+    fs::write(&run_path, serde_json::to_vec_pretty(run_json).expect("json"))
+        .map_err(io_err(&run_path))?;
+    open_log(&run.log(), start_step)
+}
+
 /// Top-level fields of two serialised configurations that differ (`out` aside).
 fn config_differences(saved: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
     let (Some(a), Some(b)) = (saved.as_object(), now.as_object()) else { return Vec::new() };
@@ -209,19 +223,25 @@ pub fn train(
     let transform = AugmentTransform::for_run(cfg.augmentation, cfg.crop)
         .with_min_area(cfg.crop_area_min)
         .with_grayscale(cfg.grayscale_p);
-    train_with(cfg, resume, reporter, Arc::new(transform), None)
+    train_with(cfg, resume, reporter, Arc::new(transform), None, None)
 }
 
 /// [`train`] with another clip transform (an augmentation ablation, or a milder one for
-/// tests), which must produce `u8` `[3, frames, crop, crop]` clips, and the check
-/// `cfg.eval_every` asks for.
+/// tests), which must produce `u8` `[3, frames, crop, crop]` clips, the check
+/// `cfg.eval_every` asks for (on rank 0), and, for one rank of a data-parallel run, its
+/// process `group`.
+///
+/// Every rank runs this with the same configuration; each takes its share of every batch
+/// (`cfg.batch_size` is the global batch), and rank 0 alone writes the run directory.
 pub fn train_with(
     cfg: &TrainConfig,
     resume: Option<&Path>,
     reporter: &mut dyn Reporter,
     transform: Arc<dyn ClipTransform>,
     monitor: Option<&mut dyn Monitor>,
+    group: Option<&ProcessGroup>,
 ) -> Result<Summary, TrainError> {
+    let (rank, ranks) = group.map_or((0, 1), |g| (g.rank(), g.world_size()));
     cfg.validate()?;
     let (frames, crop) = (cfg.frames as usize, cfg.crop as usize);
     if transform.output_len(frames) != 3 * frames * crop * crop {
@@ -230,7 +250,7 @@ pub fn train_with(
             transform.output_len(frames)
         )));
     }
-    if cfg.eval_every > 0 && monitor.is_none() {
+    if cfg.eval_every > 0 && rank == 0 && monitor.is_none() {
         return Err(TrainError::Eval("no check of the backbone was set up".into()));
     }
     if let Some(n) = cfg.threads {
@@ -241,19 +261,20 @@ pub fn train_with(
     let set = open_training_set(cfg, reporter)?;
     let labels = if cfg.supervised { Some(video_labels(cfg, &set)?) } else { None };
     let plan = Plan::new(cfg, set.len())?;
-    let mut stepper = Stepper::new(cfg, cfg.supervised.then(|| set.classes().len()))?;
+    let mut stepper = Stepper::new(cfg, cfg.supervised.then(|| set.classes().len()), group)?;
     let run = RunDir::new(&cfg.out);
     let config_json = serde_json::to_value(cfg).expect("the configuration serialises");
     let (start_step, last_checkpoint) =
-        restore(cfg, resume, &run, &mut stepper, &config_json, reporter)?;
-    fs::create_dir_all(run.path()).map_err(io_err(run.path()))?;
-    let run_json = serde_json::json!({ "config": &config_json, "plan": plan,
-        "model": cfg.model_description(), "device": crate::device::describe(stepper.device()),
-        "start_step": start_step });
-    let run_path = run.run_json();
-    fs::write(&run_path, serde_json::to_vec_pretty(&run_json).expect("json"))
-        .map_err(io_err(&run_path))?;
-    let log = open_log(&run.log(), start_step)?;
+        restore(cfg, resume, &run, &mut stepper, &config_json, reporter, (rank, ranks))?;
+    stepper.sync_weights()?;
+    let log = if rank == 0 {
+        let run_json = serde_json::json!({ "config": &config_json, "plan": plan,
+            "model": cfg.model_description(), "device": crate::device::describe(stepper.device()),
+            "world_size": ranks, "start_step": start_step });
+        Some(start_run_dir(&run, &run_json, start_step)?)
+    } else {
+        None
+    };
     let summary = Summary {
         plan,
         start_step,
@@ -265,12 +286,15 @@ pub fn train_with(
     };
     if start_step >= plan.total_steps {
         reporter.note(&format!("the run is already complete ({} steps)", plan.total_steps));
-        if !summary.encoder.exists() {
+        if rank == 0 && !summary.encoder.exists() {
             checkpoint::export_encoder(&stepper.vs, &summary.encoder)?;
         }
         return Ok(summary);
     }
-    let tb = EventWriter::create(&run.tensorboard(), start_step)?;
+    let tb = match rank {
+        0 => Some(EventWriter::create(&run.tensorboard(), start_step)?),
+        _ => None,
+    };
     // The loader hands out micro-batches: step s is its batches s·N .. s·N + N - 1.
     let loader_cfg = LoaderConfig {
         batch_size: plan.micro_batch,
@@ -279,6 +303,8 @@ pub fn train_with(
         seed: cfg.seed,
         clip: cfg.clip(),
         interval: cfg.interval,
+        rank,
+        ranks,
     };
     let first_batch = start_step * plan.accumulate as u64;
     let loader = Loader::start(Arc::new(set), loader_cfg, transform, first_batch)
@@ -295,6 +321,7 @@ pub fn train_with(
         monitor,
         schedule: plan.schedule(),
         summary,
+        ranks,
     };
     reporter.start(&plan, start_step, &crate::device::describe(training.stepper.device()));
     let result = training.run(reporter);
@@ -352,6 +379,7 @@ fn restore(
     stepper: &mut Stepper,
     config_json: &serde_json::Value,
     reporter: &mut dyn Reporter,
+    (rank, ranks): (usize, usize),
 ) -> Result<(u64, Option<PathBuf>), TrainError> {
     let fresh = |stepper: &mut Stepper, reporter: &mut dyn Reporter| {
         if let Some(init) = &cfg.init_encoder {
@@ -361,7 +389,9 @@ fn restore(
         Ok((0, None))
     };
     let Some(path) = resume else {
-        check_fresh(run)?;
+        if rank == 0 {
+            check_fresh(run)?;
+        }
         return fresh(stepper, reporter);
     };
     let dir = match checkpoint::resolve(path) {
@@ -377,6 +407,8 @@ fn restore(
         match checkpoint::load(&dir, &stepper.vs, &mut stepper.optimizer, &cfg.model_description())
         {
             Ok(state) => state,
+            // Another model's checkpoint is not damaged: no earlier one would fit either.
+            Err(error @ CheckpointError::OtherModel { .. }) => return Err(error.into()),
             Err(error) => {
                 let previous = checkpoint::previous(&dir)?;
                 return Err(TrainError::Resume { dir, error: Box::new(error), previous });
@@ -388,6 +420,15 @@ fn restore(
             "resuming {} with a changed configuration: {}",
             dir.display(),
             differences.join(", ")
+        ));
+    }
+    if state.world_size != ranks {
+        reporter.note(&format!(
+            "warning: {} was written by {} rank(s), this run has {ranks}: it goes on with the \
+             same batches, split among the ranks anew (BatchNorm statistics without --sync-bn, \
+             and float sums, differ from an uninterrupted run)",
+            dir.display(),
+            state.world_size
         ));
     }
     reporter.note(&format!("resumed from {} at step {}", dir.display(), state.step));
@@ -403,11 +444,14 @@ struct Training<'a, 'm> {
     loader: Loader,
     /// The class of every video (supervised training only).
     labels: Option<Vec<i64>>,
-    log: fs::File,
-    tb: EventWriter,
+    /// Rank 0's log and TensorBoard writer; other ranks write nothing.
+    log: Option<fs::File>,
+    tb: Option<EventWriter>,
     monitor: Option<&'m mut dyn Monitor>,
     schedule: LrSchedule,
     summary: Summary,
+    /// Processes training together (1 alone).
+    ranks: usize,
 }
 
 impl Training<'_, '_> {
@@ -439,12 +483,14 @@ impl Training<'_, '_> {
             self.record(&entry, reporter)?;
             let done = step + 1;
             let every = self.cfg.checkpoint_every;
-            if (every > 0 && done % every == 0) || done == plan.total_steps {
+            let due = (every > 0 && done % every == 0) || done == plan.total_steps;
+            if due && self.log.is_some() {
                 self.checkpoint(step, loss, reporter)?;
             }
         }
-        let log_path = self.run.log();
-        self.log.sync_all().map_err(io_err(&log_path))?;
+        if let Some(log) = &self.log {
+            log.sync_all().map_err(io_err(&self.run.log()))?;
+        }
         Ok(self.summary.clone())
     }
 
@@ -489,16 +535,20 @@ impl Training<'_, '_> {
 
     /// Writes the step's line of `log.jsonl`, its TensorBoard scalars, and tells `reporter`.
     fn record(&mut self, entry: &StepLog, reporter: &mut dyn Reporter) -> Result<(), TrainError> {
+        self.summary.losses.push(entry.loss);
+        self.summary.step_times.push(entry.step_time_s);
+        self.summary.skipped_videos += entry.skipped_videos;
+        reporter.step(entry);
+        let (Some(log), Some(tb)) = (&mut self.log, &mut self.tb) else { return Ok(()) };
         let step = entry.step;
         if let Some(top1) = entry.knn_top1 {
-            self.tb.scalars(step, &[("eval/knn_top1", top1)])?;
+            tb.scalars(step, &[("eval/knn_top1", top1)])?;
             reporter.note(&format!("step {}: kNN top-1 {top1:.1}%", step + 1));
         }
         let mut line = serde_json::to_string(entry).expect("json");
         line.push('\n');
-        let log_path = self.run.log();
-        self.log.write_all(line.as_bytes()).map_err(io_err(&log_path))?;
-        self.tb.scalars(
+        log.write_all(line.as_bytes()).map_err(io_err(&self.run.log()))?;
+        tb.scalars(
             step,
             &[
                 ("train/loss", entry.loss),
@@ -509,10 +559,6 @@ impl Training<'_, '_> {
                 ("train/epoch", entry.epoch),
             ],
         )?;
-        reporter.step(entry);
-        self.summary.losses.push(entry.loss);
-        self.summary.step_times.push(entry.step_time_s);
-        self.summary.skipped_videos += entry.skipped_videos;
         Ok(())
     }
 
@@ -525,13 +571,16 @@ impl Training<'_, '_> {
         reporter: &mut dyn Reporter,
     ) -> Result<(), TrainError> {
         let cfg = self.cfg;
-        let state = CheckpointState::new(
-            step + 1,
-            cfg.seed,
-            cfg.model_description(),
-            Some(loss),
-            self.config_json.clone(),
-        );
+        let state = CheckpointState {
+            world_size: self.ranks,
+            ..CheckpointState::new(
+                step + 1,
+                cfg.seed,
+                cfg.model_description(),
+                Some(loss),
+                self.config_json.clone(),
+            )
+        };
         let out = self.run.path();
         let dir = match checkpoint::save(out, &state, &self.stepper.vs, &self.stepper.optimizer) {
             Ok(dir) => dir,

@@ -16,8 +16,11 @@ use tch::{Cuda, Device, Kind, Tensor};
 use super::error::torch_detail;
 use super::{is_out_of_memory, TrainConfig, TrainError};
 use crate::device::{cuda_autocast, enable_bf16_autocast, pick_device};
+use crate::dist::{
+    broadcast_variables, info_nce_global, GradReducer, ProcessGroup, DEFAULT_BUCKET_BYTES,
+};
 use crate::loss::{cross_entropy, info_nce};
-use crate::model::{clips_to_input, Model, ModelError, R3d};
+use crate::model::{clips_to_input, Model, Norm, R3d};
 use crate::optim::{Optimizer, OptimizerConfig};
 
 /// The network being trained.
@@ -38,15 +41,16 @@ fn build_model(
     cfg: &TrainConfig,
     classes: Option<i64>,
     device: Device,
+    norm: &Norm,
 ) -> Result<(VarStore, Net), TrainError> {
     static INIT: Mutex<()> = Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(cfg.seed as i64);
     let mut vs = VarStore::new(Device::Cpu);
     let net = match classes {
-        None => Net::Contrastive(Model::new(&vs.root(), &cfg.backbone(), &cfg.head())?),
+        None => Net::Contrastive(Model::with_norm(&vs.root(), &cfg.backbone(), &cfg.head(), norm)?),
         Some(k) => {
-            let backbone = R3d::new(&vs.root(), &cfg.backbone())?;
+            let backbone = R3d::with_norm(&vs.root(), &cfg.backbone(), norm)?;
             let p = vs.root() / "head" / "linear";
             let classifier = nn::linear(p, backbone.feature_dim(), k, Default::default());
             Net::Supervised { backbone, classifier }
@@ -64,10 +68,34 @@ fn to_channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 4, 1]).contiguous().permute([0, 4, 1, 2, 3])
 }
 
+/// Whether a failed collective's message says a peer went away or never answered.
+fn is_lost_rank(message: &str) -> bool {
+    ["Connection closed by peer", "Connection reset", "Timed out", "timed out", "Broken pipe"]
+        .iter()
+        .any(|s| message.contains(s))
+}
+
 /// Runs `f`, turning a panic (tch panics on any libtorch error in its non-`f_` calls, which
-/// the model's layers use) into its message.
+/// the model's layers use) into its message. The panic is reported as the run's error, so
+/// the default hook's "thread panicked at" lines are kept off stderr while `f` runs (on this
+/// thread only: a panic elsewhere is still printed).
 fn catch_torch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+    thread_local! {
+        static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CATCHING.with(|c| c.get()) {
+                default(info);
+            }
+        }));
+    });
+    let was = CATCHING.with(|c| c.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(was));
+    result.map_err(|payload| {
         payload
             .downcast_ref::<String>()
             .cloned()
@@ -104,13 +132,41 @@ pub struct Stepper {
     clip: [i64; 4],
     /// The pinned host buffer CUDA uploads go through (see [`Stepper::upload`]).
     pinned: Option<Tensor>,
+    /// The other ranks of a data-parallel run.
+    replicas: Option<Replicas>,
+    /// Micro-batches done in this step.
+    passes: usize,
+}
+
+/// A data-parallel stepper's group, and the reducer that averages the gradients over the
+/// ranks during the last micro-batch's backward pass (DDP's `c10d::Reducer`).
+struct Replicas {
+    group: ProcessGroup,
+    reducer: GradReducer,
 }
 
 impl Stepper {
     /// Builds the model `cfg` describes (with `classes` outputs: supervised, else CVRL's
-    /// projection head) on `cfg.device`, and its optimiser.
-    pub fn new(cfg: &TrainConfig, classes: Option<usize>) -> Result<Stepper, TrainError> {
+    /// projection head) on `cfg.device`, and its optimiser. With a `group`, this is one rank
+    /// of a data-parallel run: it takes its share of each micro-batch, scores its clips
+    /// against every rank's (CVRL), averages gradients over the ranks, and normalises with
+    /// the whole batch's statistics when `cfg.sync_bn`.
+    pub fn new(
+        cfg: &TrainConfig,
+        classes: Option<usize>,
+        group: Option<&ProcessGroup>,
+    ) -> Result<Stepper, TrainError> {
         cfg.validate_step()?;
+        let ranks = group.map_or(1, ProcessGroup::world_size);
+        if !cfg.micro_batch().is_multiple_of(ranks) {
+            return Err(TrainError::Config(format!(
+                "{ranks} ranks cannot share micro-batches of {} videos evenly (--batch-size {} / \
+                 --accumulate {})",
+                cfg.micro_batch(),
+                cfg.batch_size,
+                cfg.accumulate
+            )));
+        }
         if cfg.supervised != classes.is_some() {
             return Err(TrainError::Config(
                 "a supervised run needs the number of classes, a CVRL run none".into(),
@@ -118,7 +174,11 @@ impl Stepper {
         }
         let device = pick_device(cfg.device)?;
         let classes = classes.map(|k| k as i64);
-        let (vs, net) = build_model(cfg, classes, device)?;
+        let norm = match group {
+            Some(g) if cfg.sync_bn => Norm::SyncBatch(g.clone()),
+            _ => Norm::Batch,
+        };
+        let (vs, net) = build_model(cfg, classes, device, &norm)?;
         if cfg.channels_last {
             tch::no_grad(|| {
                 for (_, mut var) in vs.variables() {
@@ -129,7 +189,15 @@ impl Stepper {
                 }
             });
         }
-        // After the layout change: the velocities are `zeros_like` the variables.
+        // After the layout change: the reducer hooks the variables as they now are, and the
+        // velocities are `zeros_like` them.
+        let replicas = match group {
+            Some(group) => {
+                let reducer = GradReducer::new(&vs, group, DEFAULT_BUCKET_BYTES)?;
+                Some(Replicas { group: group.clone(), reducer })
+            }
+            None => None,
+        };
         let optimizer = Optimizer::new(
             &vs,
             OptimizerConfig {
@@ -159,10 +227,20 @@ impl Stepper {
             channels_last: cfg.channels_last,
             temperature: cfg.temperature,
             accumulate: cfg.accumulate.max(1),
-            micro_batch: cfg.micro_batch(),
+            micro_batch: cfg.micro_batch() / ranks,
             clip: [3, t, s, s],
             pinned: None,
+            replicas,
+            passes: 0,
         })
+    }
+
+    /// Gives every rank rank 0's variables (after building or resuming: the same start).
+    pub fn sync_weights(&self) -> Result<(), TrainError> {
+        match &self.replicas {
+            Some(r) => Ok(broadcast_variables(&self.vs, &r.group, 0)?),
+            None => Ok(()),
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -184,6 +262,7 @@ impl Stepper {
 
     /// Clears the gradients: call before a step's first micro-batch.
     pub fn zero_grad(&mut self) {
+        self.passes = 0;
         self.optimizer.zero_grad();
     }
 
@@ -197,6 +276,13 @@ impl Stepper {
                 micro_batch: self.micro_batch,
                 accumulate: self.accumulate,
                 detail: torch_detail(message),
+            }
+        } else if let Some(r) = self.replicas.as_ref().filter(|_| is_lost_rank(message)) {
+            TrainError::LostRank {
+                step,
+                rank: r.group.rank(),
+                ranks: r.group.world_size(),
+                detail: message.to_owned(),
             }
         } else {
             TrainError::TorchFailure { step, message: message.to_owned() }
@@ -261,8 +347,10 @@ impl Stepper {
             )));
         }
         let clips = catch_torch(|| self.upload(micro)).map_err(|m| self.failure(step, &m))?;
+        self.passes += 1;
+        let last_pass = self.passes == self.accumulate;
         let result = catch_torch(|| {
-            let mut xs = clips_to_input(&clips, self.device)?;
+            let mut xs = clips_to_input(&clips, self.device).map_err(|e| e.to_string())?;
             if self.channels_last {
                 xs = to_channels_last(&xs);
             }
@@ -276,7 +364,11 @@ impl Stepper {
             let loss = match &self.net {
                 Net::Contrastive(model) => {
                     let z = autocast(&|| model.forward_t(&xs, true).1).chunk(2, 0);
-                    info_nce(&z[0], &z[1], self.temperature)
+                    match &self.replicas {
+                        Some(r) => info_nce_global(&z[0], &z[1], self.temperature, &r.group)
+                            .map_err(|e| e.to_string())?,
+                        None => info_nce(&z[0], &z[1], self.temperature),
+                    }
                 }
                 Net::Supervised { backbone, classifier } => {
                     let logits =
@@ -287,12 +379,18 @@ impl Stepper {
                     cross_entropy(&logits, &labels)
                 }
             };
-            (&loss / self.accumulate as f64).backward();
-            Ok::<Tensor, ModelError>(loss.detach())
+            let scaled = &loss / self.accumulate as f64;
+            // The earlier micro-batches' gradients add up locally; the last backward pass
+            // averages the sums over the ranks.
+            if let Some(r) = self.replicas.as_mut().filter(|_| last_pass) {
+                r.reducer.prepare_for_backward(&[&scaled]).map_err(|e| e.to_string())?;
+            }
+            scaled.f_backward().map_err(|e| e.to_string())?;
+            Ok::<Tensor, String>(loss.detach())
         });
         match result {
-            Ok(loss) => Ok(loss?),
-            Err(message) => Err(self.failure(step, &message)),
+            Ok(Ok(loss)) => Ok(loss),
+            Ok(Err(message)) | Err(message) => Err(self.failure(step, &message)),
         }
     }
 
@@ -306,8 +404,15 @@ impl Stepper {
     pub fn update(&mut self, step: u64, lr: f64, losses: &[Tensor]) -> Result<f64, TrainError> {
         let optimizer = &mut self.optimizer;
         catch_torch(|| optimizer.step(lr)).map_err(|m| self.failure(step, &m))?;
+        let replicas = &self.replicas;
         let mean = catch_torch(|| {
-            f64::try_from(&Tensor::stack(losses, 0).mean(Kind::Double)).map_err(|e| e.to_string())
+            let mut mean = Tensor::stack(losses, 0).mean(Kind::Double);
+            // The loss of the whole batch: the mean of the ranks' (each over its anchors).
+            if let Some(r) = replicas {
+                r.group.all_reduce_sum_(&mut mean).map_err(|e| e.to_string())?;
+                mean /= r.group.world_size() as f64;
+            }
+            f64::try_from(&mean).map_err(|e| e.to_string())
         });
         match mean {
             Ok(Ok(loss)) => Ok(loss),
