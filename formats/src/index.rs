@@ -1,14 +1,7 @@
 //! The Parquet index of a shard set: one row per stored video (`index.parquet`) and one per
-//! video that could not be stored (`failures.parquet`). Column names and types are fixed
-//! by FORMAT.md §4 so pyarrow, pandas and duckdb read them with no help from cvrl.
-//!
-//! Besides the fixed columns, an index MAY hold one nullable utf8 column `factor_<name>` per
-//! labelled factor of variation (`factor_object`, `factor_motion` for the synthetic proxy
-//! dataset), so probes can be scored per factor. They are plain columns rather than one map
-//! column because that is what reads most simply elsewhere (`SELECT factor_motion FROM
-//! 'index.parquet'`, `table.column("factor_motion")`); in Rust they are
-//! [`VideoRow::factors`]. An index without them (every index before they existed) reads
-//! with empty factors.
+//! video that could not be stored (`failures.parquet`), with the columns and types of
+//! `FORMAT.md#4-index-files-parquet`, so pyarrow, pandas and duckdb read them with no help
+//! from cvrl. The optional `factor_<name>` columns are [`VideoRow::factors`] in Rust.
 
 use crate::error::{FormatError, Result};
 use crate::shard::{ChunkEntry, EncodedRecord, RecordLocation};
@@ -32,7 +25,7 @@ use std::sync::Arc;
 /// One stored video: where its record is and what it holds.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct VideoRow {
-    /// Unique id within the set: `<label>/<file stem>` for class folders, the file stem otherwise.
+    /// Unique id within the set (`FORMAT.md#4-index-files-parquet`).
     pub video_id: String,
     /// The source file, as given to `cvrl-shard build`.
     pub source_path: String,
@@ -115,7 +108,8 @@ pub struct FailureRow {
     pub source_path: String,
     pub video_id: Option<String>,
     pub label: Option<String>,
-    /// Where it failed: missing, open, probe, decode, scale, encode, write.
+    /// Where it failed: missing, open, probe, decode, scale or encode
+    /// (`FORMAT.md#4-index-files-parquet`).
     pub stage: String,
     pub error: String,
 }
@@ -371,8 +365,10 @@ impl<'a> Cols<'a> {
     }
 }
 
-/// Reads `index.parquet`. Rejects missing columns, wrong types and nulls where FORMAT.md
-/// forbids them; `factor_<name>` columns become [`VideoRow::factors`]; row contents are checked against the shards by [`crate::set::ShardSet`].
+/// Reads `index.parquet`. Rejects missing columns, wrong types and nulls where
+/// `FORMAT.md#4-index-files-parquet` forbids them; `factor_<name>` columns become
+/// [`VideoRow::factors`]; row contents are checked against the shards by
+/// [`crate::set::ShardSet`].
 pub fn read_index(path: &Path) -> Result<Vec<VideoRow>> {
     let schema = index_schema();
     let mut rows = Vec::new();

@@ -1,4 +1,5 @@
-//! cvrl-formats: the on-disk shard format of cvrl and its Parquet index (FORMAT.md).
+//! cvrl-formats: the on-disk shard format of cvrl and its Parquet index, as FORMAT.md
+//! specifies them (the code links to its sections, `FORMAT.md#2-shard-file` and so on).
 //!
 //! A shard set is a directory: `manifest.json` (build parameters, classes), `index.parquet`
 //! (one row per video: where its record is, its chunk table), `failures.parquet` (inputs

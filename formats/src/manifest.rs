@@ -1,5 +1,6 @@
 //! `manifest.json`: the build parameters, class list, format version and file list of a
-//! shard set (FORMAT.md §5), and the file names of a set and of a part of one.
+//! shard set (`FORMAT.md#5-manifestjson`), and the file names of a set and of a part of one
+//! (`FORMAT.md#1-a-shard-set`).
 
 use crate::error::{FormatError, IoContext, Result};
 use crate::index::{FailureRow, VideoRow};

@@ -1,9 +1,9 @@
-//! Shard files: a 32-byte file header, then video records back to back (FORMAT.md §2-3).
+//! Shard files (`FORMAT.md#2-shard-file`) and their video records
+//! (`FORMAT.md#3-video-record`): writing them, and parsing and validating their headers.
 //!
-//! A record holds one whole video: a header (size, fps, pixel format, video id, chunk table,
-//! header checksum) followed by its chunks, each an independent zstd frame made by
-//! [`crate::codec`]. Records start at multiples of 8 so every header field is aligned in a
-//! memory map. Writers append to `<name>.tmp` and rename on [`ShardWriter::finish`], so a
+//! A record is built whole in memory ([`RecordBuilder`]: frames are compressed chunk by
+//! chunk by [`crate::codec`]) because its header, which holds the chunk table, comes before
+//! the chunks. Writers append to `<name>.tmp` and rename on [`ShardWriter::finish`], so a
 //! file with the final name is always complete.
 
 use crate::codec::ChunkEncoder;
@@ -248,12 +248,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Parses and validates the record starting at `offset` of `file` (`path` names it in errors).
-///
-/// Checks, in order: magic, that the header lies inside the file, the header checksum, a
-/// known pixel format and codec, a valid frame size, and that the chunk table tiles the
-/// record exactly (contiguous chunks from the end of the header to `record_len`, frames
-/// `0..num_frames` in order, none empty) and that the record lies inside the file.
+/// Parses the record starting at `offset` of `file` (`path` names it in errors) and checks
+/// everything `FORMAT.md#3-video-record` says a reader must reject, without reading the
+/// chunks.
 pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeader> {
     let bad = |reason: String| FormatError::BadRecord {
         path: path.to_path_buf(),
@@ -334,7 +331,8 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
     Ok(RecordHeader { video_id, layout, num_frames, fps_num, fps_den, record_len, chunks })
 }
 
-/// Checks that `chunks` tile `[data_start, record_len)` and frames `0..num_frames` exactly.
+/// Checks that `chunks` tile `[data_start, record_len)` and frames `0..num_frames` exactly
+/// (`FORMAT.md#3-video-record`).
 pub fn check_chunk_table(
     chunks: &[ChunkEntry],
     data_start: u64,
@@ -369,7 +367,7 @@ pub fn check_chunk_table(
     Ok(())
 }
 
-/// Parses and validates a shard file header.
+/// Parses and validates a shard file header (`FORMAT.md#2-shard-file`).
 pub fn parse_file_header(path: &Path, file: &[u8]) -> Result<()> {
     if file.len() < FILE_HEADER_LEN {
         let reason =

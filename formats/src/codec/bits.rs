@@ -1,4 +1,6 @@
-//! Bit and byte streams: the encoder's bit writer and the decoder's readers.
+//! Bit and byte streams (`FORMAT.md#323-residual-streams`): the encoder's bit writer and the
+//! decoder's readers. The readers note faults instead of returning errors, so the hot loops
+//! stay branch-light; the decoder checks them once per plane.
 
 use super::context::{NM, NO, NZ, N_BIT_STREAMS};
 
@@ -160,7 +162,7 @@ pub(super) struct Readers {
 }
 
 impl Readers {
-    /// Points stream `k` of the table (FORMAT.md §3.2, stream table order) at `data[pos..end]`.
+    /// Points stream `k` of the table (`FORMAT.md#321-payload-layout`, stream table order) at `data[pos..end]`.
     pub(super) fn init(&mut self, k: usize, pos: usize, end: usize) {
         let bit = BitReader { pos, end, buf: 0, n: 0, id: k };
         let byte = ByteReader { pos, end, id: k };

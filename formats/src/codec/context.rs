@@ -1,5 +1,7 @@
-//! The context model shared by encoder and decoder: stream counts, thresholds, and the
-//! context of a group and of a non-zero residual, all computed from residuals already coded.
+//! The context model shared by encoder and decoder (`FORMAT.md#323-residual-streams`): the
+//! stream counts and thresholds, and the contexts of a group and of a non-zero residual as
+//! fast code (a quantiser table for groups; for residuals, sums saturated to a byte and
+//! compared without a table so the decoder's row loops vectorise).
 
 /// Group contexts; those from `LIT_K` up are literal groups.
 pub(super) const NG: usize = 13;
@@ -42,7 +44,7 @@ pub(super) fn z_ctx(g: u32) -> usize {
     ZQ[g.min(41) as usize] as usize
 }
 
-/// Context sum `s` of a non-zero residual (FORMAT.md §3.2), saturated: every threshold is below 255.
+/// Context sum `s` of a non-zero residual (`FORMAT.md#323-residual-streams`), saturated: every threshold is below 255.
 #[inline(always)]
 pub(super) fn pixel_sum(left_nonzero: u8, b: u8, c: u8, d: u8) -> u8 {
     (2 * left_nonzero).saturating_add(b).saturating_add(c).saturating_add(d)

@@ -1,4 +1,5 @@
-//! [`ChunkDecoder`]: one zstd frame in, frames out, every rule of the payload checked.
+//! [`ChunkDecoder`]: one zstd frame in, frames out, every rule of the payload checked
+//! (`FORMAT.md#321-payload-layout`, `FORMAT.md#324-zstd-framing-and-size-limits`).
 
 use super::bits::{Fault, Readers};
 use super::context::{N_BIT_STREAMS, N_STREAMS};

@@ -1,4 +1,4 @@
-//! [`ChunkEncoder`]: frames in, one zstd frame out.
+//! [`ChunkEncoder`]: frames in, one zstd frame out (`FORMAT.md#321-payload-layout`).
 
 use super::bits::BitWriter;
 use super::context::{N_BIT_STREAMS, N_BYTE_STREAMS};

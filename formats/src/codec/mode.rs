@@ -1,5 +1,5 @@
-//! Predictor modes (what an encoder may choose from) and the block predictors with their
-//! on-disk codes.
+//! Predictor modes (what an encoder may choose from, `FORMAT.md#325-encoder-informative`)
+//! and the block predictors with their on-disk codes (`FORMAT.md#322-predictors`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -51,7 +51,7 @@ impl FromStr for PredictorMode {
     }
 }
 
-/// A block predictor and its on-disk code (FORMAT.md §3.2, "Predictors").
+/// A block predictor and its on-disk code (`FORMAT.md#322-predictors`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Predictor {

@@ -1,4 +1,6 @@
-//! Global motion: the search for one vector per plane and the shifted previous plane `R`.
+//! Global motion: the encoder's search for one vector per plane
+//! (`FORMAT.md#325-encoder-informative`) and the shifted previous plane `R` that both sides
+//! predict from (`FORMAT.md#322-predictors`).
 
 use super::plane::Geom;
 
@@ -33,7 +35,7 @@ fn shift_row(src: &[u8], s: usize, dx: i32, out: &mut [u8]) {
     }
 }
 
-/// Row `y` of the previous plane shifted by `v` (FORMAT.md §3.2: `R`).
+/// Row `y` of the previous plane shifted by `v` (`FORMAT.md#322-predictors`: `R`).
 #[inline]
 pub(super) fn shifted_row(g: &Geom, prev: &[u8], v: (i8, i8), y: usize, out: &mut [u8]) {
     let sy = (y as i64 + i64::from(v.1)).clamp(0, g.h as i64 - 1) as usize;

@@ -1,4 +1,5 @@
-//! Plane geometry as the codec sees it: bytes per row, rows, channel stride and block grid.
+//! Plane geometry as the codec sees it: bytes per row, rows, channel stride and block grid
+//! (`FORMAT.md#321-payload-layout`).
 
 use crate::pixel::{FrameLayout, PixelFormat};
 

@@ -1,5 +1,6 @@
-//! The encoder's side of prediction: per plane, the motion vector and the cheapest predictor
-//! of each block, and the residual plane they give.
+//! The encoder's side of prediction (`FORMAT.md#322-predictors`): per plane, the motion
+//! vector and the cheapest predictor of each block (`FORMAT.md#325-encoder-informative`),
+//! and the residual plane they give.
 
 use super::mode::{Predictor, PredictorMode};
 use super::motion::{search_vector, shift_plane};

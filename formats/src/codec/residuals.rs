@@ -1,5 +1,6 @@
-//! Residual streams: the encoder splits residual planes into context-selected streams, and
-//! the decoder's first pass reads them back into residual planes.
+//! Residual streams (`FORMAT.md#323-residual-streams`): the encoder splits residual planes
+//! into context-selected streams, and the decoder's first pass reads them back into
+//! residual planes.
 
 use super::bits::{BitWriter, Fault, Readers};
 use super::context::{
@@ -7,7 +8,7 @@ use super::context::{
 };
 use super::plane::Geom;
 
-/// Appends the residual plane `res` to the streams (FORMAT.md §3.2, "Residual streams").
+/// Appends the residual plane `res` to the streams (`FORMAT.md#323-residual-streams`).
 pub(super) fn encode_residuals(
     g: &Geom,
     res: &[u8],
@@ -65,8 +66,8 @@ fn pixel_ctx(up: &[u8], left_nonzero: bool, i: usize, s: usize) -> (usize, usize
     (usize::from(oc & 7), usize::from(oc >> 3), 3 * sgn3(b) + sgn3(c))
 }
 
-/// Pass 1: entropy-decodes one plane's residuals into `plane` (FORMAT.md §3.2,
-/// "Residual streams"). Contexts depend only on residuals, so this runs before any prediction.
+/// Pass 1: entropy-decodes one plane's residuals into `plane`. Contexts depend only on
+/// residuals, so this runs before any prediction.
 /// `avx2`: run the build of [`residuals_body`] compiled for AVX2 (the caller checked the
 /// CPU); its row loops get twice the lanes, and the bytes it produces are the same.
 #[inline(never)]

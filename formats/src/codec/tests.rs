@@ -1,5 +1,5 @@
 //! Whole chunks through the encoder and the decoder: every mode round-trips, and every rule
-//! of FORMAT.md §3.2 that a payload can break is refused.
+//! of `FORMAT.md#32-chunk-data-predictive-zstd` that a payload can break is refused.
 
 use super::context::{om_code, NO, NZ, N_BIT_STREAMS, N_STREAMS};
 use super::plane::{geoms, Geom};

@@ -1,5 +1,7 @@
-//! The decoder's second pass: residual planes back to pixels, block predictor by block
-//! predictor, in place.
+//! The decoder's second pass: residual planes back to pixels, in place
+//! (`FORMAT.md#322-predictors`). Each row is cut into runs of blocks with the same
+//! predictor; MED-type predictors are serial chains, so rows are done two at a time where
+//! that gives the CPU two chains to overlap.
 
 use super::mode::Predictor;
 use super::motion::shifted_row;
