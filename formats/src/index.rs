@@ -302,7 +302,7 @@ fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
         let Ok(found) = schema.field_with_name(field.name()) else {
             return Err(bad_index(path, format!("missing column {:?}", field.name())));
         };
-        if found.data_type() != field.data_type() {
+        if !same_type(found.data_type(), field.data_type()) {
             let (name, found, want) = (field.name(), found.data_type(), field.data_type());
             return Err(bad_index(
                 path,
@@ -315,6 +315,24 @@ fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
         .map_err(pq)?
         .map(|batch| batch.map_err(|source| FormatError::Arrow { path: path.into(), source }))
         .collect()
+}
+
+/// Whether a column of type `found` can be read as `want`: the same type up to what Parquet
+/// writers differ in, the name of a list's item field (arrow-rs writes `item`, pyarrow
+/// `element`) and the declared nullability of nested fields (their data is checked for
+/// nulls instead, in [`read_index`]).
+fn same_type(found: &DataType, want: &DataType) -> bool {
+    match (found, want) {
+        (DataType::List(f), DataType::List(w)) => same_type(f.data_type(), w.data_type()),
+        (DataType::Struct(f), DataType::Struct(w)) => {
+            f.len() == w.len()
+                && w.iter().all(|wf| {
+                    f.find(wf.name())
+                        .is_some_and(|(_, ff)| same_type(ff.data_type(), wf.data_type()))
+                })
+        }
+        _ => found == want,
+    }
 }
 
 fn bad_index(path: &Path, reason: String) -> FormatError {
@@ -376,6 +394,13 @@ pub fn read_index(path: &Path) -> Result<Vec<VideoRow>> {
         for field in schema.fields().iter().filter(|f| !f.is_nullable()) {
             if batch.column_by_name(field.name()).is_some_and(|c| c.null_count() > 0) {
                 return Err(bad_index(path, format!("column {:?} has nulls", field.name())));
+            }
+        }
+        if let Some(chunks) = batch.column_by_name("chunks") {
+            let entries = chunks.as_list::<i32>().values();
+            let inner = entries.as_struct().columns().iter().map(|c| c.null_count()).sum::<usize>();
+            if entries.null_count() + inner > 0 {
+                return Err(bad_index(path, "column \"chunks\" has nulls in its entries".into()));
             }
         }
         let c = Cols(&batch);
@@ -536,6 +561,73 @@ mod tests {
             .unwrap();
         let err = read_index(&path).unwrap_err().to_string();
         assert!(err.contains("\"factor_size\" has type Int32"), "{err}");
+    }
+
+    /// `index` with its `chunks` column rebuilt as pyarrow declares a list of structs by
+    /// default (item field `element`, every field nullable), and entry 0's `length` made
+    /// null when `null_inside` is set.
+    fn pyarrow_style(index: &RecordBatch, null_inside: bool) -> RecordBatch {
+        let list = index.column_by_name("chunks").unwrap().as_list::<i32>();
+        let entries = list.values().as_struct();
+        let fields: Fields = chunk_fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect();
+        let mut cols = entries.columns().to_vec();
+        if null_inside {
+            let lengths = cols[1].as_primitive::<UInt32Type>();
+            let with_null: UInt32Array =
+                (0..lengths.len()).map(|j| (j > 0).then(|| lengths.value(j))).collect();
+            cols[1] = Arc::new(with_null);
+        }
+        let item = Arc::new(Field::new("element", DataType::Struct(fields.clone()), true));
+        let values = Arc::new(StructArray::new(fields, cols, None));
+        let chunks = ListArray::new(item.clone(), list.offsets().clone(), values, None);
+        let schema: Vec<Field> = index
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "chunks" => Field::new("chunks", DataType::List(item.clone()), true),
+                _ => f.as_ref().clone().with_nullable(true),
+            })
+            .collect();
+        let mut columns = index.columns().to_vec();
+        let at = index.schema().index_of("chunks").unwrap();
+        columns[at] = Arc::new(chunks);
+        RecordBatch::try_new(Arc::new(Schema::new(schema)), columns).unwrap()
+    }
+
+    fn write_with(path: &Path, batch: &RecordBatch, compression: Compression) {
+        let props = WriterProperties::builder().set_compression(compression).build();
+        let mut w =
+            ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn an_index_written_with_pyarrow_defaults_reads_with_any_codec_cvrl_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.parquet");
+        let rows: Vec<_> = (0..5).map(row).collect();
+        let batch = pyarrow_style(&index_batch(&rows).unwrap(), false);
+        let zstd = Compression::ZSTD(ZstdLevel::default());
+        let gzip = Compression::GZIP(Default::default());
+        for codec in [Compression::UNCOMPRESSED, Compression::SNAPPY, gzip, zstd] {
+            write_with(&path, &batch, codec);
+            assert_eq!(read_index(&path).unwrap(), rows, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn a_null_inside_the_chunk_table_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.parquet");
+        let batch = pyarrow_style(&index_batch(&[row(1), row(2)]).unwrap(), true);
+        write_with(&path, &batch, Compression::SNAPPY);
+        let err = read_index(&path).unwrap_err().to_string();
+        assert!(err.contains("\"chunks\" has nulls"), "{err}");
     }
 
     #[test]

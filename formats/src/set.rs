@@ -253,6 +253,59 @@ impl ShardSet {
         }
         Ok(())
     }
+
+    /// Number of shard files the set's videos lie in.
+    pub fn num_shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The file name of shard `s` (`0..num_shards()`).
+    pub fn shard_file_name(&self, s: usize) -> String {
+        let path = &self.shards[s].path;
+        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
+    }
+
+    /// Checks that the records the index places in shard `s` tile the file as
+    /// `FORMAT.md#2-shard-file` requires: the first at byte 32, each next one at the first
+    /// multiple of 8 after the one before, only zero bytes between them, nothing after the
+    /// last. What `cvrl-inspect --verify` adds to [`ShardSet::verify_video`] for a whole set.
+    pub fn verify_shard(&self, s: usize) -> Result<()> {
+        let shard = &self.shards[s];
+        let bad = |offset: u64, reason: String| FormatError::BadShardLayout {
+            path: shard.path.clone(),
+            offset,
+            reason,
+        };
+        let mut records: Vec<&VideoRow> = (0..self.videos.len())
+            .filter(|&i| self.video_shard[i] as usize == s)
+            .map(|i| &self.videos[i])
+            .collect();
+        records.sort_by_key(|r| r.offset);
+        let map = &shard.map[..];
+        // Offsets and lengths lie inside the file: checked in `check_row` at open.
+        let mut end = crate::shard::FILE_HEADER_LEN as u64;
+        for r in records {
+            let start = end.next_multiple_of(8);
+            if r.offset != start {
+                let what =
+                    if r.offset < start { "overlaps the one before" } else { "leaves a gap" };
+                let reason = format!(
+                    "video {:?} starts here, expected at byte {start}: it {what}",
+                    r.video_id
+                );
+                return Err(bad(r.offset, reason));
+            }
+            if let Some(i) = map[end as usize..start as usize].iter().position(|&b| b != 0) {
+                return Err(bad(end + i as u64, "non-zero byte between records".into()));
+            }
+            end = r.offset + r.length;
+        }
+        let len = map.len() as u64;
+        if end != len {
+            return Err(bad(end, format!("{} bytes after the last record", len - end)));
+        }
+        Ok(())
+    }
 }
 
 fn bad_row(index_path: &Path, row: &VideoRow, reason: String) -> FormatError {

@@ -301,6 +301,12 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
         offset,
         reason,
     };
+    if b[RECORD_FIXED_LEN + id_len..RECORD_FIXED_LEN + pad8(id_len)].iter().any(|&x| x != 0) {
+        return Err(bad("video id padding is not zero".into()));
+    }
+    if b[hlen - 4..hlen].iter().any(|&x| x != 0) {
+        return Err(bad("the 4 bytes after the header checksum are not zero".into()));
+    }
     let format = PixelFormat::from_code(fmt_code)
         .ok_or_else(|| bad(format!("unknown pixel format code {fmt_code}")))?;
     if codec != CODEC_PREDICTIVE_ZSTD {
@@ -394,6 +400,10 @@ pub fn parse_file_header(path: &Path, file: &[u8]) -> Result<()> {
         let reason = "header length or checksum mismatch".to_string();
         return Err(FormatError::BadShardHeader { path: path.to_path_buf(), reason });
     }
+    if file[16..28].iter().any(|&b| b != 0) {
+        let reason = "reserved bytes 16..28 are not zero".to_string();
+        return Err(FormatError::BadShardHeader { path: path.to_path_buf(), reason });
+    }
     Ok(())
 }
 
@@ -407,23 +417,33 @@ fn file_header() -> [u8; FILE_HEADER_LEN] {
     h
 }
 
-/// Iterates the records of a whole shard file (used by `cvrl-inspect` and recovery; the
-/// trainer goes through the index instead). Stops at the first damaged record.
+/// Iterates the records of a whole shard file (used by `cvrl-inspect`; the trainer goes
+/// through the index instead). Besides each record's own checks, the walk refuses what
+/// `FORMAT.md#2-shard-file` says a reader walking a file must: non-zero bytes between
+/// records and bytes after the last one. Stops at the first error.
 pub fn records<'a>(
     path: &'a Path,
     file: &'a [u8],
 ) -> Result<impl Iterator<Item = Result<(u64, RecordHeader)>> + 'a> {
     parse_file_header(path, file)?;
     let mut offset = FILE_HEADER_LEN as u64;
+    let mut pending: Option<FormatError> = None;
     let mut failed = false;
     Ok(std::iter::from_fn(move || {
+        if let Some(e) = pending.take() {
+            failed = true;
+            return Some(Err(e));
+        }
         if failed || offset >= file.len() as u64 {
             return None;
         }
         match parse_record(path, file, offset) {
             Ok(h) => {
                 let at = offset;
-                offset = pad8((offset + h.record_len) as usize) as u64;
+                // In range: `parse_record` checked that the record lies inside the file.
+                let end = (offset + h.record_len) as usize;
+                offset = pad8(end) as u64;
+                pending = check_after_record(path, file, end).err();
                 Some(Ok((at, h)))
             }
             Err(e) => {
@@ -432,6 +452,25 @@ pub fn records<'a>(
             }
         }
     }))
+}
+
+/// What follows a record ending at `end`: the end of the file, or zero bytes up to the next
+/// multiple of 8 where the next record starts.
+fn check_after_record(path: &Path, file: &[u8], end: usize) -> Result<()> {
+    let next = pad8(end);
+    let bad = |offset: usize, reason: String| FormatError::BadShardLayout {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    if end < file.len() && file.len() <= next {
+        let n = file.len() - end;
+        return Err(bad(end, format!("{n} bytes after the last record")));
+    }
+    match file[end..next.min(file.len())].iter().position(|&b| b != 0) {
+        Some(i) => Err(bad(end + i, "non-zero byte between records".into())),
+        None => Ok(()),
+    }
 }
 
 /// Where a record was written.

@@ -1,7 +1,8 @@
 //! FORMAT.md is complete: `tests/python/format_reader.py`, a reader written from the
 //! specification text alone (Python, numpy, zstandard, pyarrow), returns exactly the frames
 //! that `cvrl-formats` returns, which match the ffmpeg CLI's decode, and rejects a damaged
-//! chunk by its checksum.
+//! chunk by its checksum; and an index that pyarrow writes from the spec's column table,
+//! with pyarrow's defaults, is one cvrl reads.
 
 use cvrl_e2e::{ffmpeg_raw, psnr, root, run, sample_videos, tempdir, text, venv_python};
 use cvrl_formats::ShardSet;
@@ -116,4 +117,71 @@ fn the_python_reader_rejects_a_chunk_with_a_flipped_byte_by_its_checksum() {
         "{}",
         text(&o)
     );
+}
+
+/// Rewrites `SET/index.parquet` as a Python user would from FORMAT.md §4's table: the types
+/// declared, everything else pyarrow's defaults (SNAPPY, nullable fields, list items named
+/// `element`), or with `compression=` given as the second argument.
+const PYARROW_INDEX: &str = r#"
+import sys, pyarrow as pa, pyarrow.parquet as pq
+path = sys.argv[1] + "/index.parquet"
+rows = pq.read_table(path).to_pylist()
+s, i32, u32, u64, f64 = pa.string(), pa.int32(), pa.uint32(), pa.uint64(), pa.float64()
+chunk = pa.struct([("offset", u64), ("length", u32), ("first_frame", u32),
+                   ("num_frames", u32), ("crc32c", u32)])
+schema = pa.schema([
+    ("video_id", s), ("source_path", s), ("label", s), ("label_index", i32), ("split", s),
+    ("shard", s), ("offset", u64), ("length", u64), ("num_frames", u32), ("width", u32),
+    ("height", u32), ("fps_num", u32), ("fps_den", u32), ("fps", f64), ("duration_s", f64),
+    ("pixel_format", s), ("source_bytes", u64), ("source_codec", s), ("time_start_s", f64),
+    ("time_end_s", f64), ("chunks", pa.list_(chunk)), ("checksum", u32)])
+table = pa.Table.from_pylist(rows, schema=schema)
+if len(sys.argv) > 2:
+    pq.write_table(table, path, compression=sys.argv[2])
+else:
+    pq.write_table(table, path)
+f = pq.ParquetFile(path)
+print(f.metadata.row_group(0).column(0).compression, "element" in str(f.schema))
+"#;
+
+fn pyarrow_rewrite(set: &Path, compression: Option<&str>) -> String {
+    let o = Command::new(venv_python())
+        .arg("-c")
+        .arg(PYARROW_INDEX)
+        .arg(set)
+        .args(compression)
+        .output()
+        .expect("run python");
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn an_index_written_by_pyarrow_with_its_defaults_opens_and_reads_the_same_frames() {
+    let out = tempdir();
+    build(out.path());
+    let before = ShardSet::open(out.path()).unwrap();
+    let mut reader = before.reader().unwrap();
+    let frames = |set: &ShardSet, reader: &mut cvrl_formats::FrameReader<'_>| {
+        let mut all = Vec::new();
+        for (i, v) in set.videos().iter().enumerate() {
+            reader.read_frames(i, 0, v.num_frames, 1, &mut all).unwrap();
+        }
+        all
+    };
+    let expected = frames(&before, &mut reader);
+
+    assert_eq!(pyarrow_rewrite(out.path(), None), "SNAPPY True");
+    let after = ShardSet::open(out.path()).expect("cvrl reads pyarrow's default index");
+    assert_eq!(after.videos(), before.videos());
+    assert!(frames(&after, &mut after.reader().unwrap()) == expected);
+    for codec in ["gzip", "zstd", "none"] {
+        pyarrow_rewrite(out.path(), Some(codec));
+        let set = ShardSet::open(out.path()).unwrap_or_else(|e| panic!("{codec}: {e}"));
+        assert_eq!(set.videos(), before.videos(), "{codec}");
+    }
+    // A codec FORMAT.md does not list is refused, naming the file.
+    pyarrow_rewrite(out.path(), Some("brotli"));
+    let err = ShardSet::open(out.path()).err().expect("brotli is not a codec cvrl reads");
+    assert!(err.to_string().contains("index.parquet"), "{err}");
 }

@@ -280,10 +280,13 @@ impl std::fmt::Display for ShardReport {
 pub struct VerifyReport {
     pub videos: usize,
     pub ok: usize,
+    /// What failed, and why: videos by id, shards (records that do not tile the file) by
+    /// file name.
     pub damaged: Vec<(String, String)>,
 }
 
-/// Recomputes every checksum of every video of the set.
+/// Recomputes every checksum of every video of the set, and checks that each shard holds
+/// its records and nothing else; a damaged shard is listed under its file name.
 pub fn verify_set(set: &ShardSet) -> Result<VerifyReport> {
     let mut reader = set.reader()?;
     let mut damaged = Vec::new();
@@ -292,7 +295,13 @@ pub fn verify_set(set: &ShardSet) -> Result<VerifyReport> {
             damaged.push((set.videos()[i].video_id.clone(), e.to_string()));
         }
     }
-    Ok(VerifyReport { videos: set.len(), ok: set.len() - damaged.len(), damaged })
+    let ok = set.len() - damaged.len();
+    for s in 0..set.num_shards() {
+        if let Err(e) = set.verify_shard(s) {
+            damaged.push((set.shard_file_name(s), e.to_string()));
+        }
+    }
+    Ok(VerifyReport { videos: set.len(), ok, damaged })
 }
 
 impl std::fmt::Display for VerifyReport {
