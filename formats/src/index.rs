@@ -260,7 +260,7 @@ fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .build();
     let mut err = None;
-    crate::shard::atomic_write(path, |file| {
+    crate::atomic::atomic_write(path, |file| {
         let run = || -> std::result::Result<(), parquet::errors::ParquetError> {
             let mut w = ArrowWriter::try_new(file.try_clone()?, batch.schema(), Some(props))?;
             w.write(&batch)?;
@@ -514,7 +514,7 @@ mod tests {
         let rows: Vec<_> = (0..7).map(row).collect();
         write_index(&path, &rows).unwrap();
         assert_eq!(read_index(&path).unwrap(), rows);
-        assert!(!crate::shard::tmp_path(&path).exists());
+        assert!(!crate::atomic::tmp_path(&path).exists());
     }
 
     #[test]

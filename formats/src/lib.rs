@@ -7,6 +7,7 @@
 //! crate writes and reads them and knows nothing of FFmpeg or torch: the sharder in
 //! `cvrl-tools` feeds it decoded frames, the trainer reads frames back through [`ShardSet`].
 
+pub mod atomic;
 pub mod codec;
 pub mod error;
 pub mod index;

@@ -171,7 +171,7 @@ impl Manifest {
     /// Writes the manifest atomically (pretty JSON).
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        crate::shard::atomic_write(path, |f| f.write_all(&json))
+        crate::atomic::atomic_write(path, |f| f.write_all(&json))
     }
 }
 

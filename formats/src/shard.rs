@@ -6,12 +6,18 @@
 //! the chunks. Writers append to `<name>.tmp` and rename on [`ShardWriter::finish`], so a
 //! file with the final name is always complete.
 
+use crate::atomic::sync_parent;
 use crate::codec::ChunkEncoder;
 use crate::error::{FormatError, IoContext, Result};
 use crate::pixel::{FrameLayout, PixelFormat};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+// The atomic-write helpers live in `crate::atomic`; these names stay for the callers that
+// still use them here (tools/src/synth.rs) and go once those move.
+#[doc(hidden)]
+pub use crate::atomic::{atomic_write, process_tmp_path, tmp_path};
 
 /// Magic bytes at the start of every shard file.
 pub const SHARD_MAGIC: &[u8; 8] = b"CVRLSHRD";
@@ -542,47 +548,4 @@ impl ShardWriter {
         sync_parent(&self.path);
         Ok(self.len)
     }
-}
-
-/// The temporary name a file is written under before its atomic rename: `<path>.tmp`.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    with_name_suffix(path, ".tmp")
-}
-
-/// Like [`tmp_path`] with this process's id in the name, `<path>.<pid>.tmp`, for a file that
-/// two processes may write at once: each writes its own temporary file and renames a whole one.
-pub fn process_tmp_path(path: &Path) -> PathBuf {
-    with_name_suffix(path, &format!(".{}.tmp", std::process::id()))
-}
-
-/// `path` with `suffix` appended to its file name (not replacing an extension).
-fn with_name_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-/// Best effort: makes a rename durable. Failure only weakens crash safety, so it is ignored.
-pub(crate) fn sync_parent(path: &Path) {
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-}
-
-/// Writes `path` atomically: `write` fills `<path>.tmp`, which is synced and renamed.
-pub fn atomic_write(
-    path: &Path,
-    write: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = tmp_path(path);
-    let mut file = File::create(&tmp).at(&tmp)?;
-    write(&mut file).at(&tmp)?;
-    file.sync_all().at(&tmp)?;
-    drop(file);
-    std::fs::rename(&tmp, path).at(path)?;
-    sync_parent(path);
-    Ok(())
 }

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
 use cvrl_formats::index::{read_failures, read_index, write_failures, write_index};
 use cvrl_formats::manifest::ShardInfo;
-use cvrl_formats::shard::tmp_path;
+use cvrl_formats::atomic::tmp_path;
 use cvrl_formats::{
     write_set, BuildParams, EncodedRecord, FailureRow, Manifest, Part, RecordBuilder, SetFiles,
     ShardWriter, VideoRow, VideoSpec,
@@ -181,7 +181,7 @@ fn check_resume_params(path: &Path, params: &BuildParams) -> Result<()> {
         }
     } else {
         let json = serde_json::to_vec_pretty(params)?;
-        cvrl_formats::shard::atomic_write(path, |f| std::io::Write::write_all(f, &json))?;
+        cvrl_formats::atomic::atomic_write(path, |f| std::io::Write::write_all(f, &json))?;
     }
     Ok(())
 }
