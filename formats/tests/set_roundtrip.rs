@@ -80,7 +80,7 @@ fn write_set(dir: &Path, videos: &[Video]) {
         pixel_format: PixelFormat::Yuv420p,
         chunk_frames: 8,
         zstd_level: 3,
-        predictor: "adaptive".into(),
+        predictor: PredictorMode::Adaptive,
         shard_bytes: 1,
     };
     let classes = vec!["a".into(), "b".into()];

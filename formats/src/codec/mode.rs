@@ -4,8 +4,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Which predictors the encoder may use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Which predictors the encoder may use. Stored in the manifest under its lowercase name.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum PredictorMode {
     /// Every block RAW (zstd alone; for comparison).
     Raw,
