@@ -4,7 +4,7 @@
 //! from cvrl. The optional `factor_<name>` columns are [`VideoRow::factors`] in Rust.
 
 use crate::error::{FormatError, Result};
-use crate::shard::{ChunkEntry, EncodedRecord, RecordLocation};
+use crate::shard::{ChunkEntry, EncodedRecord, RecordHeader, RecordLocation};
 use arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int32Array, ListArray, RecordBatch, StringArray,
     StructArray, UInt32Array, UInt64Array,
@@ -69,7 +69,17 @@ impl VideoRow {
         loc: RecordLocation,
         source_path: String,
     ) -> VideoRow {
-        let h = &record.header;
+        VideoRow::for_header(&record.header, record.checksum, shard, loc, source_path)
+    }
+
+    /// Like [`VideoRow::for_record`], from a record's parsed header and its checksum.
+    pub fn for_header(
+        h: &RecordHeader,
+        checksum: u32,
+        shard: &str,
+        loc: RecordLocation,
+        source_path: String,
+    ) -> VideoRow {
         VideoRow {
             video_id: h.video_id.clone(),
             source_path,
@@ -91,7 +101,7 @@ impl VideoRow {
             time_start_s: None,
             time_end_s: None,
             chunks: h.chunks.clone(),
-            checksum: record.checksum,
+            checksum,
             factors: BTreeMap::new(),
         }
     }

@@ -13,8 +13,10 @@ pub mod error;
 pub mod index;
 pub mod manifest;
 pub mod pixel;
+pub mod reader;
 pub mod set;
 pub mod shard;
+pub mod shard_file;
 
 pub use error::{FormatError, Result};
 pub use index::{FailureRow, VideoRow};
@@ -22,3 +24,4 @@ pub use manifest::{BuildParams, Manifest, Part, SetFiles};
 pub use pixel::{FrameLayout, PixelFormat, Plane};
 pub use set::{merge_parts, write_set, FrameReader, ShardSet};
 pub use shard::{ChunkEntry, EncodedRecord, RecordBuilder, ShardWriter, VideoSpec};
+pub use shard_file::ShardFile;

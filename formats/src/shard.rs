@@ -461,7 +461,8 @@ pub fn records<'a>(
 }
 
 /// What follows a record ending at `end`: the end of the file, or zero bytes up to the next
-/// multiple of 8 where the next record starts.
+/// multiple of 8 where the next record starts. Fewer bytes than a record header after that
+/// are no record: they are bytes after the last one.
 fn check_after_record(path: &Path, file: &[u8], end: usize) -> Result<()> {
     let next = pad8(end);
     let bad = |offset: usize, reason: String| FormatError::BadShardLayout {
@@ -469,7 +470,7 @@ fn check_after_record(path: &Path, file: &[u8], end: usize) -> Result<()> {
         offset: offset as u64,
         reason,
     };
-    if end < file.len() && file.len() <= next {
+    if end < file.len() && file.len() < next + RECORD_FIXED_LEN {
         let n = file.len() - end;
         return Err(bad(end, format!("{n} bytes after the last record")));
     }

@@ -168,6 +168,45 @@ fn a_shard_file_lists_its_records_on_its_own() {
     assert_eq!(recs[1].0 % 8, 0, "records are 8-aligned");
 }
 
+#[test]
+fn a_shard_file_opened_alone_reads_and_verifies_through_the_frame_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = videos();
+    write_set(dir.path(), &vs);
+    let path = dir.path().join("shard-00000.cvrs");
+    let file = ShardFile::open(&path).unwrap();
+    assert!(file.damage().is_none());
+    let set = ShardSet::open(dir.path()).unwrap();
+    let mut reader = file.reader().unwrap();
+    for (i, v) in file.videos().iter().enumerate() {
+        let row = &set.videos()[set.find(&v.video_id).unwrap()];
+        assert_eq!(
+            (v.offset, v.length, &v.chunks, v.checksum),
+            (row.offset, row.length, &row.chunks, row.checksum)
+        );
+        let mut out = Vec::new();
+        reader.read_frames(i, 0, v.num_frames, 1, &mut out).unwrap();
+        let expected: Vec<u8> = vs[i].frames.concat();
+        assert!(out == expected, "{}", v.video_id);
+        file.verify_video(i, &mut reader).unwrap();
+    }
+
+    let mut bytes = std::fs::read(&path).unwrap();
+    let row = &file.videos()[1];
+    bytes[(row.offset + row.chunks[0].offset + 2) as usize] ^= 4;
+    bytes.extend([0; 5]);
+    drop(file);
+    std::fs::write(&path, &bytes).unwrap();
+    let file = ShardFile::open(&path).unwrap();
+    assert_eq!(file.videos().len(), 2, "a damaged chunk does not stop the walk");
+    let damage = file.damage().map(ToString::to_string).unwrap_or_default();
+    assert!(damage.contains("5 bytes after the last record"), "{damage}");
+    let mut reader = file.reader().unwrap();
+    file.verify_video(0, &mut reader).unwrap();
+    let err = file.verify_video(1, &mut reader).unwrap_err();
+    assert!(matches!(err, FormatError::ChunkChecksum { chunk: 0, .. }), "{err}");
+}
+
 /// `bytes` with `byte` set at `at` and the CRC-32C of `bytes[crc_of]` stored after that
 /// range, so only the byte itself is wrong.
 fn with_byte(bytes: &[u8], at: usize, byte: u8, crc_of: std::ops::Range<usize>) -> Vec<u8> {
