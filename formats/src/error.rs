@@ -21,6 +21,11 @@ pub enum FormatError {
     #[error("{path}: video {video:?} at byte {offset}: {reason}")]
     BadRecord { path: PathBuf, video: String, offset: u64, reason: String },
 
+    /// Records that do not tile the shard file: a gap or overlap, non-zero bytes between
+    /// records, or bytes after the last record.
+    #[error("{path}: at byte {offset}: {reason}")]
+    BadShardLayout { path: PathBuf, offset: u64, reason: String },
+
     #[error("{path}: video {video:?} chunk {chunk}: checksum mismatch (stored {expected:#010x}, computed {actual:#010x}); the shard is damaged, rebuild it")]
     ChunkChecksum { path: PathBuf, video: String, chunk: usize, expected: u32, actual: u32 },
 

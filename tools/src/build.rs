@@ -15,10 +15,10 @@
 use crate::decode::{decode_video, DecodeOptions, VideoInfo};
 use crate::inputs::{InputVideo, Inputs};
 use anyhow::{bail, Context, Result};
-use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
+use cvrl_formats::atomic::tmp_path;
+use cvrl_formats::codec::ChunkEncoder;
 use cvrl_formats::index::{read_failures, read_index, write_failures, write_index};
 use cvrl_formats::manifest::ShardInfo;
-use cvrl_formats::shard::tmp_path;
 use cvrl_formats::{
     write_set, BuildParams, EncodedRecord, FailureRow, Manifest, Part, RecordBuilder, SetFiles,
     ShardWriter, VideoRow, VideoSpec,
@@ -113,7 +113,7 @@ pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Res
         let encoded: Vec<Encoded> = batch
             .par_iter()
             .map_init(
-                || ChunkEncoder::new(cfg.params.zstd_level, predictor(&cfg.params)),
+                || ChunkEncoder::new(cfg.params.zstd_level, cfg.params.predictor),
                 |enc, input| match enc {
                     Ok(enc) => encode_one(input, &cfg.params, enc),
                     Err(e) => Encoded::Failed(failure(input, "encode", &e.to_string())),
@@ -149,10 +149,6 @@ pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Res
     })
 }
 
-fn predictor(params: &BuildParams) -> PredictorMode {
-    params.predictor.parse().unwrap_or_default()
-}
-
 /// `name: old -> new` for each build parameter that differs.
 fn param_diff(old: &BuildParams, new: &BuildParams) -> String {
     let (a, b) = (
@@ -181,7 +177,7 @@ fn check_resume_params(path: &Path, params: &BuildParams) -> Result<()> {
         }
     } else {
         let json = serde_json::to_vec_pretty(params)?;
-        cvrl_formats::shard::atomic_write(path, |f| std::io::Write::write_all(f, &json))?;
+        cvrl_formats::atomic::atomic_write(path, |f| std::io::Write::write_all(f, &json))?;
     }
     Ok(())
 }

@@ -214,7 +214,7 @@ pub fn write_tensors_atomic(
     path: &Path,
     tensors: &[(String, Tensor)],
 ) -> Result<(), CheckpointError> {
-    let tmp = cvrl_formats::shard::process_tmp_path(path);
+    let tmp = cvrl_formats::atomic::process_tmp_path(path);
     let written =
         write_tensors(&tmp, tensors).and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
     if written.is_err() {

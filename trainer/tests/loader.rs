@@ -60,7 +60,7 @@ fn write_set(dir: &Path, n: u32) {
         pixel_format: PixelFormat::Yuv420p,
         chunk_frames: 8,
         zstd_level: 3,
-        predictor: "adaptive".into(),
+        predictor: cvrl_formats::codec::PredictorMode::Adaptive,
         shard_bytes: bytes,
     };
     let shards =

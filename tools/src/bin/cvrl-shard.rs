@@ -292,7 +292,7 @@ fn run_build(args: BuildArgs) -> Result<ExitCode> {
             pixel_format: args.pixel_format,
             chunk_frames: args.chunk_frames,
             zstd_level: args.zstd_level,
-            predictor: args.predictor.to_string(),
+            predictor: args.predictor,
             shard_bytes: args.shard_size,
         },
         part: args.part,

@@ -119,7 +119,7 @@ pub fn synth(
     };
     let json = serde_json::to_vec_pretty(&params)?;
     let params_path = out.join(PARAMS_FILE);
-    cvrl_formats::shard::atomic_write(&params_path, |f| std::io::Write::write_all(f, &json))
+    cvrl_formats::atomic::atomic_write(&params_path, |f| std::io::Write::write_all(f, &json))
         .with_context(|| format!("cannot write {}", params_path.display()))?;
     Ok(SynthSummary {
         videos: videos.len(),
@@ -142,7 +142,7 @@ fn write_factors<'a>(
         let [(_, object), (_, motion), (_, colour)] = v.plan.factors();
         csv.push_str(&format!("{rel},{object},{motion},{colour}\n"));
     }
-    cvrl_formats::shard::atomic_write(path, |f| std::io::Write::write_all(f, csv.as_bytes()))
+    cvrl_formats::atomic::atomic_write(path, |f| std::io::Write::write_all(f, csv.as_bytes()))
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -29,7 +29,7 @@ pub(super) fn fill_fresh_memory() {}
 /// at `path`, through `path.tmp` and a rename so a killed run leaves no half file under a
 /// video name. One encoder thread: the caller runs one video per core.
 pub fn write_video(plan: &VideoPlan, crf: u32, path: &Path, canvas: &mut Canvas) -> Result<()> {
-    let tmp = cvrl_formats::shard::tmp_path(path);
+    let tmp = cvrl_formats::atomic::tmp_path(path);
     encode(plan, crf, &tmp, canvas).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })?;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cvrl_formats::shard::atomic_write;
+use cvrl_formats::atomic::atomic_write;
 use cvrl_formats::SetPath;
 use cvrl_trainer::device::{pick_device, DeviceChoice};
 use cvrl_trainer::eval::features::Target;

@@ -87,7 +87,7 @@ pub fn write_set_with_splits(
         pixel_format: PixelFormat::Yuv420p,
         chunk_frames: 8,
         zstd_level: 1,
-        predictor: "adaptive".into(),
+        predictor: cvrl_formats::codec::PredictorMode::Adaptive,
         shard_bytes: bytes,
     };
     let classes = if labelled { (0..CLASSES).map(|c| format!("c{c}")).collect() } else { vec![] };
