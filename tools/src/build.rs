@@ -13,7 +13,7 @@
 //! atomically; a set with a manifest is complete.
 
 use crate::decode::{decode_video, DecodeOptions, VideoInfo};
-use crate::inputs::{InputVideo, Inputs};
+use crate::inputs::{InputVideo, Inputs, STAGE_CSV, STAGE_MISSING};
 use anyhow::{bail, Context, Result};
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
 use cvrl_formats::index::{read_failures, read_index, write_failures, write_index};
@@ -208,13 +208,31 @@ fn remove_part_files(out: &Path, files: &SetFiles) -> Result<()> {
     Ok(())
 }
 
+/// The failure row of `input`; the error of a CSV row names its line.
 fn failure(input: &InputVideo, stage: &str, error: &str) -> FailureRow {
     FailureRow {
         source_path: input.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        video_id: Some(input.video_id.clone()),
+        video_id: input.stored_id().map(str::to_string),
         label: input.label.clone(),
         stage: stage.to_string(),
-        error: error.to_string(),
+        error: match &input.csv_row {
+            Some(row) => format!("{row}: {error}"),
+            None => error.to_string(),
+        },
+    }
+}
+
+/// How the summary and the progress bar show a failure: what failed, the stage, why.
+pub fn describe_failure(f: &FailureRow) -> String {
+    let what = if f.source_path.is_empty() {
+        f.video_id.as_deref().unwrap_or_default()
+    } else {
+        f.source_path.as_str()
+    };
+    if what.is_empty() {
+        format!("{} failed: {}", f.stage, f.error)
+    } else {
+        format!("{what}: {} failed: {}", f.stage, f.error)
     }
 }
 
@@ -230,12 +248,11 @@ fn decode_options(params: &BuildParams, input: &InputVideo) -> DecodeOptions {
 
 /// Decodes one input and compresses it into a record (runs on a rayon worker).
 fn encode_one(input: &InputVideo, params: &BuildParams, enc: &mut ChunkEncoder) -> Encoded {
+    if let Some(r) = &input.rejected {
+        return Encoded::Failed(failure(input, r.stage, &r.reason));
+    }
     let Some(path) = &input.path else {
-        return Encoded::Failed(failure(
-            input,
-            "missing",
-            "no file for this CSV row under the video root",
-        ));
+        return Encoded::Failed(failure(input, STAGE_MISSING, "no file for this input"));
     };
     let mut builder: Option<RecordBuilder<'_>> = None;
     let mut encode_error: Option<String> = None;
@@ -259,7 +276,12 @@ fn encode_one(input: &InputVideo, params: &BuildParams, enc: &mut ChunkEncoder) 
     });
     let info = match info {
         Ok(info) => info,
-        Err(e) => return Encoded::Failed(failure(input, &e.stage.to_string(), &e.message)),
+        Err(e) => {
+            if let Some(f) = window_past_the_end(input, path) {
+                return Encoded::Failed(f);
+            }
+            return Encoded::Failed(failure(input, &e.stage.to_string(), &e.message));
+        }
     };
     if let Some(e) = encode_error {
         return Encoded::Failed(failure(input, "encode", &e));
@@ -272,6 +294,22 @@ fn encode_one(input: &InputVideo, params: &BuildParams, enc: &mut ChunkEncoder) 
         Ok(record) => Encoded::Ok(Box::new((record, info))),
         Err(e) => Encoded::Failed(failure(input, "encode", &e.to_string())),
     }
+}
+
+/// A CSV row's window that starts after its video ends, as a failure naming the row: the
+/// decoder only sees that no frame lies in the window (or a jump past the end), which does
+/// not say what to fix. Probed only once decoding failed.
+fn window_past_the_end(input: &InputVideo, path: &Path) -> Option<FailureRow> {
+    let (start, end) = input.trim?;
+    let duration = crate::decode::probe(path).ok()?.duration_s?;
+    (start >= duration).then(|| {
+        let why = format!(
+            "the window {start}..{end} s starts after the end of the video ({duration:.1} s \
+             long): the download is shorter than the video the row was made from, or the \
+             row's times are wrong"
+        );
+        failure(input, STAGE_CSV, &why)
+    })
 }
 
 /// The shard being written and the committed state before it.

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cvrl_formats::{BuildParams, Part, PixelFormat};
-use cvrl_tools::build::{build, BuildConfig, BuildSummary};
+use cvrl_tools::build::{build, describe_failure, BuildConfig, BuildSummary};
 use cvrl_tools::inputs::{Inputs, FACTORS_FILE};
 use cvrl_tools::synth::{synth, Preset, SynthConfig};
 use std::path::PathBuf;
@@ -308,11 +308,14 @@ fn run_build(args: BuildArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let bar = cvrl_tools::progress::Bar::new(args.quiet);
     let summary = build(&inputs, &cfg, &bar)?;
-    print_summary(&summary, &args.out);
+    print_summary(&summary, &inputs, &args.out);
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 
-fn print_summary(s: &BuildSummary, out: &std::path::Path) {
+/// Most names of skipped files a summary lists.
+const SKIPPED_SHOWN: usize = 10;
+
+fn print_summary(s: &BuildSummary, inputs: &Inputs, out: &std::path::Path) {
     let c = &s.manifest.counts;
     if s.already_complete {
         println!(
@@ -340,13 +343,17 @@ fn print_summary(s: &BuildSummary, out: &std::path::Path) {
             out.join(&s.manifest.failures).display()
         );
         for f in &s.failures {
-            let what = if f.source_path.is_empty() {
-                f.video_id.clone().unwrap_or_default()
-            } else {
-                f.source_path.clone()
-            };
-            println!("  {what}: {} failed: {}", f.stage, f.error);
+            println!("  {}", describe_failure(f));
         }
+    }
+    let n = inputs.skipped.len();
+    if n > 0 {
+        let mut names = inputs.skipped[..n.min(SKIPPED_SHOWN)].join(", ");
+        if n > SKIPPED_SHOWN {
+            names.push_str(&format!(" and {} more", n - SKIPPED_SHOWN));
+        }
+        let what = if n == 1 { "file that is not a video" } else { "files that are not videos" };
+        println!("{n} {what} skipped (in {}): {names}", inputs.root.display());
     }
     println!("index: {}", out.join(&s.manifest.index).display());
 }
