@@ -114,8 +114,8 @@ done
 
 # The tag names the configuration, so that results of another one are never reused.
 # v3: the cpu preset at lr 1 (v2 was lr 4: EXPERIMENTS.md, "History").
-# Runs of another length get their own runs and results too; 60 epochs, the length of the
-# first tables, has no suffix.
+# Runs of another length get their own runs and results too; 60 epochs (1500 steps) has no
+# suffix.
 tag=$size-v3-$aug
 [[ $epochs == 60 ]] || tag+=-e$epochs
 runs=$out/runs-$tag

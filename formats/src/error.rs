@@ -59,6 +59,9 @@ pub enum FormatError {
 
     #[error("{what}: {reason}")]
     Invalid { what: String, reason: String },
+
+    #[error("{sets}: no video of split {split:?} (the set's splits: {available})")]
+    NoSuchSplit { sets: String, split: String, available: String },
 }
 
 impl FormatError {

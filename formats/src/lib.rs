@@ -18,5 +18,5 @@ pub use error::{FormatError, Result};
 pub use index::{FailureRow, VideoRow};
 pub use manifest::{BuildParams, Manifest, Part, SetFiles};
 pub use pixel::{FrameLayout, PixelFormat, Plane};
-pub use set::{merge_parts, write_set, FrameReader, ShardSet};
+pub use set::{merge_parts, write_set, FrameReader, SetPath, ShardSet};
 pub use shard::{ChunkEntry, EncodedRecord, RecordBuilder, ShardWriter, VideoSpec};

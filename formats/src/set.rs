@@ -163,6 +163,64 @@ impl ShardSet {
         Ok(layout)
     }
 
+    /// Opens the sets `paths` name together (as [`ShardSet::open_many`]) and keeps the
+    /// split they name, if any; all must name the same split, or none.
+    pub fn open_paths(paths: &[SetPath]) -> Result<ShardSet> {
+        let split = paths.first().and_then(|p| p.split.clone());
+        if let Some(other) = paths.iter().find(|p| p.split != split) {
+            return Err(FormatError::Invalid {
+                what: other.to_string(),
+                reason: format!(
+                    "sets opened together must name the same split (the first names {})",
+                    split.as_deref().unwrap_or("none")
+                ),
+            });
+        }
+        let dirs: Vec<PathBuf> = paths.iter().map(|p| p.dir.clone()).collect();
+        let mut set = ShardSet::open_many(&dirs)?;
+        if let Some(split) = split {
+            set.retain_split(&split).map_err(|e| match e {
+                FormatError::NoSuchSplit { split, available, .. } => {
+                    let sets = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>();
+                    FormatError::NoSuchSplit { sets: sets.join(", "), split, available }
+                }
+                other => other,
+            })?;
+        }
+        Ok(set)
+    }
+
+    /// The splits of the set's videos (the index's `split` column), sorted, each once;
+    /// empty when no video has one.
+    pub fn splits(&self) -> Vec<String> {
+        let mut splits: Vec<String> = self.videos.iter().filter_map(|v| v.split.clone()).collect();
+        splits.sort();
+        splits.dedup();
+        splits
+    }
+
+    /// Keeps only the videos of `split`, in their order. Fails, changing nothing, when no
+    /// video has it.
+    pub fn retain_split(&mut self, split: &str) -> Result<()> {
+        let keep: Vec<bool> =
+            self.videos.iter().map(|v| v.split.as_deref() == Some(split)).collect();
+        if !keep.contains(&true) {
+            let available = self.splits();
+            return Err(FormatError::NoSuchSplit {
+                sets: "the shard set".into(),
+                split: split.to_owned(),
+                available: if available.is_empty() { "none".into() } else { available.join(", ") },
+            });
+        }
+        let mut k = keep.iter();
+        self.videos.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        self.layouts.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        self.video_shard.retain(|_| *k.next().unwrap_or(&false));
+        Ok(())
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
@@ -601,4 +659,86 @@ impl<'s> FrameReader<'s> {
 /// Index of the chunk holding `frame` (chunks are contiguous and sorted by first frame).
 fn chunk_of(chunks: &[crate::shard::ChunkEntry], frame: u32) -> usize {
     chunks.partition_point(|c| c.first_frame <= frame) - 1
+}
+/// A shard set on the command line: `DIR`, or `DIR:SPLIT` for the videos of one split of it
+/// (the index's `split` column, e.g. `out/:val`). A `DIR` that exists as written is taken
+/// whole, even if its name holds a colon.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct SetPath {
+    pub dir: PathBuf,
+    pub split: Option<String>,
+}
+
+impl std::str::FromStr for SetPath {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.is_empty() {
+            return Err("an empty shard set path".into());
+        }
+        if !Path::new(s).exists() {
+            if let Some((dir, split)) = s.rsplit_once(':') {
+                if !dir.is_empty() && !split.is_empty() && !split.contains('/') {
+                    return Ok(SetPath { dir: dir.into(), split: Some(split.into()) });
+                }
+            }
+        }
+        Ok(SetPath { dir: s.into(), split: None })
+    }
+}
+
+impl std::fmt::Display for SetPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.split {
+            Some(split) => write!(f, "{}:{split}", self.dir.display()),
+            None => write!(f, "{}", self.dir.display()),
+        }
+    }
+}
+
+impl From<SetPath> for String {
+    fn from(p: SetPath) -> String {
+        p.to_string()
+    }
+}
+
+impl TryFrom<String> for SetPath {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<PathBuf> for SetPath {
+    fn from(dir: PathBuf) -> SetPath {
+        SetPath { dir, split: None }
+    }
+}
+
+#[cfg(test)]
+mod set_path_tests {
+    use super::SetPath;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_set_path_names_a_directory_and_perhaps_a_split() {
+        let p: SetPath = "out/k400:val".parse().unwrap();
+        assert_eq!((p.dir, p.split.as_deref()), (PathBuf::from("out/k400"), Some("val")));
+        let whole: SetPath = "out/k400".parse().unwrap();
+        assert_eq!(whole.split, None);
+        // A directory that exists as written is taken whole, colon and all.
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a:b");
+        std::fs::create_dir(&odd).unwrap();
+        let p: SetPath = odd.to_str().unwrap().parse().unwrap();
+        assert_eq!((p.dir, p.split), (odd, None));
+        for text in ["out:val", "x/y", "/abs/set:train"] {
+            assert_eq!(text.parse::<SetPath>().unwrap().to_string(), text);
+        }
+        assert!("".parse::<SetPath>().is_err());
+        // serde goes through the same spelling.
+        let json = serde_json::to_string(&"s:val".parse::<SetPath>().unwrap()).unwrap();
+        assert_eq!(json, "\"s:val\"");
+        assert_eq!(serde_json::from_str::<SetPath>(&json).unwrap().split.as_deref(), Some("val"));
+    }
 }

@@ -46,7 +46,8 @@ fn the_documented_job_array_and_indexed_job_lines_build_the_same_set_as_one_buil
     let expected = contents(whole.path());
     assert!(expected.len() > PARTS as usize, "every part should get videos");
 
-    let schedulers: [(&str, fn(u32) -> Vec<(&'static str, String)>); 2] = [
+    type Vars = fn(u32) -> Vec<(&'static str, String)>;
+    let schedulers: [(&str, Vars); 2] = [
         ("slurm", |i| {
             vec![
                 ("SLURM_ARRAY_TASK_ID", i.to_string()),

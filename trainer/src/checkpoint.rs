@@ -143,14 +143,11 @@ pub fn save(
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    write_tensors(&tmp.join(MODEL_FILE), &vars)?;
-    write_tensors(&tmp.join(OPTIMIZER_FILE), &optimizer.state())?;
-    let state_path = tmp.join(STATE_FILE);
-    let json = serde_json::to_vec_pretty(state)
-        .map_err(|error| CheckpointError::Json { path: state_path.clone(), error })?;
-    fs::write(&state_path, json).map_err(io(&state_path))?;
-    fs::File::open(&state_path).and_then(|f| f.sync_all()).map_err(io(&state_path))?;
-    sync_dir(&tmp)?;
+    if let Err(e) = write_files(&tmp, state, &vars, optimizer) {
+        // A failed write (a full disk) leaves nothing behind and gives back what it took.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if dir.exists() {
         // The same step again (a resumed run that reached it once before): swap, then drop
         // the old one, so that one complete copy exists at every moment.
@@ -166,6 +163,23 @@ pub fn save(
     }
     sync_dir(run_dir)?;
     Ok(dir)
+}
+
+/// The files of a checkpoint, into the directory `tmp`, fsynced.
+fn write_files(
+    tmp: &Path,
+    state: &CheckpointState,
+    vars: &[(String, Tensor)],
+    optimizer: &Optimizer,
+) -> Result<(), CheckpointError> {
+    write_tensors(&tmp.join(MODEL_FILE), vars)?;
+    write_tensors(&tmp.join(OPTIMIZER_FILE), &optimizer.state())?;
+    let state_path = tmp.join(STATE_FILE);
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|error| CheckpointError::Json { path: state_path.clone(), error })?;
+    fs::write(&state_path, json).map_err(io(&state_path))?;
+    fs::File::open(&state_path).and_then(|f| f.sync_all()).map_err(io(&state_path))?;
+    sync_dir(tmp)
 }
 
 /// Writes the backbone's variables (everything but `head.*`, BatchNorm running statistics
@@ -229,6 +243,15 @@ pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
     }
     found.sort();
     Ok(found)
+}
+
+/// The newest complete checkpoint before the one in `dir` (beside it, in its run
+/// directory), if any: where a run can go on from when `dir` cannot be read.
+pub fn previous(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+    let step = dir.file_name().and_then(|n| n.to_str()).and_then(RunDir::checkpoint_step);
+    let (Some(step), Some(run_dir)) = (step, dir.parent()) else { return Ok(None) };
+    let run_dir = if run_dir.as_os_str().is_empty() { Path::new(".") } else { run_dir };
+    Ok(list(run_dir)?.into_iter().filter(|(s, _)| *s < step).map(|(_, d)| d).next_back())
 }
 
 /// The checkpoint directory `path` names: a checkpoint directory itself, a file inside one,
@@ -317,8 +340,9 @@ pub fn load(
     Ok(state)
 }
 
-/// Deletes all but the newest `keep` checkpoints (at least one is always kept) and any
-/// `.tmp` leftovers of interrupted saves.
+/// Deletes all but the newest `keep` checkpoints (at least one is always kept) and the
+/// leftovers of interrupted saves: `ckpt-*.tmp` directories and half-written encoder
+/// exports. Only the one trainer of a run writes these, and not while it prunes.
 pub fn prune(run_dir: &Path, keep: usize) -> Result<(), CheckpointError> {
     let all = list(run_dir)?;
     let drop = all.len().saturating_sub(keep.max(1));
@@ -328,8 +352,11 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<(), CheckpointError> {
     for entry in fs::read_dir(run_dir).map_err(io(run_dir))? {
         let entry = entry.map_err(io(run_dir))?;
         let name = entry.file_name();
-        if RunDir::is_partial_checkpoint(&name.to_string_lossy()) && entry.path().is_dir() {
+        let name = name.to_string_lossy();
+        if RunDir::is_partial_checkpoint(&name) && entry.path().is_dir() {
             fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+        } else if RunDir::is_partial_encoder(&name) && entry.path().is_file() {
+            fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
         }
     }
     Ok(())

@@ -135,13 +135,8 @@ fn format_cudnn_version(v: i64) -> String {
 pub fn keep_freed_host_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        extern "C" {
-            /// glibc's `int mallopt(int param, int value)`: 1 on success.
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        /// glibc's `M_TRIM_THRESHOLD` and `M_MMAP_THRESHOLD`.
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_MMAP_THRESHOLD: i32 = -3;
+        use libc::{mallopt, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD};
+        // glibc's mallopt returns 1 on success.
         // SAFETY: each call sets one global of the allocator; no pointer passes, and both
         // values are in range (the trim threshold is any int; 32 MiB is glibc's largest mmap
         // threshold on 64-bit).

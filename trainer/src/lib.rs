@@ -18,6 +18,7 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod device;
+pub mod dist;
 pub mod eval;
 pub mod loader;
 pub mod loss;

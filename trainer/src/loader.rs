@@ -79,6 +79,9 @@ pub struct Batch {
     pub videos: Vec<u32>,
     pub view_a: Vec<u8>,
     pub view_b: Vec<u8>,
+    /// Videos that could not be read while this batch was made (each named in a warning);
+    /// the next videos of the epoch's order took their places.
+    pub skipped: u32,
 }
 
 /// Time the consumer spent waiting for data, and videos skipped for damage.
@@ -233,6 +236,7 @@ fn worker(
             videos: Vec::with_capacity(cfg.batch_size),
             view_a: vec![0; clip_len * cfg.batch_size],
             view_b: vec![0; clip_len * cfg.batch_size],
+            skipped: 0,
         };
         for slot in 0..cfg.batch_size {
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix(
@@ -259,6 +263,7 @@ fn worker(
                     Ok(()) => break v,
                     Err(e) => {
                         stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        batch.skipped += 1;
                         eprintln!("warning: skipping a video the loader cannot read: {e}");
                         k += 1;
                         if k > base + slot + set.len() {

@@ -86,6 +86,15 @@ impl RunDir {
         digits.parse().ok()
     }
 
+    /// Whether `name` is an encoder export that a killed process left half written
+    /// (`encoder.safetensors.<pid>.tmp`).
+    pub fn is_partial_encoder(name: &str) -> bool {
+        name.strip_prefix(Self::ENCODER)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(Self::PARTIAL_SUFFIX))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    }
+
     /// Whether `name` is a partial checkpoint's directory (`ckpt-*.tmp`).
     pub fn is_partial_checkpoint(name: &str) -> bool {
         name.starts_with(Self::CHECKPOINT_PREFIX) && name.ends_with(Self::PARTIAL_SUFFIX)
@@ -112,6 +121,10 @@ mod tests {
             assert_eq!(RunDir::checkpoint_step(not), None, "{not}");
         }
         assert!(RunDir::is_partial_checkpoint("ckpt-00000007.tmp"));
+        assert!(RunDir::is_partial_encoder("encoder.safetensors.2603.tmp"));
+        for not in ["encoder.safetensors", "encoder.safetensors.tmp", "encoder.safetensors.x.tmp"] {
+            assert!(!RunDir::is_partial_encoder(not), "{not}");
+        }
         assert!(!RunDir::is_partial_checkpoint("ckpt-00000007"));
         let mut names: Vec<String> = [100, 9, 20_000]
             .map(|s| run.checkpoint(s).file_name().unwrap().to_string_lossy().into_owned())

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cvrl_formats::shard::atomic_write;
+use cvrl_formats::SetPath;
 use cvrl_trainer::device::{pick_device, DeviceChoice};
 use cvrl_trainer::eval::features::Target;
 use cvrl_trainer::eval::finetune::{finetune, FinetuneConfig};
@@ -98,12 +99,13 @@ struct Common {
     /// The cvrl-train run directory (run.json + encoder.safetensors).
     #[arg(long, value_name = "RUN_DIR")]
     run: PathBuf,
-    /// Labelled shard set to fit the probe on; repeat for several.
-    #[arg(long, required = true, value_name = "DIR")]
-    train: Vec<PathBuf>,
-    /// Labelled shard set to score; repeat for several.
-    #[arg(long, required = true, value_name = "DIR")]
-    val: Vec<PathBuf>,
+    /// Labelled shard set to fit the probe on, DIR or DIR:SPLIT (the videos of one split of
+    /// it, e.g. out/:train); repeat for several.
+    #[arg(long, required = true, value_name = "SET")]
+    train: Vec<SetPath>,
+    /// Labelled shard set to score, DIR or DIR:SPLIT (e.g. out/:val); repeat for several.
+    #[arg(long, required = true, value_name = "SET")]
+    val: Vec<SetPath>,
     /// Evaluate the run's architecture with random weights (seeded by --seed) instead.
     #[arg(long)]
     random_init: bool,

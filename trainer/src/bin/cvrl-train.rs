@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use cvrl_formats::SetPath;
 use cvrl_trainer::augment::{AugmentTransform, Augmentation};
 use cvrl_trainer::device::DeviceChoice;
 use cvrl_trainer::eval::knn::KnnMonitor;
@@ -18,7 +19,7 @@ use cvrl_trainer::model::Stem;
 use cvrl_trainer::optim::OptimizerKind;
 use cvrl_trainer::sampler::IntervalDistribution;
 use cvrl_trainer::train::{
-    train_with, Arch, Monitor, Plan, Preset, Reporter, RunLength, StepLog, TrainConfig,
+    train_with, Arch, Monitor, Plan, Preset, Reporter, RunLength, SplitChoice, StepLog, TrainConfig,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -45,6 +46,11 @@ struct Cli {
     /// A shard set directory; repeat the flag to train on several sets as one.
     #[arg(long, required = true, value_name = "DIR")]
     shards: Vec<PathBuf>,
+    /// Which videos to train on: auto (the train split of a set that has splits, such as
+    /// one built from videos/train/... and videos/val/...; every video of a set without),
+    /// all, or a split's name.
+    #[arg(long, value_name = "SPLIT")]
+    split: Option<SplitChoice>,
     /// The run directory (created if needed).
     #[arg(long, value_name = "RUN_DIR")]
     out: PathBuf,
@@ -120,10 +126,10 @@ struct Cli {
     eval_every: Option<u64>,
     /// Labelled shard set the kNN check fits on (repeatable).
     #[arg(long, value_name = "DIR")]
-    eval_train: Vec<PathBuf>,
+    eval_train: Vec<SetPath>,
     /// Labelled shard set the kNN check scores (repeatable).
     #[arg(long, value_name = "DIR")]
-    eval_val: Vec<PathBuf>,
+    eval_val: Vec<SetPath>,
 
     /// Videos per optimiser step; each gives two clips, all of them negatives for each other. The learning rate is scaled by this (the effective batch).
     #[arg(long)]
@@ -217,6 +223,7 @@ impl Cli {
     /// The preset with every flag given laid over it.
     fn config(&self) -> TrainConfig {
         let mut cfg = TrainConfig::preset(self.preset, self.shards.clone(), self.out.clone());
+        lay(&mut cfg.split, &self.split);
         lay(&mut cfg.model, &self.model);
         lay(&mut cfg.base_width, &self.base_width);
         lay(&mut cfg.width_multiplier, &self.width_multiplier);
@@ -371,6 +378,12 @@ impl Reporter for Bar {
 }
 
 fn main() -> ExitCode {
+    // A file-size limit (`ulimit -f`) then makes a write fail with an error naming the file,
+    // which keeps the last good checkpoint, instead of killing the process mid-write.
+    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     // A CPU step frees and re-allocates every activation: keep that memory instead of
     // page-faulting it in again (6-13 % of a `SIZE=cpu` step, BENCHMARKS.md).
     cvrl_trainer::device::keep_freed_host_memory();
@@ -422,5 +435,13 @@ fn run() -> Result<()> {
         summary.last_checkpoint.as_ref().map_or("-".to_owned(), |p| p.display().to_string()),
         summary.encoder.display(),
     ));
+    if summary.skipped_videos > 0 {
+        bar.say(&format!(
+            "{} videos could not be read and were replaced by the next ones (each named in a \
+             warning above; log.jsonl skipped_videos): rebuild or verify the shard set \
+             (cvrl-inspect --verify)",
+            summary.skipped_videos
+        ));
+    }
     Ok(())
 }

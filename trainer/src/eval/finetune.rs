@@ -20,7 +20,7 @@ use super::{confusion, read_run_config, top_k_accuracy, Encoder, EvalError};
 use crate::checkpoint;
 use crate::device::DeviceChoice;
 use crate::run_dir::RunDir;
-use crate::train::{train, Reporter, RunLength, TrainConfig};
+use crate::train::{train, Reporter, RunLength, SplitChoice, TrainConfig};
 
 /// How long and how fast the whole network is trained.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -49,7 +49,11 @@ pub fn finetune_config(
         return Err(EvalError::Config("fine-tuning trains on the class labels only".into()));
     }
     Ok(TrainConfig {
-        shards: data.train.clone(),
+        shards: data.train.iter().map(|p| p.dir.clone()).collect(),
+        split: match data.train.first().and_then(|p| p.split.clone()) {
+            Some(split) => SplitChoice::Named(split),
+            None => SplitChoice::All,
+        },
         out: cfg.out.clone(),
         supervised: true,
         init_encoder: (!random_init).then(|| RunDir::new(run_dir).encoder()),
@@ -82,8 +86,8 @@ pub fn finetune(
         .map_err(|e| EvalError::Config(e.to_string()))?;
     let encoder = Encoder::load(&cfg.out, None, device)?;
     let (weight, bias) = classifier(&cfg.out, summary.last_checkpoint.as_deref())?;
-    let train_set = ShardSet::open_many(&data.train)?;
-    let val_set = ShardSet::open_many(&data.val)?;
+    let train_set = ShardSet::open_paths(&data.train)?;
+    let val_set = ShardSet::open_paths(&data.val)?;
     let names = train_set.classes().to_vec();
     let [_, views] = data.views(&encoder.config);
     let n = val_set.len();

@@ -7,9 +7,7 @@
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use std::path::PathBuf;
-
-use cvrl_formats::ShardSet;
+use cvrl_formats::{SetPath, ShardSet};
 
 use super::features::{extract, labels, Features, Target};
 use super::linear::{normalize, Scores};
@@ -97,13 +95,13 @@ pub struct KnnMonitor {
 impl KnnMonitor {
     /// Opens the labelled `train` and `val` sets; clips of shape `clip` at `size` pixels.
     pub fn new(
-        train: &[PathBuf],
-        val: &[PathBuf],
+        train: &[SetPath],
+        val: &[SetPath],
         clip: ClipSpec,
         size: u32,
     ) -> Result<Self, EvalError> {
-        let train = ShardSet::open_many(train)?;
-        let val = ShardSet::open_many(val)?;
+        let train = ShardSet::open_paths(train)?;
+        let val = ShardSet::open_paths(val)?;
         let (train_labels, names) = labels(&train, &Target::Class, None)?;
         let (val_labels, _) = labels(&val, &Target::Class, Some(&names))?;
         Ok(KnnMonitor {

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use cvrl_formats::SetPath;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -93,6 +94,9 @@ fn reference_crop_area_min() -> f64 {
 pub struct TrainConfig {
     /// Shard set directories, opened together as one set.
     pub shards: Vec<PathBuf>,
+    /// Which of their videos to train on.
+    #[serde(default, with = "as_string")]
+    pub split: SplitChoice,
     /// The run directory: log, checkpoints, exported encoder.
     pub out: PathBuf,
     #[serde(with = "as_string")]
@@ -163,10 +167,10 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Labelled shard sets the kNN check fits on.
     #[serde(default)]
-    pub eval_train: Vec<PathBuf>,
+    pub eval_train: Vec<SetPath>,
     /// Labelled shard sets the kNN check scores.
     #[serde(default)]
-    pub eval_val: Vec<PathBuf>,
+    pub eval_val: Vec<SetPath>,
     pub seed: u64,
     /// Loader threads.
     pub workers: usize,
@@ -182,6 +186,42 @@ pub struct TrainConfig {
     pub fp32: bool,
     /// libtorch's intra-op CPU threads (None: libtorch's default, one per core). Process-wide.
     pub threads: Option<i32>,
+}
+
+/// Which videos of the shard sets a run trains on (`--split`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SplitChoice {
+    /// The `train` split when the sets have splits (a set built from `videos/train/...` and
+    /// `videos/val/...`), so that evaluation videos never leak into pretraining; every
+    /// video of a set without splits.
+    #[default]
+    Auto,
+    /// Every video, whatever its split.
+    All,
+    /// The videos of one split.
+    Named(String),
+}
+
+impl FromStr for SplitChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" => Err("an empty split name (auto, all or a split of the set)".into()),
+            "auto" => Ok(SplitChoice::Auto),
+            "all" => Ok(SplitChoice::All),
+            name => Ok(SplitChoice::Named(name.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for SplitChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SplitChoice::Auto => f.write_str("auto"),
+            SplitChoice::All => f.write_str("all"),
+            SplitChoice::Named(name) => f.write_str(name),
+        }
+    }
 }
 
 /// A named starting point for a run (`cvrl-train --preset NAME`); flags override its fields.
@@ -219,6 +259,7 @@ impl TrainConfig {
     pub fn preset(preset: Preset, shards: Vec<PathBuf>, out: PathBuf) -> Self {
         let demo = TrainConfig {
             shards,
+            split: SplitChoice::Auto,
             out,
             model: Arch(Depth::R18),
             base_width: reference_base_width(),

@@ -33,6 +33,11 @@ pub enum TrainError {
     LoaderStopped { step: u64 },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("cannot resume from {}: {error}. {}", dir.display(), match previous {
+        Some(p) => format!("The checkpoint before it is {}: pass --resume {} to continue from there.", p.display(), p.display()),
+        None => "No earlier checkpoint is left: start the run again.".to_owned(),
+    })]
+    Resume { dir: PathBuf, error: Box<CheckpointError>, previous: Option<PathBuf> },
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
     #[error(transparent)]

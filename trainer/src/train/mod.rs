@@ -57,7 +57,7 @@ mod config;
 mod error;
 mod step;
 
-pub use config::{Arch, Plan, Preset, RunLength, TrainConfig};
+pub use config::{Arch, Plan, Preset, RunLength, SplitChoice, TrainConfig};
 pub use error::{is_out_of_memory, TrainError};
 pub use step::{MicroBatch, Stepper};
 
@@ -101,6 +101,14 @@ pub struct StepLog {
     /// kNN top-1 (%) on the eval sets, on the steps `--eval-every` checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knn_top1: Option<f64>,
+    /// Videos of this step's batches that could not be read (a damaged shard) and were
+    /// replaced by the next ones; each is named in a warning on stderr.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_videos: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Receives progress; the library never draws (the binary's progress bar implements this).
@@ -129,6 +137,8 @@ pub struct Summary {
     pub step_times: Vec<f64>,
     pub last_checkpoint: Option<PathBuf>,
     pub encoder: PathBuf,
+    /// Videos this invocation could not read and replaced (see [`StepLog::skipped_videos`]).
+    pub skipped_videos: u64,
 }
 
 /// A check of the backbone while it trains (`--eval-every`), such as `cvrl-eval`'s kNN
@@ -228,8 +238,7 @@ pub fn train_with(
     }
     // Fail on a bad --device before the (slower) shard set is opened.
     pick_device(cfg.device)?;
-    let set = ShardSet::open_many(&cfg.shards)
-        .map_err(|error| TrainError::Shards { dirs: cfg.shards.clone(), error })?;
+    let set = open_training_set(cfg, reporter)?;
     let labels = if cfg.supervised { Some(video_labels(cfg, &set)?) } else { None };
     let plan = Plan::new(cfg, set.len())?;
     let mut stepper = Stepper::new(cfg, cfg.supervised.then(|| set.classes().len()))?;
@@ -252,6 +261,7 @@ pub fn train_with(
         step_times: Vec::new(),
         last_checkpoint,
         encoder: run.encoder(),
+        skipped_videos: 0,
     };
     if start_step >= plan.total_steps {
         reporter.note(&format!("the run is already complete ({} steps)", plan.total_steps));
@@ -292,6 +302,47 @@ pub fn train_with(
     result
 }
 
+/// The videos of `cfg.shards` the run trains on (`cfg.split`); says which on `reporter`
+/// when the sets have splits.
+pub fn open_training_set(
+    cfg: &TrainConfig,
+    reporter: &mut dyn Reporter,
+) -> Result<ShardSet, TrainError> {
+    let shards_err = |error| TrainError::Shards { dirs: cfg.shards.clone(), error };
+    let mut set = ShardSet::open_many(&cfg.shards).map_err(shards_err)?;
+    let splits = set.splits();
+    let all = set.len();
+    let keep = match &cfg.split {
+        SplitChoice::All => None,
+        SplitChoice::Auto if splits.is_empty() => None,
+        SplitChoice::Auto if splits.iter().any(|s| s == "train") => Some("train"),
+        SplitChoice::Auto => {
+            return Err(TrainError::Config(format!(
+                "the shard set has the splits {} and no train split: pass --split NAME or \
+                 --split all",
+                splits.join(", ")
+            )))
+        }
+        SplitChoice::Named(name) => Some(name.as_str()),
+    };
+    match keep {
+        Some(split) => {
+            set.retain_split(split).map_err(shards_err)?;
+            reporter.note(&format!(
+                "training on the {split} split: {} of the set's {all} videos (splits: {}; \
+                 --split all takes every video)",
+                set.len(),
+                splits.join(", ")
+            ));
+        }
+        None if !splits.is_empty() => {
+            reporter.note(&format!("training on every split ({}): {all} videos", splits.join(", ")))
+        }
+        None => {}
+    }
+    Ok(set)
+}
+
 /// Loads the checkpoint `resume` names into `stepper`, or checks that `run` holds no run
 /// yet and loads `--init-encoder`; returns the first step to run and the checkpoint.
 fn restore(
@@ -302,17 +353,35 @@ fn restore(
     config_json: &serde_json::Value,
     reporter: &mut dyn Reporter,
 ) -> Result<(u64, Option<PathBuf>), TrainError> {
-    let Some(path) = resume else {
-        check_fresh(run)?;
+    let fresh = |stepper: &mut Stepper, reporter: &mut dyn Reporter| {
         if let Some(init) = &cfg.init_encoder {
             checkpoint::load_backbone(&stepper.vs, init)?;
             reporter.note(&format!("backbone initialised from {}", init.display()));
         }
-        return Ok((0, None));
+        Ok((0, None))
     };
-    let dir = checkpoint::resolve(path)?;
+    let Some(path) = resume else {
+        check_fresh(run)?;
+        return fresh(stepper, reporter);
+    };
+    let dir = match checkpoint::resolve(path) {
+        Ok(dir) => dir,
+        // A run stopped before its first checkpoint starts again from nothing.
+        Err(CheckpointError::NoCheckpoint { dir }) => {
+            reporter.note(&format!("no checkpoint in {} yet: starting at step 0", dir.display()));
+            return fresh(stepper, reporter);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let state =
-        checkpoint::load(&dir, &stepper.vs, &mut stepper.optimizer, &cfg.model_description())?;
+        match checkpoint::load(&dir, &stepper.vs, &mut stepper.optimizer, &cfg.model_description())
+        {
+            Ok(state) => state,
+            Err(error) => {
+                let previous = checkpoint::previous(&dir)?;
+                return Err(TrainError::Resume { dir, error: Box::new(error), previous });
+            }
+        };
     let differences = config_differences(&state.config, config_json);
     if !differences.is_empty() {
         reporter.note(&format!(
@@ -349,7 +418,7 @@ impl Training<'_, '_> {
         for step in self.summary.start_step..plan.total_steps {
             let t0 = Instant::now();
             let lr = self.schedule.lr_at(step);
-            let (loss, wait) = self.step(step, lr)?;
+            let (loss, wait, skipped_videos) = self.step(step, lr)?;
             if !loss.is_finite() {
                 let last_checkpoint = self.summary.last_checkpoint.clone();
                 return Err(TrainError::NonFiniteLoss { step, loss, last_checkpoint });
@@ -365,6 +434,7 @@ impl Training<'_, '_> {
                 step_time_s: step_time,
                 elapsed_s: started.elapsed().as_secs_f64(),
                 knn_top1: self.check(step)?,
+                skipped_videos,
             };
             self.record(&entry, reporter)?;
             let done = step + 1;
@@ -378,11 +448,12 @@ impl Training<'_, '_> {
         Ok(self.summary.clone())
     }
 
-    /// One optimiser step over the step's micro-batches: the mean loss, and the seconds
-    /// spent waiting for the loader.
-    fn step(&mut self, step: u64, lr: f64) -> Result<(f64, f64), TrainError> {
+    /// One optimiser step over the step's micro-batches: the mean loss, the seconds spent
+    /// waiting for the loader and the videos it skipped.
+    fn step(&mut self, step: u64, lr: f64) -> Result<(f64, f64, u64), TrainError> {
         let plan = self.summary.plan;
         let mut wait = 0.0;
+        let mut skipped = 0;
         let mut batch_labels = Vec::with_capacity(plan.micro_batch);
         let mut losses: Vec<Tensor> = Vec::with_capacity(plan.accumulate);
         self.stepper.zero_grad();
@@ -390,6 +461,7 @@ impl Training<'_, '_> {
             let t_wait = Instant::now();
             let batch = self.loader.next_batch().ok_or(TrainError::LoaderStopped { step })?;
             wait += t_wait.elapsed().as_secs_f64();
+            skipped += u64::from(batch.skipped);
             if let Some(labels) = &self.labels {
                 batch_labels.clear();
                 batch_labels.extend(batch.videos.iter().map(|&v| labels[v as usize]));
@@ -401,7 +473,7 @@ impl Training<'_, '_> {
             };
             losses.push(self.stepper.backward(step, &micro)?);
         }
-        Ok((self.stepper.update(step, lr, &losses)?, wait))
+        Ok((self.stepper.update(step, lr, &losses)?, wait, skipped))
     }
 
     /// The `--eval-every` check, on the steps it is due.
@@ -440,6 +512,7 @@ impl Training<'_, '_> {
         reporter.step(entry);
         self.summary.losses.push(entry.loss);
         self.summary.step_times.push(entry.step_time_s);
+        self.summary.skipped_videos += entry.skipped_videos;
         Ok(())
     }
 

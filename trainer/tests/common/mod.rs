@@ -49,6 +49,15 @@ pub const CLASSES: u32 = 4;
 /// `VIDEOS` videos of `FRAMES` frames, `W`x`H` yuv420p at 25 fps, in one shard; with
 /// `labelled`, video `v` belongs to class `c{v % CLASSES}`.
 pub fn write_set(dir: &Path, labelled: bool) {
+    write_set_with_splits(dir, labelled, |_| None);
+}
+
+/// [`write_set`] with video `v` in split `split_of(v)` (the index's `split` column).
+pub fn write_set_with_splits(
+    dir: &Path,
+    labelled: bool,
+    split_of: fn(u32) -> Option<&'static str>,
+) {
     let layout = FrameLayout::new(W, H, PixelFormat::Yuv420p).unwrap();
     let mut enc = ChunkEncoder::new(1, PredictorMode::default()).unwrap();
     let shard = "shard-00000.cvrs";
@@ -64,6 +73,7 @@ pub fn write_set(dir: &Path, labelled: bool) {
         let rec = b.finish().unwrap();
         let loc = w.append(&rec).unwrap();
         let mut row = VideoRow::for_record(&rec, shard, loc, id);
+        row.split = split_of(v).map(str::to_owned);
         if labelled {
             row.label = Some(format!("c{}", v % CLASSES));
             row.label_index = Some((v % CLASSES) as i32);
