@@ -284,7 +284,7 @@ fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
         })
     })
     .map_err(|e| match err {
-        Some(source) => FormatError::Parquet { path: path.to_path_buf(), source },
+        Some(error) => FormatError::Parquet { path: path.to_path_buf(), error },
         None => e,
     })
 }
@@ -292,20 +292,20 @@ fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
 /// Writes `index.parquet` atomically.
 pub fn write_index(path: &Path, rows: &[VideoRow]) -> Result<()> {
     let batch =
-        index_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
+        index_batch(rows).map_err(|error| FormatError::Arrow { path: path.into(), error })?;
     write_batch(path, batch)
 }
 
 /// Writes `failures.parquet` atomically.
 pub fn write_failures(path: &Path, rows: &[FailureRow]) -> Result<()> {
     let batch =
-        failures_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
+        failures_batch(rows).map_err(|error| FormatError::Arrow { path: path.into(), error })?;
     write_batch(path, batch)
 }
 
 fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|source| FormatError::Io { path: path.into(), source })?;
-    let pq = |source| FormatError::Parquet { path: path.into(), source };
+    let file = File::open(path).map_err(|error| FormatError::Io { path: path.into(), error })?;
+    let pq = |error| FormatError::Parquet { path: path.into(), error };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
     let schema = builder.schema().clone();
     for field in expected.fields() {
@@ -323,7 +323,7 @@ fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
     builder
         .build()
         .map_err(pq)?
-        .map(|batch| batch.map_err(|source| FormatError::Arrow { path: path.into(), source }))
+        .map(|batch| batch.map_err(|error| FormatError::Arrow { path: path.into(), error }))
         .collect()
 }
 

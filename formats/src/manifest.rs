@@ -176,6 +176,24 @@ impl Manifest {
     }
 }
 
+impl BuildParams {
+    /// `(parameter, value in self, value in other)`, as JSON text, for each parameter that
+    /// differs: what a refusal to mix two builds names.
+    pub fn differences(&self, other: &BuildParams) -> Vec<(String, String, String)> {
+        let (a, b) = (serde_json::to_value(self), serde_json::to_value(other));
+        let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) else {
+            return Vec::new();
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+            .map(|(k, v)| {
+                let other = b.get(k.as_str()).map(ToString::to_string).unwrap_or_default();
+                (k.clone(), v.to_string(), other)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +251,24 @@ mod tests {
         for bad in ["4/4", "1", "a/b", "0/0", "-1/3"] {
             assert!(Part::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn differences_name_each_parameter_that_differs() {
+        let a = BuildParams {
+            short_side: Some(64),
+            fps: None,
+            pixel_format: PixelFormat::Yuv420p,
+            chunk_frames: 8,
+            zstd_level: 1,
+            predictor: crate::codec::PredictorMode::Adaptive,
+            shard_bytes: 1 << 30,
+        };
+        assert!(a.differences(&a.clone()).is_empty());
+        let b = BuildParams { short_side: Some(48), fps: Some(25.0), ..a.clone() };
+        let mut d = a.differences(&b);
+        d.sort();
+        let row = |k: &str, x: &str, y: &str| (k.to_string(), x.to_string(), y.to_string());
+        assert_eq!(d, [row("fps", "null", "25.0"), row("short_side", "64", "48")]);
     }
 }

@@ -231,12 +231,12 @@ impl<'s> FrameReader<'s> {
         }
         let layout = set.layouts[video];
         self.chunk.resize(layout.frame_bytes() * n, 0);
-        self.decoder.decode_first(&layout, n, data, &mut self.chunk, upto).map_err(|source| {
+        self.decoder.decode_first(&layout, n, data, &mut self.chunk, upto).map_err(|error| {
             FormatError::ChunkDecode {
                 path: path.into(),
                 video: row.video_id.clone(),
                 chunk: c,
-                source,
+                error,
             }
         })?;
         self.cached = Some((video, c));

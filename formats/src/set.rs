@@ -17,12 +17,12 @@
 
 use crate::error::{FormatError, IoContext, Result};
 use crate::index::{read_failures, read_index, write_failures, write_index, FailureRow, VideoRow};
-use crate::manifest::{Counts, Manifest, SetFiles};
+use crate::manifest::{Counts, Manifest, Part, SetFiles};
 use crate::pixel::FrameLayout;
 use crate::reader::{MappedShard, MappedVideos};
 use crate::shard::{check_chunk_table, header_len, parse_file_header, parse_record};
 use memmap2::Mmap;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -408,23 +408,52 @@ fn load_parts(dir: &Path) -> Result<Vec<PartData>> {
 fn join_parts(dir: &Path, parts: Vec<PartData>) -> Result<PartData> {
     let incompatible =
         |reason: String| FormatError::IncompatibleSets { dir: dir.to_path_buf(), reason };
+    let name = |m: &Manifest| SetFiles::new(m.part).manifest();
+    let counts: BTreeSet<u32> = parts.iter().map(|p| p.0.part.map_or(1, |p| p.count)).collect();
+    if counts.len() > 1 {
+        let names: Vec<String> = parts.iter().map(|p| name(&p.0)).collect();
+        return Err(incompatible(format!(
+            "part files of builds in {counts:?} parts lie here together ({}); a set is the \
+             parts of one build: delete the other build's part files",
+            names.join(", ")
+        )));
+    }
     let count = parts[0].0.part.map(|p| p.count).unwrap_or(1);
     let mut present: Vec<u32> = parts.iter().filter_map(|p| p.0.part.map(|p| p.index)).collect();
     present.sort();
     let expected: Vec<u32> = (0..count).collect();
     if present != expected {
         let missing: Vec<u32> = expected.iter().copied().filter(|i| !present.contains(i)).collect();
+        let files: Vec<String> = missing
+            .iter()
+            .map(|&index| SetFiles::new(Some(Part { index, count })).manifest())
+            .collect();
         return Err(incompatible(format!(
-            "a build in {count} parts, but parts {missing:?} are missing; build them with --part I/{count}"
+            "a build in {count} parts, but parts {missing:?} are missing (no {}); build them \
+             with --part I/{count} and the other parts' parameters, then merge",
+            files.join(", ")
         )));
+    }
+    let first = &parts[0].0;
+    for (m, _, _) in &parts {
+        check_part_shards(dir, m).map_err(incompatible)?;
+        let diff = first.params.differences(&m.params);
+        if !diff.is_empty() {
+            let (a, b) = (name(first), name(m));
+            let what: Vec<String> =
+                diff.iter().map(|(k, x, y)| format!("{k} {x} in {a}, {y} in {b}")).collect();
+            return Err(incompatible(format!(
+                "{a} and {b} were built with different parameters ({}); rebuild one of them \
+                 with the other's (cvrl-shard build ... --part I/{count} --force)",
+                what.join("; ")
+            )));
+        }
+        check_compatible(first, m)
+            .map_err(|reason| incompatible(format!("{} and {}: {reason}", name(first), name(m))))?;
     }
     let mut iter = parts.into_iter();
     let (mut manifest, mut videos, mut failures) = iter.next().expect("at least one part");
     for (m, v, f) in iter {
-        if m.params != manifest.params || m.part.map(|p| p.count) != Some(count) {
-            return Err(incompatible(format!("{} was built with other parameters", m.index)));
-        }
-        check_compatible(&manifest, &m).map_err(incompatible)?;
         manifest.counts = sum_counts(&manifest.counts, &m.counts);
         manifest.shards.extend(m.shards);
         videos.extend(v);
@@ -436,6 +465,21 @@ fn join_parts(dir: &Path, parts: Vec<PartData>) -> Result<PartData> {
     manifest.index = whole.index();
     manifest.failures = whole.failures();
     Ok((manifest, videos, failures))
+}
+
+/// Every shard a part's manifest lists is there, at the size it lists: a merge must not
+/// write an index that points into a file that is gone or was replaced.
+fn check_part_shards(dir: &Path, m: &Manifest) -> std::result::Result<(), String> {
+    let manifest = SetFiles::new(m.part).manifest();
+    for s in &m.shards {
+        let why = match std::fs::metadata(dir.join(&s.file)) {
+            Ok(meta) if meta.len() == s.bytes => continue,
+            Ok(meta) => format!("is {} bytes, but {manifest} says {}", meta.len(), s.bytes),
+            Err(e) => format!("cannot be read ({e}), but {manifest} lists it"),
+        };
+        return Err(format!("{} {why}; rebuild that part with --force", s.file));
+    }
+    Ok(())
 }
 
 /// Joins the part files of a partitioned build in `dir` into `index.parquet`,

@@ -222,7 +222,7 @@ pub fn shard_report(path: &Path, verify: bool) -> Result<ShardReport> {
 fn chunk_error(e: &FormatError) -> String {
     match e {
         FormatError::ChunkChecksum { chunk, .. } => format!("chunk {chunk}: checksum mismatch"),
-        FormatError::ChunkDecode { chunk, source, .. } => format!("chunk {chunk}: {source}"),
+        FormatError::ChunkDecode { chunk, error, .. } => format!("chunk {chunk}: {error}"),
         other => other.to_string(),
     }
 }
