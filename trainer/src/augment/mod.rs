@@ -67,6 +67,7 @@
 
 mod blur;
 mod colour;
+pub mod device;
 mod params;
 mod resize;
 mod transform;

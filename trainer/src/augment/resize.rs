@@ -13,13 +13,13 @@ use super::ClipParams;
 /// horizontal resampling reads the second sample at `i0 + step` (see `RowPair::fill`).
 #[derive(Default)]
 pub(super) struct Axis {
-    i0: Vec<usize>,
-    i1: Vec<usize>,
-    f: Vec<f32>,
+    pub(super) i0: Vec<usize>,
+    pub(super) i1: Vec<usize>,
+    pub(super) f: Vec<f32>,
     /// Element offset of the leftmost sample any tap reads.
-    lo: usize,
+    pub(super) lo: usize,
     /// Elements from `lo` to the rightmost sample any tap reads, inclusive.
-    span: usize,
+    pub(super) span: usize,
     /// Elements between consecutive samples.
     step: usize,
 }
@@ -80,10 +80,10 @@ pub(super) fn chroma_pos(p: f64) -> f64 {
 /// The sample tables of one parameter set: luma (or RGB) axes and chroma axes.
 #[derive(Default)]
 pub(super) struct Tables {
-    x: Axis,
-    y: Axis,
-    cx: Axis,
-    cy: Axis,
+    pub(super) x: Axis,
+    pub(super) y: Axis,
+    pub(super) cx: Axis,
+    pub(super) cy: Axis,
 }
 
 impl Tables {
