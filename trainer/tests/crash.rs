@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::cli::{self, losses, text};
 use common::write_set;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt as _, SeedableRng};
@@ -13,68 +14,14 @@ use std::time::{Duration, Instant};
 
 const STEPS: &str = "12";
 
-/// A tiny model at width 8 (checkpoints of about 2 MB), one thread: `cvrl-train` with
-/// `extra` flags.
 fn cvrl_train(shards: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvrl-train"));
-    cmd.arg("--shards").arg(shards).arg("--out").arg(out);
-    cmd.args([
-        "--base-width",
-        "8",
-        "--frames",
-        "4",
-        "--stride",
-        "1",
-        "--crop",
-        "16",
-        "--batch-size",
-        "8",
-        "--head-layers",
-        "2",
-        "--head-hidden-dim",
-        "64",
-        "--embedding-dim",
-        "32",
-        "--warmup-epochs",
-        "1",
-        "--workers",
-        "1",
-        "--seed",
-        "1",
-        "--threads",
-        "1",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--steps",
-        STEPS,
-    ]);
+    let mut cmd = cli::cvrl_train(shards, out, &["--steps", STEPS]);
     cmd.args(extra);
     cmd
 }
 
 fn output(mut cmd: Command) -> Output {
     cmd.output().expect("run cvrl-train")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The losses of `run/log.jsonl`, by step.
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
-    log.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
-        .collect()
 }
 
 /// A shard set and an uninterrupted run of `STEPS` steps over it.

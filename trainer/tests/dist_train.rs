@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::cli::{self, text};
 use common::write_set;
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -14,42 +15,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tch::Tensor;
 
-/// A tiny model at width 8, one thread per process, sync BN (the default).
+/// The tiny model with a collective timeout short enough for a test.
 fn cvrl_train(shards: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvrl-train"));
-    cmd.arg("--shards").arg(shards).arg("--out").arg(out);
-    cmd.args([
-        "--base-width",
-        "8",
-        "--frames",
-        "4",
-        "--stride",
-        "1",
-        "--crop",
-        "16",
-        "--batch-size",
-        "8",
-        "--head-layers",
-        "2",
-        "--head-hidden-dim",
-        "64",
-        "--embedding-dim",
-        "32",
-        "--warmup-epochs",
-        "1",
-        "--workers",
-        "1",
-        "--seed",
-        "1",
-        "--threads",
-        "1",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--dist-timeout",
-        "60",
-    ]);
-    cmd.args(extra).env("OMP_NUM_THREADS", "1");
+    let mut cmd = cli::cvrl_train(shards, out, &["--dist-timeout", "60"]);
+    cmd.args(extra);
     cmd
 }
 
@@ -91,26 +60,15 @@ fn wait_all(children: Vec<Child>) -> Vec<Output> {
     children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn ok(outputs: &[Output]) {
     for (rank, o) in outputs.iter().enumerate() {
         assert!(o.status.success(), "rank {rank}: {}", text(o));
     }
 }
 
+/// The losses of `run/log.jsonl`, in step order.
 fn losses(run: &Path) -> Vec<f64> {
-    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
-    log.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
-        .collect()
+    cli::losses(run).into_iter().map(|(_, loss)| loss).collect()
 }
 
 fn weights(checkpoint: &Path) -> HashMap<String, Tensor> {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod cli;
+
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
 use cvrl_formats::manifest::ShardInfo;
 use cvrl_formats::{
