@@ -78,3 +78,7 @@ exp2 *seeds: setup
 exp3 *seeds: setup
     cargo build --release -p cvrl-trainer
     bash scripts/experiment.sh exp3 {{seeds}}
+
+# Fuzz the readers of cvrl-formats (FUZZING.md): each target of fuzz/ for SECONDS, one after another, seeded from real shards; prints executions, exec/s and coverage per target. Needs the nightly toolchain; installs cargo-fuzz on first use. Not part of `just test`.
+fuzz seconds="60" *targets: setup
+    bash scripts/fuzz.sh {{seconds}} {{targets}}

@@ -19,6 +19,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -303,7 +304,25 @@ pub fn write_failures(path: &Path, rows: &[FailureRow]) -> Result<()> {
     write_batch(path, batch)
 }
 
+/// Reads every batch of the Parquet file at `path` after checking its columns against
+/// `expected`. The parquet and arrow crates panic on some malformed files instead of
+/// returning an error (a negative column chunk offset, a thrift struct missing a required
+/// field, an embedded Arrow schema naming a 6688-bit integer: FUZZING.md); such a panic is
+/// caught here and becomes [`FormatError::BadIndex`], so no file can panic a reader. The
+/// panic hook still prints the dependency's message to stderr.
 fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
+    let read = AssertUnwindSafe(|| read_batches_unguarded(path, expected));
+    std::panic::catch_unwind(read).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(bad_index(path, format!("malformed Parquet file (the reader panicked: {message})")))
+    })
+}
+
+fn read_batches_unguarded(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).map_err(|error| FormatError::Io { path: path.into(), error })?;
     let pq = |error| FormatError::Parquet { path: path.into(), error };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
