@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything cvrl needs on a Debian 12 machine that has only Rust, python3 and gcc:
 # FFmpeg 5.1 dev packages and CLI, clang + pkg-config (bindgen), a project venv holding
-# torch==2.11.0 (the libtorch that tch 0.24 links) and `just`.
+# torch==2.11.0 (the libtorch that tch 0.24 links), `just` and the `cvrl` Python package.
 # Idempotent: a second run checks and returns in about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +31,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch==2.11.0 is the libtorch that tch 0.24 links; the rest are test and benchmark helpers:
 # just, pyarrow and duckdb (the index must open in them), numpy + zstandard (the reader
-# written from FORMAT.md alone), tensorboard (reads back the trainer's event files).
+# written from FORMAT.md alone), tensorboard (reads back the trainer's event files), maturin
+# (builds the cvrl Python package, below).
 PY_PKGS=("torch==$TORCH_VERSION" "rust-just==$JUST_VERSION" "pyarrow==26.0.1" "duckdb==2.0.0"
-  "zstandard==0.25.0" "numpy==2.4.6" "tensorboard==2.21.0")
+  "zstandard==0.25.0" "numpy==2.4.6" "tensorboard==2.21.0" "maturin==1.16.0")
 mapfile -t need < <("$VENV/bin/python" - "${PY_PKGS[@]}" <<'PY'
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -59,4 +60,7 @@ for dir in /usr/local/bin "$HOME/.cargo/bin"; do
     break
   fi
 done
+# The cvrl Python package (formats/python) into the venv, so `import cvrl` works; rebuilt
+# only when its sources change (a cargo dev build: minutes the first time).
+bash scripts/python-package.sh --if-stale
 say "ok (libtorch: $VENV/lib/python3.11/site-packages/torch)"
