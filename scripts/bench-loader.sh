@@ -308,3 +308,4 @@ if l and fl:
           f"loader {l:.2f} pairs per CPU second: the loader is {fl / l:.1f}x slower (crop + flip "
           f"only: {fl / lc:.1f}x; wall, {wn(W)}: {wf:.1f} vs {wl:.2f} pairs/s = {wf / wl:.1f}x)")
 EOF
+[ "$PEERS" = 0 ] || { bash scripts/python-package.sh release && "$PY" scripts/bench_loader_torch.py "$B/shards" "$R" --pairs "$PAIRS" --workers 1 "$ALL" --rounds "$ROUNDS" | tee -a "$B/report.md"; } # the cvrl Python package's rows (scripts/bench_loader_torch.py); BENCH_PEERS=0 skips them too
