@@ -32,8 +32,8 @@ demo: setup
 test: setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
-    # The end-to-end tests run the CLIs; cargo test alone builds no plain binary of tools/.
-    cargo build --workspace --bins
+    # The end-to-end tests run the CLIs and examples (gpu-check.sh --dry-run checks them); cargo test alone builds no plain binary of tools/.
+    cargo build --workspace --bins --examples
     cargo test --workspace
 
 # The `cvrl` Python package (formats/python): its abi3 wheel built with maturin into target/wheels/PROFILE and installed into .venv (setup does this whenever its sources change). PROFILE: dev (what the tests use) or release (benchmarks).
@@ -49,6 +49,11 @@ bench-shard: setup
 bench-train: setup
     cargo build --release -p cvrl-trainer --example bench_step --bin cvrl-train
     bash scripts/bench-train.sh
+
+# Data-parallel benchmark: R3D-50's gradient bytes per step and their all-reduce time over 2 local Gloo ranks (flat, GradSync, GradReducer).
+bench-dist: setup
+    cargo build --release -p cvrl-trainer --example bench_dist
+    ./target/release/examples/bench_dist
 
 # Loader benchmark: clip pairs/s of the shard loader against decord, PyAV and torchcodec decoding the source mp4s, and against plain zstd (the floor).
 bench-loader: setup

@@ -12,19 +12,20 @@
 #       same start) and temporal-only (no spatial augmentation), each probed on the class
 #       and on each factor.
 #
-# Environment: SIZE=cpu|gpu picks the model and budget (cpu: R3D-18 at base width 16 with
-# the small stem on 8 x 32 x 32 clips, 120 epochs = 3000 steps, 9-25 minutes a run on 2
-# cores by CPU, on `just proxy-data easy`; gpu: R3D-18 at width 64 on
-# 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`). EPOCHS overrides the pretraining
+# Environment: SIZE=cpu|gpu picks the model and budget: cvrl-train's preset proxy-cpu
+# (R3D-18 at base width 16 with the small stem on 8 x 32 x 32 clips, 120 epochs = 3000
+# steps, 9-25 minutes a run on 2 cores by CPU, on `just proxy-data easy`) or proxy-gpu
+# (R3D-18 at width 64 on 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`);
+# `cvrl-train --help` lists their settings. EPOCHS overrides the pretraining
 # epochs (EPOCHS=80, 2000 steps, runs exp1 in 23 minutes on 2 cores and meets its target
-# on every seed; EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's first tables), AUG the
+# on every seed; EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's "History"), AUG the
 # augmentation of every run but exp3's per-frame and temporal-only arms (cpu default light,
 # gpu default cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame
 # or light-per-frame), DATA the proxy shard sets (default data/proxy/shards), OUT the
 # output folder (default data/experiments). The cpu preset also turns every clip grey
 # (grayscale 1.0), raises the smallest crop to 0.6 of the frame and the temperature to 0.2,
 # at lr 1: with the reference's settings CVRL learns nothing on the flat-coloured proxy in
-# a CPU budget (EXPERIMENTS.md, third pilot and experiment 1).
+# a CPU budget (EXPERIMENTS.md, "SIZE=cpu" and "History").
 # JOBS: runs (and probes) made at once, each on cores/JOBS libtorch threads (cpu default
 # 2, gpu 1): on 2 cores two one-thread runs make 25-35 % more steps together than one
 # two-thread run (EXPERIMENTS.md, "Two runs at once"). Runs left over (an odd one with
@@ -64,23 +65,21 @@ done
 case $size in
 cpu)
     aug=${AUG:-light}
+    # The preset's own length, named here for the tag below.
     epochs=${EPOCHS:-120}
-    model=(--model r3d18 --base-width 16 --stem small --frames 8 --stride 2 --crop 32
-        --batch-size 32 --head-hidden-dim 256 --embedding-dim 64 --lr 1.0 --warmup-epochs 1
-        --device cpu --temperature 0.2 --crop-area-min 0.6 --grayscale-p 1.0 --channels-last)
+    model=(--preset proxy-cpu)
     views=(--train-clips 4 --temporal-views 4 --spatial-crops 1)
     jobs=${JOBS:-2}
-    # cvrl-train's loader flags; run_jobs replaces them for runs side by side.
+        # Extra loader flags; run_jobs sets them for runs side by side.
     loader=()
     ;;
 gpu)
     aug=${AUG:-cvrl}
     epochs=${EPOCHS:-60}
-    model=(--model r3d18 --base-width 64 --frames 16 --stride 2 --crop 112 --batch-size 128
-        --head-hidden-dim 2048 --embedding-dim 128 --lr 1.0 --warmup-epochs 3)
+    model=(--preset proxy-gpu)
     views=(--train-clips 4 --temporal-views 10 --spatial-crops 1)
     jobs=${JOBS:-1}
-    loader=(--workers 12)
+    loader=()
     ;;
 *)
     echo "SIZE must be cpu or gpu, got $size" >&2
@@ -114,9 +113,9 @@ for split in train val; do
 done
 
 # The tag names the configuration, so that results of another one are never reused.
-# v3: the cpu preset at lr 1 (v2 was lr 4, the first 3-seed table of EXPERIMENTS.md).
-# Runs of another length get their own runs and results too; 60 epochs, the length of the
-# first tables, has no suffix.
+# v3: the cpu preset at lr 1 (v2 was lr 4: EXPERIMENTS.md, "History").
+# Runs of another length get their own runs and results too; 60 epochs (1500 steps) has no
+# suffix.
 tag=$size-v3-$aug
 [[ $epochs == 60 ]] || tag+=-e$epochs
 runs=$out/runs-$tag

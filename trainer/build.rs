@@ -20,6 +20,14 @@
 //!
 //! On another machine (a GPU box running a binary built here), the rpath names this machine's
 //! venv: point `LD_LIBRARY_PATH` at that machine's `torch/lib`.
+//!
+//! It also compiles `csrc/c10d_shim.cpp`, the C ABI over PyTorch's distributed engine that
+//! `src/dist/ffi.rs` declares, against the wheel's headers. Gloo's own headers are not in the
+//! wheel: they come from Debian's `libgloo-dev` (`scripts/setup.sh`), or from the directory
+//! `CVRL_GLOO_INCLUDE` names. The NCCL backend is compiled in only when libtorch_cuda.so is
+//! linked (above) and the CUDA headers it needs are in the venv (`nvidia/nccl/include`,
+//! `nvidia/cu13/include` with the `nvidia-cuda-crt` and `nvidia-cuda-cccl` wheels);
+//! `CVRL_C10D_NCCL=0` leaves it out.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -29,6 +37,9 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=CVRL_LINK_TORCH_CUDA");
+    println!("cargo:rerun-if-env-changed=CVRL_GLOO_INCLUDE");
+    println!("cargo:rerun-if-env-changed=CVRL_C10D_NCCL");
+    println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
 
     // torch-sys has `links = "tch"` and prints `cargo:libtorch_lib=...`, which cargo hands to
     // direct dependents only: this is why torch-sys is a direct dependency of this crate.
@@ -65,6 +76,84 @@ fn main() {
     }
     // Lets tests check that libtorch's CUDA library really loads, even on a machine without a GPU.
     println!("cargo:rustc-env=CVRL_TORCH_CUDA_LINKED={}", u8::from(cuda));
+
+    let nccl = cuda.then(|| nccl_includes(&lib_dir)).flatten();
+    compile_c10d_shim(&lib_dir, nccl.as_deref());
+}
+
+/// Compiles `csrc/c10d_shim.cpp` with the flags libtorch itself was built with (C++17, the
+/// CXX11 ABI) and links it into this crate; `nccl` holds the extra include directories of the
+/// NCCL backend, `None` compiles it out.
+fn compile_c10d_shim(lib_dir: &Path, nccl: Option<&[PathBuf]>) {
+    let torch_root = lib_dir.parent().unwrap_or(lib_dir);
+    let gloo = gloo_include();
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .warnings(false)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("USE_C10D_GLOO", None)
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        .include(torch_root.join("include"))
+        .include(torch_root.join("include/torch/csrc/api/include"))
+        .file("csrc/c10d_shim.cpp");
+    if let Some(dir) = gloo {
+        build.include(dir);
+    }
+    if let Some(dirs) = nccl {
+        build.define("USE_C10D_NCCL", None).includes(dirs);
+    }
+    build.compile("cvrl_c10d");
+}
+
+/// Where `gloo/algorithm.h` is: `CVRL_GLOO_INCLUDE`, else the system include path (`None`).
+/// Stops the build with the fix in the message when neither has it.
+fn gloo_include() -> Option<PathBuf> {
+    if let Some(dir) = env::var_os("CVRL_GLOO_INCLUDE").map(PathBuf::from) {
+        if !dir.join("gloo/algorithm.h").is_file() {
+            panic!("CVRL_GLOO_INCLUDE={} has no gloo/algorithm.h", dir.display());
+        }
+        return Some(dir);
+    }
+    if !Path::new("/usr/include/gloo/algorithm.h").is_file() {
+        panic!(
+            "gloo headers not found (/usr/include/gloo/algorithm.h): the c10d shim needs them. \
+             Install Debian's libgloo-dev (scripts/setup.sh does) or set CVRL_GLOO_INCLUDE"
+        );
+    }
+    None
+}
+
+/// The include directories the NCCL backend's headers need, from the pip wheels beside torch
+/// (`site-packages/nvidia/...`), or `None` (with a warning) when one is missing or
+/// `CVRL_C10D_NCCL=0`.
+fn nccl_includes(lib_dir: &Path) -> Option<Vec<PathBuf>> {
+    if env::var("CVRL_C10D_NCCL").as_deref() == Ok("0") {
+        return None;
+    }
+    let nvidia = lib_dir.parent()?.parent()?.join("nvidia");
+    let nccl = nvidia.join("nccl/include");
+    // The CUDA 13 wheels share one include tree; its compiler-internal headers (crt/) and
+    // libcu++ (cccl/) come from nvidia-cuda-crt and nvidia-cuda-cccl.
+    let cuda = nvidia.join("cu13/include");
+    let cccl = cuda.join("cccl");
+    let needed = [
+        nccl.join("nccl.h"),
+        cuda.join("cuda_runtime_api.h"),
+        cuda.join("crt/host_config.h"),
+        cccl.join("nv/target"),
+    ];
+    if let Some(missing) = needed.iter().find(|f| !f.exists()) {
+        println!(
+            "cargo:warning=c10d shim built without NCCL: {} is missing (scripts/setup.sh \
+             installs the header wheels); CUDA tensors cannot use a process group",
+            missing.display()
+        );
+        return None;
+    }
+    Some(vec![nccl, cuda, cccl])
 }
 
 /// Whether to force libtorch_cuda.so into DT_NEEDED (see the file comment).

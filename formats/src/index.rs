@@ -1,17 +1,10 @@
 //! The Parquet index of a shard set: one row per stored video (`index.parquet`) and one per
-//! video that could not be stored (`failures.parquet`). Column names and types are fixed
-//! by FORMAT.md §4 so pyarrow, pandas and duckdb read them with no help from cvrl.
-//!
-//! Besides the fixed columns, an index MAY hold one nullable utf8 column `factor_<name>` per
-//! labelled factor of variation (`factor_object`, `factor_motion` for the synthetic proxy
-//! dataset), so probes can be scored per factor. They are plain columns rather than one map
-//! column because that is what reads most simply elsewhere (`SELECT factor_motion FROM
-//! 'index.parquet'`, `table.column("factor_motion")`); in Rust they are
-//! [`VideoRow::factors`]. An index without them (every index before they existed) reads
-//! with empty factors.
+//! video that could not be stored (`failures.parquet`), with the columns and types of
+//! `FORMAT.md#4-index-files-parquet`, so pyarrow, pandas and duckdb read them with no help
+//! from cvrl. The optional `factor_<name>` columns are [`VideoRow::factors`] in Rust.
 
 use crate::error::{FormatError, Result};
-use crate::shard::{ChunkEntry, EncodedRecord, RecordLocation};
+use crate::shard::{ChunkEntry, EncodedRecord, RecordHeader, RecordLocation};
 use arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int32Array, ListArray, RecordBatch, StringArray,
     StructArray, UInt32Array, UInt64Array,
@@ -32,7 +25,7 @@ use std::sync::Arc;
 /// One stored video: where its record is and what it holds.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct VideoRow {
-    /// Unique id within the set: `<label>/<file stem>` for class folders, the file stem otherwise.
+    /// Unique id within the set (`FORMAT.md#4-index-files-parquet`).
     pub video_id: String,
     /// The source file, as given to `cvrl-shard build`.
     pub source_path: String,
@@ -76,7 +69,17 @@ impl VideoRow {
         loc: RecordLocation,
         source_path: String,
     ) -> VideoRow {
-        let h = &record.header;
+        VideoRow::for_header(&record.header, record.checksum, shard, loc, source_path)
+    }
+
+    /// Like [`VideoRow::for_record`], from a record's parsed header and its checksum.
+    pub fn for_header(
+        h: &RecordHeader,
+        checksum: u32,
+        shard: &str,
+        loc: RecordLocation,
+        source_path: String,
+    ) -> VideoRow {
         VideoRow {
             video_id: h.video_id.clone(),
             source_path,
@@ -98,7 +101,7 @@ impl VideoRow {
             time_start_s: None,
             time_end_s: None,
             chunks: h.chunks.clone(),
-            checksum: record.checksum,
+            checksum,
             factors: BTreeMap::new(),
         }
     }
@@ -115,7 +118,8 @@ pub struct FailureRow {
     pub source_path: String,
     pub video_id: Option<String>,
     pub label: Option<String>,
-    /// Where it failed: missing, open, probe, decode, scale, encode, write.
+    /// Where it failed: missing, open, probe, decode, scale or encode
+    /// (`FORMAT.md#4-index-files-parquet`).
     pub stage: String,
     pub error: String,
 }
@@ -270,7 +274,7 @@ fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .build();
     let mut err = None;
-    crate::shard::atomic_write(path, |file| {
+    crate::atomic::atomic_write(path, |file| {
         let run = || -> std::result::Result<(), parquet::errors::ParquetError> {
             let mut w = ArrowWriter::try_new(file.try_clone()?, batch.schema(), Some(props))?;
             w.write(&batch)?;
@@ -284,7 +288,7 @@ fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
         })
     })
     .map_err(|e| match err {
-        Some(source) => FormatError::Parquet { path: path.to_path_buf(), source },
+        Some(error) => FormatError::Parquet { path: path.to_path_buf(), error },
         None => e,
     })
 }
@@ -292,27 +296,27 @@ fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
 /// Writes `index.parquet` atomically.
 pub fn write_index(path: &Path, rows: &[VideoRow]) -> Result<()> {
     let batch =
-        index_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
+        index_batch(rows).map_err(|error| FormatError::Arrow { path: path.into(), error })?;
     write_batch(path, batch)
 }
 
 /// Writes `failures.parquet` atomically.
 pub fn write_failures(path: &Path, rows: &[FailureRow]) -> Result<()> {
     let batch =
-        failures_batch(rows).map_err(|source| FormatError::Arrow { path: path.into(), source })?;
+        failures_batch(rows).map_err(|error| FormatError::Arrow { path: path.into(), error })?;
     write_batch(path, batch)
 }
 
 fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|source| FormatError::Io { path: path.into(), source })?;
-    let pq = |source| FormatError::Parquet { path: path.into(), source };
+    let file = File::open(path).map_err(|error| FormatError::Io { path: path.into(), error })?;
+    let pq = |error| FormatError::Parquet { path: path.into(), error };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
     let schema = builder.schema().clone();
     for field in expected.fields() {
         let Ok(found) = schema.field_with_name(field.name()) else {
             return Err(bad_index(path, format!("missing column {:?}", field.name())));
         };
-        if found.data_type() != field.data_type() {
+        if !same_type(found.data_type(), field.data_type()) {
             let (name, found, want) = (field.name(), found.data_type(), field.data_type());
             return Err(bad_index(
                 path,
@@ -323,8 +327,26 @@ fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
     builder
         .build()
         .map_err(pq)?
-        .map(|batch| batch.map_err(|source| FormatError::Arrow { path: path.into(), source }))
+        .map(|batch| batch.map_err(|error| FormatError::Arrow { path: path.into(), error }))
         .collect()
+}
+
+/// Whether a column of type `found` can be read as `want`: the same type up to what Parquet
+/// writers differ in, the name of a list's item field (arrow-rs writes `item`, pyarrow
+/// `element`) and the declared nullability of nested fields (their data is checked for
+/// nulls instead, in [`read_index`]).
+fn same_type(found: &DataType, want: &DataType) -> bool {
+    match (found, want) {
+        (DataType::List(f), DataType::List(w)) => same_type(f.data_type(), w.data_type()),
+        (DataType::Struct(f), DataType::Struct(w)) => {
+            f.len() == w.len()
+                && w.iter().all(|wf| {
+                    f.find(wf.name())
+                        .is_some_and(|(_, ff)| same_type(ff.data_type(), wf.data_type()))
+                })
+        }
+        _ => found == want,
+    }
 }
 
 fn bad_index(path: &Path, reason: String) -> FormatError {
@@ -375,8 +397,10 @@ impl<'a> Cols<'a> {
     }
 }
 
-/// Reads `index.parquet`. Rejects missing columns, wrong types and nulls where FORMAT.md
-/// forbids them; `factor_<name>` columns become [`VideoRow::factors`]; row contents are checked against the shards by [`crate::set::ShardSet`].
+/// Reads `index.parquet`. Rejects missing columns, wrong types and nulls where
+/// `FORMAT.md#4-index-files-parquet` forbids them; `factor_<name>` columns become
+/// [`VideoRow::factors`]; row contents are checked against the shards by
+/// [`crate::set::ShardSet`].
 pub fn read_index(path: &Path) -> Result<Vec<VideoRow>> {
     let schema = index_schema();
     let mut rows = Vec::new();
@@ -384,6 +408,13 @@ pub fn read_index(path: &Path) -> Result<Vec<VideoRow>> {
         for field in schema.fields().iter().filter(|f| !f.is_nullable()) {
             if batch.column_by_name(field.name()).is_some_and(|c| c.null_count() > 0) {
                 return Err(bad_index(path, format!("column {:?} has nulls", field.name())));
+            }
+        }
+        if let Some(chunks) = batch.column_by_name("chunks") {
+            let entries = chunks.as_list::<i32>().values();
+            let inner = entries.as_struct().columns().iter().map(|c| c.null_count()).sum::<usize>();
+            if entries.null_count() + inner > 0 {
+                return Err(bad_index(path, "column \"chunks\" has nulls in its entries".into()));
             }
         }
         let c = Cols(&batch);
@@ -497,7 +528,7 @@ mod tests {
         let rows: Vec<_> = (0..7).map(row).collect();
         write_index(&path, &rows).unwrap();
         assert_eq!(read_index(&path).unwrap(), rows);
-        assert!(!crate::shard::tmp_path(&path).exists());
+        assert!(!crate::atomic::tmp_path(&path).exists());
     }
 
     #[test]
@@ -544,6 +575,73 @@ mod tests {
             .unwrap();
         let err = read_index(&path).unwrap_err().to_string();
         assert!(err.contains("\"factor_size\" has type Int32"), "{err}");
+    }
+
+    /// `index` with its `chunks` column rebuilt as pyarrow declares a list of structs by
+    /// default (item field `element`, every field nullable), and entry 0's `length` made
+    /// null when `null_inside` is set.
+    fn pyarrow_style(index: &RecordBatch, null_inside: bool) -> RecordBatch {
+        let list = index.column_by_name("chunks").unwrap().as_list::<i32>();
+        let entries = list.values().as_struct();
+        let fields: Fields = chunk_fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect();
+        let mut cols = entries.columns().to_vec();
+        if null_inside {
+            let lengths = cols[1].as_primitive::<UInt32Type>();
+            let with_null: UInt32Array =
+                (0..lengths.len()).map(|j| (j > 0).then(|| lengths.value(j))).collect();
+            cols[1] = Arc::new(with_null);
+        }
+        let item = Arc::new(Field::new("element", DataType::Struct(fields.clone()), true));
+        let values = Arc::new(StructArray::new(fields, cols, None));
+        let chunks = ListArray::new(item.clone(), list.offsets().clone(), values, None);
+        let schema: Vec<Field> = index
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "chunks" => Field::new("chunks", DataType::List(item.clone()), true),
+                _ => f.as_ref().clone().with_nullable(true),
+            })
+            .collect();
+        let mut columns = index.columns().to_vec();
+        let at = index.schema().index_of("chunks").unwrap();
+        columns[at] = Arc::new(chunks);
+        RecordBatch::try_new(Arc::new(Schema::new(schema)), columns).unwrap()
+    }
+
+    fn write_with(path: &Path, batch: &RecordBatch, compression: Compression) {
+        let props = WriterProperties::builder().set_compression(compression).build();
+        let mut w =
+            ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn an_index_written_with_pyarrow_defaults_reads_with_any_codec_cvrl_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.parquet");
+        let rows: Vec<_> = (0..5).map(row).collect();
+        let batch = pyarrow_style(&index_batch(&rows).unwrap(), false);
+        let zstd = Compression::ZSTD(ZstdLevel::default());
+        let gzip = Compression::GZIP(Default::default());
+        for codec in [Compression::UNCOMPRESSED, Compression::SNAPPY, gzip, zstd] {
+            write_with(&path, &batch, codec);
+            assert_eq!(read_index(&path).unwrap(), rows, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn a_null_inside_the_chunk_table_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.parquet");
+        let batch = pyarrow_style(&index_batch(&[row(1), row(2)]).unwrap(), true);
+        write_with(&path, &batch, Compression::SNAPPY);
+        let err = read_index(&path).unwrap_err().to_string();
+        assert!(err.contains("\"chunks\" has nulls"), "{err}");
     }
 
     #[test]

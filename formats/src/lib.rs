@@ -1,4 +1,5 @@
-//! cvrl-formats: the on-disk shard format of cvrl and its Parquet index (FORMAT.md).
+//! cvrl-formats: the on-disk shard format of cvrl and its Parquet index, as FORMAT.md
+//! specifies them (the code links to its sections, `FORMAT.md#2-shard-file` and so on).
 //!
 //! A shard set is a directory: `manifest.json` (build parameters, classes), `index.parquet`
 //! (one row per video: where its record is, its chunk table), `failures.parquet` (inputs
@@ -8,18 +9,22 @@
 //! [`sampler`] places clips in a video (CVRL's pair sampling, evaluation views): it needs
 //! nothing but `rand`, so the trainer and the Python package (`formats/python`) share it.
 
+pub mod atomic;
 pub mod codec;
 pub mod error;
 pub mod index;
 pub mod manifest;
 pub mod pixel;
+pub mod reader;
 pub mod sampler;
 pub mod set;
 pub mod shard;
+pub mod shard_file;
 
 pub use error::{FormatError, Result};
 pub use index::{FailureRow, VideoRow};
 pub use manifest::{BuildParams, Manifest, Part, SetFiles};
 pub use pixel::{FrameLayout, PixelFormat, Plane};
-pub use set::{merge_parts, write_set, FrameReader, ShardSet};
+pub use set::{merge_parts, write_set, FrameReader, SetPath, ShardSet};
 pub use shard::{ChunkEntry, EncodedRecord, RecordBuilder, ShardWriter, VideoSpec};
+pub use shard_file::ShardFile;

@@ -1,6 +1,8 @@
 //! `manifest.json`: the build parameters, class list, format version and file list of a
-//! shard set (FORMAT.md §5), and the file names of a set and of a part of one.
+//! shard set (`FORMAT.md#5-manifestjson`), and the file names of a set and of a part of one
+//! (`FORMAT.md#1-a-shard-set`).
 
+use crate::codec::PredictorMode;
 use crate::error::{FormatError, IoContext, Result};
 use crate::index::{FailureRow, VideoRow};
 use crate::pixel::PixelFormat;
@@ -22,8 +24,8 @@ pub struct BuildParams {
     /// Frames per chunk (the last chunk of a video may hold fewer).
     pub chunk_frames: u32,
     pub zstd_level: i32,
-    /// Predictor mode of the chunk codec (`adaptive`, `med`, `temporal`, `raw`).
-    pub predictor: String,
+    /// Predictor mode of the chunk codec; an unknown name in a manifest is an error.
+    pub predictor: PredictorMode,
     /// Target shard size in bytes; a shard closes once it reaches this.
     pub shard_bytes: u64,
 }
@@ -170,13 +172,75 @@ impl Manifest {
     /// Writes the manifest atomically (pretty JSON).
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        crate::shard::atomic_write(path, |f| f.write_all(&json))
+        crate::atomic::atomic_write(path, |f| f.write_all(&json))
+    }
+}
+
+impl BuildParams {
+    /// `(parameter, value in self, value in other)`, as JSON text, for each parameter that
+    /// differs: what a refusal to mix two builds names.
+    pub fn differences(&self, other: &BuildParams) -> Vec<(String, String, String)> {
+        let (a, b) = (serde_json::to_value(self), serde_json::to_value(other));
+        let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) else {
+            return Vec::new();
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+            .map(|(k, v)| {
+                let other = b.get(k.as_str()).map(ToString::to_string).unwrap_or_default();
+                (k.clone(), v.to_string(), other)
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn params(predictor: PredictorMode) -> BuildParams {
+        BuildParams {
+            short_side: Some(128),
+            fps: None,
+            pixel_format: PixelFormat::Yuv420p,
+            chunk_frames: 8,
+            zstd_level: 1,
+            predictor,
+            shard_bytes: 1 << 30,
+        }
+    }
+
+    #[test]
+    fn every_predictor_is_stored_by_its_name_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json");
+        for mode in [
+            PredictorMode::Raw,
+            PredictorMode::Temporal,
+            PredictorMode::Med,
+            PredictorMode::Adaptive,
+        ] {
+            let m = Manifest::new("test", params(mode), vec![], None, vec![], &[], &[]);
+            m.save(&path).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(&format!("\"predictor\": \"{mode}\"")), "{text}");
+            assert_eq!(Manifest::load(&path).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn a_manifest_with_an_unknown_predictor_is_refused_naming_the_file_and_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json");
+        let m = Manifest::new("test", params(PredictorMode::Med), vec![], None, vec![], &[], &[]);
+        m.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\"med\"", "\"fast\"")).unwrap();
+        let err = Manifest::load(&path).unwrap_err();
+        assert!(matches!(err, FormatError::BadManifest { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("manifest.json") && msg.contains("`fast`"), "{msg}");
+    }
 
     #[test]
     fn part_parses_and_names_files() {
@@ -187,5 +251,24 @@ mod tests {
         for bad in ["4/4", "1", "a/b", "0/0", "-1/3"] {
             assert!(Part::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn differences_name_each_parameter_that_differs() {
+        let a = BuildParams {
+            short_side: Some(64),
+            fps: None,
+            pixel_format: PixelFormat::Yuv420p,
+            chunk_frames: 8,
+            zstd_level: 1,
+            predictor: crate::codec::PredictorMode::Adaptive,
+            shard_bytes: 1 << 30,
+        };
+        assert!(a.differences(&a.clone()).is_empty());
+        let b = BuildParams { short_side: Some(48), fps: Some(25.0), ..a.clone() };
+        let mut d = a.differences(&b);
+        d.sort();
+        let row = |k: &str, x: &str, y: &str| (k.to_string(), x.to_string(), y.to_string());
+        assert_eq!(d, [row("fps", "null", "25.0"), row("short_side", "64", "48")]);
     }
 }

@@ -1,9 +1,8 @@
-//! Pixel formats and frame geometry of stored frames.
+//! Pixel formats and the geometry of stored frames (`FORMAT.md#31-frames`), and the
+//! conversion of a `yuv420p` frame to RGB that cvrl's tools use.
 //!
-//! A stored frame is the planes of one picture packed back to back with no row padding:
-//! `yuv420p` is Y (w x h) then U and V (w/2 x h/2 each); `rgb24` is one interleaved plane
-//! (3w x h bytes). Widths and heights of `yuv420p` frames are even, so chroma planes are
-//! exactly a quarter of luma and no rounding rule is needed.
+//! [`FrameLayout`] is validated once (size bounds, even `yuv420p` sizes) so that every
+//! size computation after it is plain arithmetic.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -13,14 +12,14 @@ use std::str::FromStr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PixelFormat {
-    /// Planar Y, U, V with 2x2 chroma subsampling (BT.601, limited range, as decoded).
+    /// Planar Y, U, V with 2x2 chroma subsampling (limited range, as decoded).
     Yuv420p,
     /// Packed R, G, B, one byte each.
     Rgb24,
 }
 
 impl PixelFormat {
-    /// The on-disk code of this format (FORMAT.md, record header).
+    /// The on-disk code of this format (`FORMAT.md#3-video-record`).
     pub fn code(self) -> u8 {
         match self {
             PixelFormat::Yuv420p => 1,

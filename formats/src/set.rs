@@ -1,13 +1,10 @@
-//! Opening a shard set and reading frames from it: the validating, memory-mapped reader.
+//! Opening a shard set: the validating, memory-mapped reader's front end, and merging and
+//! writing a set's index files.
 //!
 //! [`ShardSet::open`] loads the manifest and index, memory-maps every shard, and checks
 //! every index row against the shard it points into (ranges, chunk tables, sizes), so that
-//! later reads can trust offsets. [`FrameReader`] then gives random access to any frames of
-//! any video, decompressing only the chunks they lie in, into reused buffers; every chunk's
-//! CRC-32C is checked before it is decompressed. [`FrameReader::read_frames`] and
-//! [`FrameReader::read_indices`] know every frame a call needs, so they reconstruct a chunk
-//! only up to the last of them (frames are coded in order; the rest of a chunk's decoding
-//! is skipped); [`FrameReader::frame`] decodes whole chunks.
+//! later reads can trust offsets. [`FrameReader`] (`crate::reader`) then gives random access
+//! to any frames of any video, decompressing only the chunks they lie in.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), cvrl_formats::FormatError> {
@@ -18,30 +15,24 @@
 //! # Ok(()) }
 //! ```
 
-use crate::codec::ChunkDecoder;
 use crate::error::{FormatError, IoContext, Result};
 use crate::index::{read_failures, read_index, write_failures, write_index, FailureRow, VideoRow};
-use crate::manifest::{Counts, Manifest, SetFiles};
+use crate::manifest::{Counts, Manifest, Part, SetFiles};
 use crate::pixel::FrameLayout;
-use crate::shard::{check_chunk_table, header_len, parse_file_header, parse_record, RECORD_MAGIC};
+use crate::reader::{MappedShard, MappedVideos};
+use crate::shard::{check_chunk_table, header_len, parse_file_header, parse_record};
 use memmap2::Mmap;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// A memory-mapped shard file.
-struct MappedShard {
-    path: PathBuf,
-    map: Mmap,
-}
+pub use crate::reader::FrameReader;
 
 /// An open, validated shard set (one directory, or several opened together).
 pub struct ShardSet {
     manifest: Manifest,
-    videos: Vec<VideoRow>,
-    layouts: Vec<FrameLayout>,
-    video_shard: Vec<u32>,
-    shards: Vec<MappedShard>,
+    /// The videos of the index, each checked against its shard at open.
+    store: MappedVideos,
     failures: Vec<FailureRow>,
 }
 
@@ -50,14 +41,7 @@ impl ShardSet {
     /// all `part-I-of-N.*` files of a partitioned build (every part must be there).
     pub fn open(dir: &Path) -> Result<ShardSet> {
         let (manifest, videos, failures) = load_dir(dir)?;
-        let mut set = ShardSet {
-            manifest,
-            videos: Vec::new(),
-            layouts: Vec::new(),
-            video_shard: Vec::new(),
-            shards: Vec::new(),
-            failures,
-        };
+        let mut set = ShardSet { manifest, store: MappedVideos::default(), failures };
         set.add_videos(dir, videos)?;
         Ok(set)
     }
@@ -89,7 +73,8 @@ impl ShardSet {
     fn add_videos(&mut self, dir: &Path, videos: Vec<VideoRow>) -> Result<()> {
         let index_path = dir.join(&self.manifest.index);
         let mut shard_ids: HashMap<String, u32> = HashMap::new();
-        let mut seen: HashSet<String> = self.videos.iter().map(|v| v.video_id.clone()).collect();
+        let mut seen: HashSet<String> =
+            self.store.videos.iter().map(|v| v.video_id.clone()).collect();
         for row in videos {
             if !seen.insert(row.video_id.clone()) {
                 return Err(bad_row(&index_path, &row, "video id appears twice".into()));
@@ -103,9 +88,9 @@ impl ShardSet {
                 }
             };
             let layout = self.check_row(&index_path, &row, shard)?;
-            self.layouts.push(layout);
-            self.video_shard.push(shard);
-            self.videos.push(row);
+            self.store.layouts.push(layout);
+            self.store.video_shard.push(shard);
+            self.store.videos.push(row);
         }
         Ok(())
     }
@@ -125,14 +110,14 @@ impl ShardSet {
         // file truncated by another process under the map would fault, as with any mmap.
         let map = unsafe { Mmap::map(&file) }.at(&path)?;
         parse_file_header(&path, &map)?;
-        self.shards.push(MappedShard { path, map });
-        Ok((self.shards.len() - 1) as u32)
+        self.store.shards.push(MappedShard { path, map });
+        Ok((self.store.shards.len() - 1) as u32)
     }
 
     /// Checks an index row against its shard without reading chunk data.
     fn check_row(&self, index_path: &Path, row: &VideoRow, shard: u32) -> Result<FrameLayout> {
         let bad = |reason: String| bad_row(index_path, row, reason);
-        let map = &self.shards[shard as usize].map;
+        let map = &self.store.shards[shard as usize].map;
         let end =
             row.offset.checked_add(row.length).ok_or_else(|| bad("byte range overflows".into()))?;
         if end > map.len() as u64
@@ -163,6 +148,65 @@ impl ShardSet {
         Ok(layout)
     }
 
+    /// Opens the sets `paths` name together (as [`ShardSet::open_many`]) and keeps the
+    /// split they name, if any; all must name the same split, or none.
+    pub fn open_paths(paths: &[SetPath]) -> Result<ShardSet> {
+        let split = paths.first().and_then(|p| p.split.clone());
+        if let Some(other) = paths.iter().find(|p| p.split != split) {
+            return Err(FormatError::Invalid {
+                what: other.to_string(),
+                reason: format!(
+                    "sets opened together must name the same split (the first names {})",
+                    split.as_deref().unwrap_or("none")
+                ),
+            });
+        }
+        let dirs: Vec<PathBuf> = paths.iter().map(|p| p.dir.clone()).collect();
+        let mut set = ShardSet::open_many(&dirs)?;
+        if let Some(split) = split {
+            set.retain_split(&split).map_err(|e| match e {
+                FormatError::NoSuchSplit { split, available, .. } => {
+                    let sets = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>();
+                    FormatError::NoSuchSplit { sets: sets.join(", "), split, available }
+                }
+                other => other,
+            })?;
+        }
+        Ok(set)
+    }
+
+    /// The splits of the set's videos (the index's `split` column), sorted, each once;
+    /// empty when no video has one.
+    pub fn splits(&self) -> Vec<String> {
+        let mut splits: Vec<String> =
+            self.store.videos.iter().filter_map(|v| v.split.clone()).collect();
+        splits.sort();
+        splits.dedup();
+        splits
+    }
+
+    /// Keeps only the videos of `split`, in their order. Fails, changing nothing, when no
+    /// video has it.
+    pub fn retain_split(&mut self, split: &str) -> Result<()> {
+        let keep: Vec<bool> =
+            self.store.videos.iter().map(|v| v.split.as_deref() == Some(split)).collect();
+        if !keep.contains(&true) {
+            let available = self.splits();
+            return Err(FormatError::NoSuchSplit {
+                sets: "the shard set".into(),
+                split: split.to_owned(),
+                available: if available.is_empty() { "none".into() } else { available.join(", ") },
+            });
+        }
+        let mut k = keep.iter();
+        self.store.videos.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        self.store.layouts.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        self.store.video_shard.retain(|_| *k.next().unwrap_or(&false));
+        Ok(())
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
@@ -170,67 +214,47 @@ impl ShardSet {
         &self.manifest.classes
     }
     pub fn videos(&self) -> &[VideoRow] {
-        &self.videos
+        &self.store.videos
     }
     pub fn failures(&self) -> &[FailureRow] {
         &self.failures
     }
     pub fn len(&self) -> usize {
-        self.videos.len()
+        self.store.videos.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.videos.is_empty()
+        self.store.videos.is_empty()
     }
     /// The frame layout of video `i`.
     pub fn layout(&self, i: usize) -> FrameLayout {
-        self.layouts[i]
+        self.store.layouts[i]
     }
     /// Position of a video by id.
     pub fn find(&self, video_id: &str) -> Option<usize> {
-        self.videos.iter().position(|v| v.video_id == video_id)
+        self.store.videos.iter().position(|v| v.video_id == video_id)
     }
     /// The path of the shard holding video `i`.
     pub fn shard_path(&self, i: usize) -> &Path {
-        &self.shards[self.video_shard[i] as usize].path
-    }
-
-    /// The bytes of video `i`'s record.
-    fn record(&self, i: usize) -> &[u8] {
-        let row = &self.videos[i];
-        let map = &self.shards[self.video_shard[i] as usize].map;
-        // In range: checked in `check_row` at open.
-        &map[row.offset as usize..(row.offset + row.length) as usize]
+        self.store.shard_path(i)
     }
 
     /// A reader with its own decompression buffers; make one per thread.
     pub fn reader(&self) -> Result<FrameReader<'_>> {
-        let decoder = ChunkDecoder::new().map_err(|e| FormatError::Invalid {
-            what: "zstd decoder".into(),
-            reason: e.to_string(),
-        })?;
-        Ok(FrameReader {
-            set: self,
-            decoder,
-            chunk: Vec::new(),
-            cached: None,
-            cached_frames: 0,
-            decoded_frames: 0,
-        })
+        FrameReader::new(&self.store)
     }
 
     /// Recomputes every checksum of video `i`: the record header against the index row,
     /// every chunk (checksum, then a full decode, so a damaged chunk is named), and last the
     /// whole record against the index (which also covers header padding).
     pub fn verify_video(&self, i: usize, reader: &mut FrameReader<'_>) -> Result<()> {
-        let row = &self.videos[i];
+        let row = &self.store.videos[i];
         let path = self.shard_path(i);
-        let map = &self.shards[self.video_shard[i] as usize].map;
-        let header = parse_record(path, map, row.offset)?;
+        let header = parse_record(path, self.store.shard_map(i), row.offset)?;
         let same = header.video_id == row.video_id
             && header.num_frames == row.num_frames
             && header.chunks == row.chunks
             && header.record_len == row.length
-            && header.layout == self.layouts[i];
+            && header.layout == self.store.layouts[i];
         if !same {
             return Err(FormatError::BadRecord {
                 path: path.into(),
@@ -239,10 +263,8 @@ impl ShardSet {
                 reason: "record header does not match the index row".into(),
             });
         }
-        for c in 0..row.chunks.len() {
-            reader.load_chunk(i, c, usize::MAX)?;
-        }
-        let actual = crc32c::crc32c(self.record(i));
+        reader.decode_video(i)?;
+        let actual = crc32c::crc32c(self.store.record(i));
         if actual != row.checksum {
             return Err(FormatError::RecordChecksum {
                 path: path.into(),
@@ -250,6 +272,60 @@ impl ShardSet {
                 expected: row.checksum,
                 actual,
             });
+        }
+        Ok(())
+    }
+
+    /// Number of shard files the set's videos lie in.
+    pub fn num_shards(&self) -> usize {
+        self.store.shards.len()
+    }
+
+    /// The file name of shard `s` (`0..num_shards()`).
+    pub fn shard_file_name(&self, s: usize) -> String {
+        let path = &self.store.shards[s].path;
+        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
+    }
+
+    /// Checks that the records the index places in shard `s` tile the file as
+    /// `FORMAT.md#2-shard-file` requires: the first at byte 32, each next one at the first
+    /// multiple of 8 after the one before, only zero bytes between them, nothing after the
+    /// last. What `cvrl-inspect --verify` adds to [`ShardSet::verify_video`] for a whole set.
+    pub fn verify_shard(&self, s: usize) -> Result<()> {
+        let shard = &self.store.shards[s];
+        let bad = |offset: u64, reason: String| FormatError::BadShardLayout {
+            path: shard.path.clone(),
+            offset,
+            reason,
+        };
+        let store = &self.store;
+        let mut records: Vec<&VideoRow> = (0..store.videos.len())
+            .filter(|&i| store.video_shard[i] as usize == s)
+            .map(|i| &store.videos[i])
+            .collect();
+        records.sort_by_key(|r| r.offset);
+        let map = &shard.map[..];
+        // Offsets and lengths lie inside the file: checked in `check_row` at open.
+        let mut end = crate::shard::FILE_HEADER_LEN as u64;
+        for r in records {
+            let start = end.next_multiple_of(8);
+            if r.offset != start {
+                let what =
+                    if r.offset < start { "overlaps the one before" } else { "leaves a gap" };
+                let reason = format!(
+                    "video {:?} starts here, expected at byte {start}: it {what}",
+                    r.video_id
+                );
+                return Err(bad(r.offset, reason));
+            }
+            if let Some(i) = map[end as usize..start as usize].iter().position(|&b| b != 0) {
+                return Err(bad(end + i as u64, "non-zero byte between records".into()));
+            }
+            end = r.offset + r.length;
+        }
+        let len = map.len() as u64;
+        if end != len {
+            return Err(bad(end, format!("{} bytes after the last record", len - end)));
         }
         Ok(())
     }
@@ -332,23 +408,52 @@ fn load_parts(dir: &Path) -> Result<Vec<PartData>> {
 fn join_parts(dir: &Path, parts: Vec<PartData>) -> Result<PartData> {
     let incompatible =
         |reason: String| FormatError::IncompatibleSets { dir: dir.to_path_buf(), reason };
+    let name = |m: &Manifest| SetFiles::new(m.part).manifest();
+    let counts: BTreeSet<u32> = parts.iter().map(|p| p.0.part.map_or(1, |p| p.count)).collect();
+    if counts.len() > 1 {
+        let names: Vec<String> = parts.iter().map(|p| name(&p.0)).collect();
+        return Err(incompatible(format!(
+            "part files of builds in {counts:?} parts lie here together ({}); a set is the \
+             parts of one build: delete the other build's part files",
+            names.join(", ")
+        )));
+    }
     let count = parts[0].0.part.map(|p| p.count).unwrap_or(1);
     let mut present: Vec<u32> = parts.iter().filter_map(|p| p.0.part.map(|p| p.index)).collect();
     present.sort();
     let expected: Vec<u32> = (0..count).collect();
     if present != expected {
         let missing: Vec<u32> = expected.iter().copied().filter(|i| !present.contains(i)).collect();
+        let files: Vec<String> = missing
+            .iter()
+            .map(|&index| SetFiles::new(Some(Part { index, count })).manifest())
+            .collect();
         return Err(incompatible(format!(
-            "a build in {count} parts, but parts {missing:?} are missing; build them with --part I/{count}"
+            "a build in {count} parts, but parts {missing:?} are missing (no {}); build them \
+             with --part I/{count} and the other parts' parameters, then merge",
+            files.join(", ")
         )));
+    }
+    let first = &parts[0].0;
+    for (m, _, _) in &parts {
+        check_part_shards(dir, m).map_err(incompatible)?;
+        let diff = first.params.differences(&m.params);
+        if !diff.is_empty() {
+            let (a, b) = (name(first), name(m));
+            let what: Vec<String> =
+                diff.iter().map(|(k, x, y)| format!("{k} {x} in {a}, {y} in {b}")).collect();
+            return Err(incompatible(format!(
+                "{a} and {b} were built with different parameters ({}); rebuild one of them \
+                 with the other's (cvrl-shard build ... --part I/{count} --force)",
+                what.join("; ")
+            )));
+        }
+        check_compatible(first, m)
+            .map_err(|reason| incompatible(format!("{} and {}: {reason}", name(first), name(m))))?;
     }
     let mut iter = parts.into_iter();
     let (mut manifest, mut videos, mut failures) = iter.next().expect("at least one part");
     for (m, v, f) in iter {
-        if m.params != manifest.params || m.part.map(|p| p.count) != Some(count) {
-            return Err(incompatible(format!("{} was built with other parameters", m.index)));
-        }
-        check_compatible(&manifest, &m).map_err(incompatible)?;
         manifest.counts = sum_counts(&manifest.counts, &m.counts);
         manifest.shards.extend(m.shards);
         videos.extend(v);
@@ -360,6 +465,21 @@ fn join_parts(dir: &Path, parts: Vec<PartData>) -> Result<PartData> {
     manifest.index = whole.index();
     manifest.failures = whole.failures();
     Ok((manifest, videos, failures))
+}
+
+/// Every shard a part's manifest lists is there, at the size it lists: a merge must not
+/// write an index that points into a file that is gone or was replaced.
+fn check_part_shards(dir: &Path, m: &Manifest) -> std::result::Result<(), String> {
+    let manifest = SetFiles::new(m.part).manifest();
+    for s in &m.shards {
+        let why = match std::fs::metadata(dir.join(&s.file)) {
+            Ok(meta) if meta.len() == s.bytes => continue,
+            Ok(meta) => format!("is {} bytes, but {manifest} says {}", meta.len(), s.bytes),
+            Err(e) => format!("cannot be read ({e}), but {manifest} lists it"),
+        };
+        return Err(format!("{} {why}; rebuild that part with --force", s.file));
+    }
+    Ok(())
 }
 
 /// Joins the part files of a partitioned build in `dir` into `index.parquet`,
@@ -385,176 +505,85 @@ pub fn write_set(
     manifest.save(&dir.join(SetFiles::new(manifest.part).manifest()))
 }
 
-/// Random access to frames of a [`ShardSet`], with reused buffers. Not `Sync`: one per thread.
-pub struct FrameReader<'s> {
-    set: &'s ShardSet,
-    decoder: ChunkDecoder,
-    chunk: Vec<u8>,
-    /// `(video, chunk)` in `chunk`, of which the first `cached_frames` frames are decoded.
-    cached: Option<(usize, usize)>,
-    cached_frames: usize,
-    /// Frames reconstructed so far (what the reader cost, for tests and benchmarks).
-    decoded_frames: u64,
+/// A shard set on the command line: `DIR`, or `DIR:SPLIT` for the videos of one split of it
+/// (the index's `split` column, e.g. `out/:val`). A `DIR` that exists as written is taken
+/// whole, even if its name holds a colon.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct SetPath {
+    pub dir: PathBuf,
+    pub split: Option<String>,
 }
 
-impl<'s> FrameReader<'s> {
-    /// Appends frames `start, start+stride, ...` (`count` of them) of video `video` to `out`,
-    /// each `layout(video).frame_bytes()` bytes. Each chunk touched is decompressed once.
-    pub fn read_frames(
-        &mut self,
-        video: usize,
-        start: u32,
-        count: u32,
-        stride: u32,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        let row = self.video_row(video)?;
-        let stride = stride.max(1);
-        let last = u64::from(start) + u64::from(count.saturating_sub(1)) * u64::from(stride);
-        if count > 0 && last >= u64::from(row.num_frames) {
-            return Err(FormatError::FrameOutOfRange {
-                video: row.video_id.clone(),
-                start: u64::from(start),
-                end: last + 1,
-                num_frames: row.num_frames,
-            });
+impl std::str::FromStr for SetPath {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.is_empty() {
+            return Err("an empty shard set path".into());
         }
-        let frame_bytes = self.set.layouts[video].frame_bytes();
-        out.reserve(frame_bytes * count as usize);
-        for k in 0..count {
-            let frame = start + k * stride;
-            let c = chunk_of(&row.chunks, frame);
-            let chunk_last = row.chunks[c].first_frame + (row.chunks[c].num_frames - 1);
-            // The last frame of this call in chunk `c`: decode no further.
-            let last_k = (count - 1).min((chunk_last - start) / stride);
-            let need = start + last_k * stride - row.chunks[c].first_frame + 1;
-            self.load_chunk(video, c, need as usize)?;
-            let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
-            out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
-        }
-        Ok(())
-    }
-
-    /// Returns frame `frame` of video `video`, borrowed from the reader's chunk buffer.
-    pub fn frame(&mut self, video: usize, frame: u32) -> Result<&[u8]> {
-        let row = self.video_row(video)?;
-        if frame >= row.num_frames {
-            let (start, end, num_frames) = (u64::from(frame), u64::from(frame) + 1, row.num_frames);
-            return Err(FormatError::FrameOutOfRange {
-                video: row.video_id.clone(),
-                start,
-                end,
-                num_frames,
-            });
-        }
-        let c = chunk_of(&row.chunks, frame);
-        // Whole chunks: the next call may want any later frame of this one.
-        self.load_chunk(video, c, usize::MAX)?;
-        let frame_bytes = self.set.layouts[video].frame_bytes();
-        let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
-        Ok(&self.chunk[at..at + frame_bytes])
-    }
-
-    /// Appends frames `indices` of video `video` to `out`, in that order, each
-    /// `layout(video).frame_bytes()` bytes: what a clip sampler's index list needs. Each
-    /// chunk is decoded once per run of consecutive indices inside it, and only up to the
-    /// last frame of that run.
-    pub fn read_indices(&mut self, video: usize, indices: &[u32], out: &mut Vec<u8>) -> Result<()> {
-        let row = self.video_row(video)?;
-        if let Some(&bad) = indices.iter().find(|&&i| i >= row.num_frames) {
-            return Err(FormatError::FrameOutOfRange {
-                video: row.video_id.clone(),
-                start: u64::from(bad),
-                end: u64::from(bad) + 1,
-                num_frames: row.num_frames,
-            });
-        }
-        let frame_bytes = self.set.layouts[video].frame_bytes();
-        out.reserve(frame_bytes * indices.len());
-        let mut k = 0;
-        while k < indices.len() {
-            let c = chunk_of(&row.chunks, indices[k]);
-            let (first, n) = (row.chunks[c].first_frame, row.chunks[c].num_frames);
-            let run = indices[k..].iter().take_while(|&&i| i >= first && i - first < n).count();
-            let need = indices[k..k + run].iter().map(|&i| i - first + 1).max().unwrap_or(n);
-            self.load_chunk(video, c, need as usize)?;
-            for &i in &indices[k..k + run] {
-                let at = (i - first) as usize * frame_bytes;
-                out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
+        if !Path::new(s).exists() {
+            if let Some((dir, split)) = s.rsplit_once(':') {
+                if !dir.is_empty() && !split.is_empty() && !split.contains('/') {
+                    return Ok(SetPath { dir: dir.into(), split: Some(split.into()) });
+                }
             }
-            k += run;
         }
-        Ok(())
-    }
-
-    /// Frames this reader has reconstructed since it was made: a chunk kept between calls
-    /// is not decoded again, so reading every frame of a video one by one costs each frame
-    /// once.
-    pub fn decoded_frames(&self) -> u64 {
-        self.decoded_frames
-    }
-
-    fn video_row(&self, video: usize) -> Result<&'s VideoRow> {
-        self.set.videos.get(video).ok_or_else(|| FormatError::Invalid {
-            what: format!("video {video}"),
-            reason: format!("the set has {} videos", self.set.videos.len()),
-        })
-    }
-
-    /// Decodes chunk `c` of `video` into the chunk buffer, its first `need` frames at least
-    /// (`usize::MAX`: all, with every check of the codec), unless they are already there.
-    fn load_chunk(&mut self, video: usize, c: usize, need: usize) -> Result<()> {
-        let set = self.set;
-        let row = &set.videos[video];
-        let entry = row.chunks[c];
-        let n = entry.num_frames as usize;
-        // `need` may exceed the chunk (`usize::MAX` from `frame`): a fully decoded chunk
-        // serves every request for it.
-        let upto = need.min(n);
-        if self.cached == Some((video, c)) && self.cached_frames >= upto {
-            return Ok(());
-        }
-        self.cached = None;
-        let record = set.record(video);
-        let path = set.shard_path(video);
-        if !record.starts_with(RECORD_MAGIC) {
-            return Err(FormatError::BadRecord {
-                path: path.into(),
-                video: row.video_id.clone(),
-                offset: row.offset,
-                reason: "no record magic where the index points".into(),
-            });
-        }
-        let data =
-            &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
-        let actual = crc32c::crc32c(data);
-        if actual != entry.crc32c {
-            return Err(FormatError::ChunkChecksum {
-                path: path.into(),
-                video: row.video_id.clone(),
-                chunk: c,
-                expected: entry.crc32c,
-                actual,
-            });
-        }
-        let layout = set.layouts[video];
-        self.chunk.resize(layout.frame_bytes() * n, 0);
-        self.decoder.decode_first(&layout, n, data, &mut self.chunk, upto).map_err(|source| {
-            FormatError::ChunkDecode {
-                path: path.into(),
-                video: row.video_id.clone(),
-                chunk: c,
-                source,
-            }
-        })?;
-        self.cached = Some((video, c));
-        self.cached_frames = upto;
-        self.decoded_frames += upto as u64;
-        Ok(())
+        Ok(SetPath { dir: s.into(), split: None })
     }
 }
 
-/// Index of the chunk holding `frame` (chunks are contiguous and sorted by first frame).
-fn chunk_of(chunks: &[crate::shard::ChunkEntry], frame: u32) -> usize {
-    chunks.partition_point(|c| c.first_frame <= frame) - 1
+impl std::fmt::Display for SetPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.split {
+            Some(split) => write!(f, "{}:{split}", self.dir.display()),
+            None => write!(f, "{}", self.dir.display()),
+        }
+    }
+}
+
+impl From<SetPath> for String {
+    fn from(p: SetPath) -> String {
+        p.to_string()
+    }
+}
+
+impl TryFrom<String> for SetPath {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<PathBuf> for SetPath {
+    fn from(dir: PathBuf) -> SetPath {
+        SetPath { dir, split: None }
+    }
+}
+
+#[cfg(test)]
+mod set_path_tests {
+    use super::SetPath;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_set_path_names_a_directory_and_perhaps_a_split() {
+        let p: SetPath = "out/k400:val".parse().unwrap();
+        assert_eq!((p.dir, p.split.as_deref()), (PathBuf::from("out/k400"), Some("val")));
+        let whole: SetPath = "out/k400".parse().unwrap();
+        assert_eq!(whole.split, None);
+        // A directory that exists as written is taken whole, colon and all.
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a:b");
+        std::fs::create_dir(&odd).unwrap();
+        let p: SetPath = odd.to_str().unwrap().parse().unwrap();
+        assert_eq!((p.dir, p.split), (odd, None));
+        for text in ["out:val", "x/y", "/abs/set:train"] {
+            assert_eq!(text.parse::<SetPath>().unwrap().to_string(), text);
+        }
+        assert!("".parse::<SetPath>().is_err());
+        // serde goes through the same spelling.
+        let json = serde_json::to_string(&"s:val".parse::<SetPath>().unwrap()).unwrap();
+        assert_eq!(json, "\"s:val\"");
+        assert_eq!(serde_json::from_str::<SetPath>(&json).unwrap().split.as_deref(), Some("val"));
+    }
 }

@@ -1,11 +1,13 @@
-//! Shard files: a 32-byte file header, then video records back to back (FORMAT.md §2-3).
+//! Shard files (`FORMAT.md#2-shard-file`) and their video records
+//! (`FORMAT.md#3-video-record`): writing them, and parsing and validating their headers.
 //!
-//! A record holds one whole video: a header (size, fps, pixel format, video id, chunk table,
-//! header checksum) followed by its chunks, each an independent zstd frame made by
-//! [`crate::codec`]. Records start at multiples of 8 so every header field is aligned in a
-//! memory map. Writers append to `<name>.tmp` and rename on [`ShardWriter::finish`], so a
+//! A record is built whole in memory ([`RecordBuilder`]: frames are compressed chunk by
+//! chunk by [`crate::codec`]) because its header, which holds the chunk table, comes before
+//! the chunks. Writers append to `<name>.tmp` and rename on [`ShardWriter::finish`], so a
 //! file with the final name is always complete.
 
+use crate::atomic::sync_parent;
+use crate::atomic::tmp_path;
 use crate::codec::ChunkEncoder;
 use crate::error::{FormatError, IoContext, Result};
 use crate::pixel::{FrameLayout, PixelFormat};
@@ -248,12 +250,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Parses and validates the record starting at `offset` of `file` (`path` names it in errors).
-///
-/// Checks, in order: magic, that the header lies inside the file, the header checksum, a
-/// known pixel format and codec, a valid frame size, and that the chunk table tiles the
-/// record exactly (contiguous chunks from the end of the header to `record_len`, frames
-/// `0..num_frames` in order, none empty) and that the record lies inside the file.
+/// Parses the record starting at `offset` of `file` (`path` names it in errors) and checks
+/// everything `FORMAT.md#3-video-record` says a reader must reject, without reading the
+/// chunks.
 pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeader> {
     let bad = |reason: String| FormatError::BadRecord {
         path: path.to_path_buf(),
@@ -304,6 +303,12 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
         offset,
         reason,
     };
+    if b[RECORD_FIXED_LEN + id_len..RECORD_FIXED_LEN + pad8(id_len)].iter().any(|&x| x != 0) {
+        return Err(bad("video id padding is not zero".into()));
+    }
+    if b[hlen - 4..hlen].iter().any(|&x| x != 0) {
+        return Err(bad("the 4 bytes after the header checksum are not zero".into()));
+    }
     let format = PixelFormat::from_code(fmt_code)
         .ok_or_else(|| bad(format!("unknown pixel format code {fmt_code}")))?;
     if codec != CODEC_PREDICTIVE_ZSTD {
@@ -334,7 +339,8 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
     Ok(RecordHeader { video_id, layout, num_frames, fps_num, fps_den, record_len, chunks })
 }
 
-/// Checks that `chunks` tile `[data_start, record_len)` and frames `0..num_frames` exactly.
+/// Checks that `chunks` tile `[data_start, record_len)` and frames `0..num_frames` exactly
+/// (`FORMAT.md#3-video-record`).
 pub fn check_chunk_table(
     chunks: &[ChunkEntry],
     data_start: u64,
@@ -369,7 +375,7 @@ pub fn check_chunk_table(
     Ok(())
 }
 
-/// Parses and validates a shard file header.
+/// Parses and validates a shard file header (`FORMAT.md#2-shard-file`).
 pub fn parse_file_header(path: &Path, file: &[u8]) -> Result<()> {
     if file.len() < FILE_HEADER_LEN {
         let reason =
@@ -396,6 +402,10 @@ pub fn parse_file_header(path: &Path, file: &[u8]) -> Result<()> {
         let reason = "header length or checksum mismatch".to_string();
         return Err(FormatError::BadShardHeader { path: path.to_path_buf(), reason });
     }
+    if file[16..28].iter().any(|&b| b != 0) {
+        let reason = "reserved bytes 16..28 are not zero".to_string();
+        return Err(FormatError::BadShardHeader { path: path.to_path_buf(), reason });
+    }
     Ok(())
 }
 
@@ -409,23 +419,33 @@ fn file_header() -> [u8; FILE_HEADER_LEN] {
     h
 }
 
-/// Iterates the records of a whole shard file (used by `cvrl-inspect` and recovery; the
-/// trainer goes through the index instead). Stops at the first damaged record.
+/// Iterates the records of a whole shard file (used by `cvrl-inspect`; the trainer goes
+/// through the index instead). Besides each record's own checks, the walk refuses what
+/// `FORMAT.md#2-shard-file` says a reader walking a file must: non-zero bytes between
+/// records and bytes after the last one. Stops at the first error.
 pub fn records<'a>(
     path: &'a Path,
     file: &'a [u8],
 ) -> Result<impl Iterator<Item = Result<(u64, RecordHeader)>> + 'a> {
     parse_file_header(path, file)?;
     let mut offset = FILE_HEADER_LEN as u64;
+    let mut pending: Option<FormatError> = None;
     let mut failed = false;
     Ok(std::iter::from_fn(move || {
+        if let Some(e) = pending.take() {
+            failed = true;
+            return Some(Err(e));
+        }
         if failed || offset >= file.len() as u64 {
             return None;
         }
         match parse_record(path, file, offset) {
             Ok(h) => {
                 let at = offset;
-                offset = pad8((offset + h.record_len) as usize) as u64;
+                // In range: `parse_record` checked that the record lies inside the file.
+                let end = (offset + h.record_len) as usize;
+                offset = pad8(end) as u64;
+                pending = check_after_record(path, file, end).err();
                 Some(Ok((at, h)))
             }
             Err(e) => {
@@ -434,6 +454,26 @@ pub fn records<'a>(
             }
         }
     }))
+}
+
+/// What follows a record ending at `end`: the end of the file, or zero bytes up to the next
+/// multiple of 8 where the next record starts. Fewer bytes than a record header after that
+/// are no record: they are bytes after the last one.
+fn check_after_record(path: &Path, file: &[u8], end: usize) -> Result<()> {
+    let next = pad8(end);
+    let bad = |offset: usize, reason: String| FormatError::BadShardLayout {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    if end < file.len() && file.len() < next + RECORD_FIXED_LEN {
+        let n = file.len() - end;
+        return Err(bad(end, format!("{n} bytes after the last record")));
+    }
+    match file[end..next.min(file.len())].iter().position(|&b| b != 0) {
+        Some(i) => Err(bad(end + i, "non-zero byte between records".into())),
+        None => Ok(()),
+    }
 }
 
 /// Where a record was written.
@@ -505,47 +545,4 @@ impl ShardWriter {
         sync_parent(&self.path);
         Ok(self.len)
     }
-}
-
-/// The temporary name a file is written under before its atomic rename: `<path>.tmp`.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    with_name_suffix(path, ".tmp")
-}
-
-/// Like [`tmp_path`] with this process's id in the name, `<path>.<pid>.tmp`, for a file that
-/// two processes may write at once: each writes its own temporary file and renames a whole one.
-pub fn process_tmp_path(path: &Path) -> PathBuf {
-    with_name_suffix(path, &format!(".{}.tmp", std::process::id()))
-}
-
-/// `path` with `suffix` appended to its file name (not replacing an extension).
-fn with_name_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-/// Best effort: makes a rename durable. Failure only weakens crash safety, so it is ignored.
-pub(crate) fn sync_parent(path: &Path) {
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-}
-
-/// Writes `path` atomically: `write` fills `<path>.tmp`, which is synced and renamed.
-pub fn atomic_write(
-    path: &Path,
-    write: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = tmp_path(path);
-    let mut file = File::create(&tmp).at(&tmp)?;
-    write(&mut file).at(&tmp)?;
-    file.sync_all().at(&tmp)?;
-    drop(file);
-    std::fs::rename(&tmp, path).at(path)?;
-    sync_parent(path);
-    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
 use cvrl_formats::manifest::ShardInfo;
-use cvrl_formats::shard::{parse_record, records};
+use cvrl_formats::shard::{self, parse_record, records};
 use cvrl_formats::*;
 use proptest::prelude::*;
 use std::path::Path;
@@ -80,7 +80,7 @@ fn write_set(dir: &Path, videos: &[Video]) {
         pixel_format: PixelFormat::Yuv420p,
         chunk_frames: 8,
         zstd_level: 3,
-        predictor: "adaptive".into(),
+        predictor: PredictorMode::Adaptive,
         shard_bytes: 1,
     };
     let classes = vec!["a".into(), "b".into()];
@@ -166,6 +166,126 @@ fn a_shard_file_lists_its_records_on_its_own() {
     assert_eq!(ids, ["a/one", "a/two"]);
     assert_eq!(recs[0].1.chunks.len(), 5, "37 frames in chunks of 8");
     assert_eq!(recs[1].0 % 8, 0, "records are 8-aligned");
+}
+
+#[test]
+fn a_shard_file_opened_alone_reads_and_verifies_through_the_frame_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = videos();
+    write_set(dir.path(), &vs);
+    let path = dir.path().join("shard-00000.cvrs");
+    let file = ShardFile::open(&path).unwrap();
+    assert!(file.damage().is_none());
+    let set = ShardSet::open(dir.path()).unwrap();
+    let mut reader = file.reader().unwrap();
+    for (i, v) in file.videos().iter().enumerate() {
+        let row = &set.videos()[set.find(&v.video_id).unwrap()];
+        assert_eq!(
+            (v.offset, v.length, &v.chunks, v.checksum),
+            (row.offset, row.length, &row.chunks, row.checksum)
+        );
+        let mut out = Vec::new();
+        reader.read_frames(i, 0, v.num_frames, 1, &mut out).unwrap();
+        let expected: Vec<u8> = vs[i].frames.concat();
+        assert!(out == expected, "{}", v.video_id);
+        file.verify_video(i, &mut reader).unwrap();
+    }
+
+    let mut bytes = std::fs::read(&path).unwrap();
+    let row = &file.videos()[1];
+    bytes[(row.offset + row.chunks[0].offset + 2) as usize] ^= 4;
+    bytes.extend([0; 5]);
+    drop(file);
+    std::fs::write(&path, &bytes).unwrap();
+    let file = ShardFile::open(&path).unwrap();
+    assert_eq!(file.videos().len(), 2, "a damaged chunk does not stop the walk");
+    let damage = file.damage().map(ToString::to_string).unwrap_or_default();
+    assert!(damage.contains("5 bytes after the last record"), "{damage}");
+    let mut reader = file.reader().unwrap();
+    file.verify_video(0, &mut reader).unwrap();
+    let err = file.verify_video(1, &mut reader).unwrap_err();
+    assert!(matches!(err, FormatError::ChunkChecksum { chunk: 0, .. }), "{err}");
+}
+
+/// `bytes` with `byte` set at `at` and the CRC-32C of `bytes[crc_of]` stored after that
+/// range, so only the byte itself is wrong.
+fn with_byte(bytes: &[u8], at: usize, byte: u8, crc_of: std::ops::Range<usize>) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at] = byte;
+    let crc = crc32c::crc32c(&b[crc_of.clone()]);
+    b[crc_of.end..crc_of.end + 4].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn walk_err(path: &Path, bytes: &[u8]) -> String {
+    match records(path, bytes).and_then(|it| it.collect::<Result<Vec<_>>>()) {
+        Ok(recs) => panic!("{} records accepted", recs.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn non_zero_reserved_bytes_id_padding_and_post_checksum_bytes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path(), &videos());
+    let path = dir.path().join("shard-00000.cvrs");
+    let bytes = std::fs::read(&path).unwrap();
+    let reserved = with_byte(&bytes, 20, 1, 0..28);
+    assert!(walk_err(&path, &reserved).contains("reserved bytes 16..28 are not zero"));
+    std::fs::write(&path, &reserved).unwrap();
+    let err = open_err(dir.path());
+    assert!(err.contains("shard-00000.cvrs") && err.contains("reserved"), "{err}");
+
+    // The first record, "a/one": 5 id bytes, 3 of padding; 5 chunks.
+    let hlen = shard::header_len(5, 5);
+    let padding = with_byte(&bytes, 32 + 48 + 6, 1, 32..32 + hlen - 8);
+    assert!(walk_err(&path, &padding).contains("video id padding is not zero"));
+    let after_crc = with_byte(&bytes, 32 + hlen - 2, 1, 32..32 + hlen - 8);
+    let err = parse_record(&path, &after_crc, 32).unwrap_err().to_string();
+    assert!(err.contains("a/one") && err.contains("after the header checksum"), "{err}");
+    parse_record(&path, &bytes, 32).unwrap();
+}
+
+#[test]
+fn bytes_between_or_after_records_fail_a_walk_and_verify_but_not_the_index_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    // "b/three" first: its record's length is not a multiple of 8, so padding follows it.
+    let mut vs = videos();
+    vs.rotate_right(1);
+    write_set(dir.path(), &vs);
+    let path = dir.path().join("shard-00000.cvrs");
+    let bytes = std::fs::read(&path).unwrap();
+    let recs: Vec<_> = records(&path, &bytes).unwrap().collect::<Result<_>>().unwrap();
+    let end0 = (recs[0].0 + recs[0].1.record_len) as usize;
+    assert!(end0 < recs[1].0 as usize, "the test needs padding after record 0");
+
+    let mut padded = bytes.clone();
+    padded[end0] = 7;
+    let mut variants = vec![("non-zero byte between records", padded)];
+    for extra in [1, 8, 13] {
+        let mut longer = bytes.clone();
+        longer.resize(bytes.len() + extra, 0);
+        variants.push(("", longer));
+    }
+    for (what, damaged) in variants {
+        let walk = walk_err(&path, &damaged);
+        assert!(walk.contains(what) && walk.contains("shard-00000.cvrs"), "{walk}");
+        std::fs::write(&path, &damaged).unwrap();
+        let set = ShardSet::open(dir.path()).expect("the index reader never reads those bytes");
+        let mut reader = set.reader().unwrap();
+        for i in 0..set.len() {
+            set.verify_video(i, &mut reader).unwrap();
+        }
+        let s = (0..set.num_shards()).find(|&s| set.shard_file_name(s) == "shard-00000.cvrs");
+        let err = set.verify_shard(s.unwrap()).unwrap_err().to_string();
+        let expected = if what.is_empty() { "bytes after the last record" } else { what };
+        assert!(err.contains(expected), "{err}");
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let set = ShardSet::open(dir.path()).unwrap();
+    for s in 0..set.num_shards() {
+        set.verify_shard(s).unwrap();
+    }
 }
 
 fn open_err(dir: &Path) -> String {

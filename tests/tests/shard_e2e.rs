@@ -220,6 +220,33 @@ fn a_damaged_chunk_is_found_by_verify_and_the_reader_names_the_video() {
 }
 
 #[test]
+fn bytes_after_the_last_record_fail_inspect_on_the_file_and_verify_on_the_set() {
+    let out = tempdir();
+    assert!(build(&sample_videos().join("videos"), out.path(), &[]).status.success());
+    let shard = out.path().join("shard-00000.cvrs");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes.extend([0; 3]);
+    std::fs::write(&shard, bytes).unwrap();
+
+    let o = run("cvrl-inspect", &[&shard]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("3 bytes after the last record"), "{}", text(&o));
+    let o = run("cvrl-inspect", &[&out.path(), &"--verify"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("9 ok, 1 damaged")
+            && stdout.contains("shard-00000.cvrs: ")
+            && stdout.contains("3 bytes after the last record"),
+        "{stdout}"
+    );
+    // Training reads through the index, which never points there.
+    let set = ShardSet::open(out.path()).unwrap();
+    let mut frames = Vec::new();
+    set.reader().unwrap().read_frames(0, 0, 1, 1, &mut frames).unwrap();
+}
+
+#[test]
 fn a_kinetics_csv_is_matched_to_trimmed_and_untrimmed_files_and_missing_rows_are_reported() {
     let d = tempdir();
     let dl = d.path().join("downloads");

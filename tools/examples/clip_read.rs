@@ -140,6 +140,15 @@ fn run() -> Result<(), String> {
     let a = parse_args()?;
     let set = ShardSet::open(a.dir.as_ref()).map_err(|e| e.to_string())?;
     let span = (a.count - 1) * a.stride + 1;
+    let mut videos = choose_videos(&a, &set, span)?;
+    time_clips(&a, &set, &mut videos, span)?;
+    print_table(&a, &videos, span);
+    Ok(())
+}
+
+/// The videos to read (all, or those of `videos=`) that hold a clip, with their random clip
+/// starts and what those clips touch.
+fn choose_videos(a: &Args, set: &ShardSet, span: u32) -> Result<Vec<Video>, String> {
     let mut rng = Rng(a.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut videos = Vec::new();
     for (i, row) in set.videos().iter().enumerate() {
@@ -154,7 +163,7 @@ fn run() -> Result<(), String> {
             (0..a.clips).map(|_| rng.below(u64::from(row.num_frames - span + 1)) as u32).collect();
         let (mut chunks_touched, mut frames_decoded) = (0, 0u64);
         for &s in &starts {
-            let (first, last) = (chunk_of(&set, i, s), chunk_of(&set, i, s + span - 1));
+            let (first, last) = (chunk_of(set, i, s), chunk_of(set, i, s + span - 1));
             chunks_touched += last - first + 1;
             frames_decoded +=
                 row.chunks[first..=last].iter().map(|c| u64::from(c.num_frames)).sum::<u64>();
@@ -182,11 +191,15 @@ fn run() -> Result<(), String> {
     if videos.is_empty() {
         return Err(format!("no video with at least {span} frames in {}", a.dir));
     }
+    Ok(videos)
+}
 
+/// Reads every clip of every video `a.repeat` times, keeping each video's best pass.
+fn time_clips(a: &Args, set: &ShardSet, videos: &mut [Video], span: u32) -> Result<(), String> {
     let mut reader = set.reader().map_err(|e| e.to_string())?;
     let mut buf: Vec<u8> = Vec::new();
     // Warm up: every chunk once (page cache, decoder state, buffer sizes).
-    for v in &videos {
+    for v in videos.iter() {
         for c in &set.videos()[v.index].chunks {
             reader.frame(v.index, c.first_frame).map_err(|e| e.to_string())?;
         }
@@ -204,8 +217,8 @@ fn run() -> Result<(), String> {
             for (j, v) in videos.iter().enumerate() {
                 let start = v.starts[k];
                 let (first, last) =
-                    (chunk_of(&set, v.index, start), chunk_of(&set, v.index, start + span - 1));
-                point_elsewhere(&mut reader, &set, v.index, first, last)?;
+                    (chunk_of(set, v.index, start), chunk_of(set, v.index, start + span - 1));
+                point_elsewhere(&mut reader, set, v.index, first, last)?;
                 buf.clear();
                 let w = Instant::now();
                 let c = cpu_now(t0);
@@ -222,11 +235,15 @@ fn run() -> Result<(), String> {
             v.best_wall = v.best_wall.min(wall[j]);
         }
     }
+    Ok(())
+}
 
+/// One line per video: tab-separated with `tsv`, else a markdown table.
+fn print_table(a: &Args, videos: &[Video], span: u32) {
     let n = a.clips as f64;
     if a.tsv {
         println!("video\twidth\theight\tframes\tclips\tchunks_per_clip\tms_per_clip_cpu\tms_per_clip_wall");
-        for v in &videos {
+        for v in videos {
             println!(
                 "{}\t{}\t{}\t{}\t{}\t{:.2}\t{:.3}\t{:.3}",
                 v.id,
@@ -246,7 +263,7 @@ fn run() -> Result<(), String> {
         );
         println!("| video | size | frames | chunks/clip | ms/clip (CPU) | ms/clip (wall) | stored frames decoded/s |");
         println!("|---|---|---:|---:|---:|---:|---:|");
-        for v in &videos {
+        for v in videos {
             let chunks = v.chunks_touched as f64 / n;
             let frames_per_clip = v.frames_decoded as f64 / n;
             println!(
@@ -262,7 +279,6 @@ fn run() -> Result<(), String> {
             );
         }
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {

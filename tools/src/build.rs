@@ -11,17 +11,23 @@
 //! input list, which their sidecars say the length of); everything after them is redone.
 //! The final `index.parquet`, `failures.parquet` and, last, `manifest.json` are written
 //! atomically; a set with a manifest is complete.
+//!
+//! A write that fails (a full disk) stops the build with an error saying so; the committed
+//! shards stay, the shard being written is removed, and a rerun resumes as after a kill.
+//! One build at a time writes an output folder (or one part of it): [`build`] runs holding
+//! its [`OutputLock`].
 
 use crate::decode::{decode_video, DecodeOptions, VideoInfo};
-use crate::inputs::{InputVideo, Inputs};
-use anyhow::{bail, Context, Result};
-use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
+use crate::inputs::{InputVideo, Inputs, STAGE_CSV, STAGE_MISSING};
+use crate::lock::{OutputLock, STATE_DIR};
+use anyhow::{bail, ensure, Context, Result};
+use cvrl_formats::atomic::tmp_path;
+use cvrl_formats::codec::ChunkEncoder;
 use cvrl_formats::index::{read_failures, read_index, write_failures, write_index};
 use cvrl_formats::manifest::ShardInfo;
-use cvrl_formats::shard::tmp_path;
 use cvrl_formats::{
-    write_set, BuildParams, EncodedRecord, FailureRow, Manifest, Part, RecordBuilder, SetFiles,
-    ShardWriter, VideoRow, VideoSpec,
+    write_set, BuildParams, EncodedRecord, FailureRow, FormatError, Manifest, Part, RecordBuilder,
+    SetFiles, ShardWriter, VideoRow, VideoSpec,
 };
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -70,11 +76,22 @@ enum Encoded {
     Failed(FailureRow),
 }
 
-/// Builds (or resumes building) the shard set of `inputs` in `cfg.out`.
-pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Result<BuildSummary> {
+/// Builds (or resumes building) the shard set of `inputs` in `cfg.out`, holding `lock` (the
+/// lock of that folder and part) until it is done.
+pub fn build(
+    inputs: &Inputs,
+    cfg: &BuildConfig,
+    lock: OutputLock,
+    progress: &dyn Reporter,
+) -> Result<BuildSummary> {
+    ensure!(
+        lock.covers(&cfg.out, cfg.part),
+        "the lock held is not the one of {} for this part",
+        cfg.out.display()
+    );
     let started = Instant::now();
     let files = SetFiles::new(cfg.part);
-    let state = cfg.out.join(".building");
+    let state = cfg.out.join(STATE_DIR);
     std::fs::create_dir_all(&state)
         .with_context(|| format!("cannot create {}", state.display()))?;
     let manifest_path = cfg.out.join(files.manifest());
@@ -107,13 +124,36 @@ pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Res
     let mut out = Output::resume(cfg, &files, &state)?;
     let resumed = out.inputs_done;
     progress.start(mine.len(), resumed);
+    let written = encode_all(&mut out, &mine[resumed.min(mine.len())..], inputs, cfg, progress)
+        .and_then(|()| out.finish(inputs, cfg));
+    progress.finish();
+    let manifest = written.map_err(|e| out.stopped(e))?;
+    let _ = std::fs::remove_file(&params_path);
+    drop(lock); // removes the state folder too, unless other parts are still building
+    let failures = read_failures(&cfg.out.join(&manifest.failures))?;
+    Ok(BuildSummary {
+        manifest,
+        failures,
+        resumed,
+        already_complete: false,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
 
+/// Decodes and encodes `todo` in parallel, appending to `out` in input order.
+fn encode_all(
+    out: &mut Output,
+    todo: &[&InputVideo],
+    inputs: &Inputs,
+    cfg: &BuildConfig,
+    progress: &dyn Reporter,
+) -> Result<()> {
     let window = rayon::current_num_threads() * 4;
-    for batch in mine[resumed.min(mine.len())..].chunks(window) {
+    for batch in todo.chunks(window) {
         let encoded: Vec<Encoded> = batch
             .par_iter()
             .map_init(
-                || ChunkEncoder::new(cfg.params.zstd_level, predictor(&cfg.params)),
+                || ChunkEncoder::new(cfg.params.zstd_level, cfg.params.predictor),
                 |enc, input| match enc {
                     Ok(enc) => encode_one(input, &cfg.params, enc),
                     Err(e) => Encoded::Failed(failure(input, "encode", &e.to_string())),
@@ -135,34 +175,27 @@ pub fn build(inputs: &Inputs, cfg: &BuildConfig, progress: &dyn Reporter) -> Res
             }
         }
     }
-    progress.finish();
-    let manifest = out.finish(inputs, cfg)?;
-    let _ = std::fs::remove_file(&params_path);
-    let _ = std::fs::remove_dir(&state); // only if empty: other parts may still be building
-    let failures = read_failures(&cfg.out.join(&manifest.failures))?;
-    Ok(BuildSummary {
-        manifest,
-        failures,
-        resumed,
-        already_complete: false,
-        seconds: started.elapsed().as_secs_f64(),
+    Ok(())
+}
+
+/// Whether `e` comes from a full disk, a quota, or a file size limit (`ulimit -f`).
+fn out_of_space(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .or_else(|| cause.downcast_ref::<FormatError>().and_then(FormatError::io_error));
+        io.is_some_and(|io| {
+            use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+            matches!(io.kind(), StorageFull | FileTooLarge | QuotaExceeded)
+        })
     })
 }
 
-fn predictor(params: &BuildParams) -> PredictorMode {
-    params.predictor.parse().unwrap_or_default()
-}
-
-/// `name: old -> new` for each build parameter that differs.
+/// `name: old there, new now` for each build parameter that differs.
 fn param_diff(old: &BuildParams, new: &BuildParams) -> String {
-    let (a, b) = (
-        serde_json::to_value(old).unwrap_or_default(),
-        serde_json::to_value(new).unwrap_or_default(),
-    );
-    let keys = a.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
-    keys.iter()
-        .filter(|k| a[k.as_str()] != b[k.as_str()])
-        .map(|k| format!("{k}: {} there, {} now", a[k.as_str()], b[k.as_str()]))
+    old.differences(new)
+        .iter()
+        .map(|(k, a, b)| format!("{k}: {a} there, {b} now"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -181,7 +214,7 @@ fn check_resume_params(path: &Path, params: &BuildParams) -> Result<()> {
         }
     } else {
         let json = serde_json::to_vec_pretty(params)?;
-        cvrl_formats::shard::atomic_write(path, |f| std::io::Write::write_all(f, &json))?;
+        cvrl_formats::atomic::atomic_write(path, |f| std::io::Write::write_all(f, &json))?;
     }
     Ok(())
 }
@@ -190,7 +223,7 @@ fn check_resume_params(path: &Path, params: &BuildParams) -> Result<()> {
 fn remove_part_files(out: &Path, files: &SetFiles) -> Result<()> {
     let shard_prefix = files.shard(0).trim_end_matches("00000.cvrs").to_string();
     let fixed = [files.manifest(), files.index(), files.failures()];
-    for dir in [out.to_path_buf(), out.join(".building")] {
+    for dir in [out.to_path_buf(), out.join(STATE_DIR)] {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -208,13 +241,31 @@ fn remove_part_files(out: &Path, files: &SetFiles) -> Result<()> {
     Ok(())
 }
 
+/// The failure row of `input`; the error of a CSV row names its line.
 fn failure(input: &InputVideo, stage: &str, error: &str) -> FailureRow {
     FailureRow {
         source_path: input.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        video_id: Some(input.video_id.clone()),
+        video_id: input.stored_id().map(str::to_string),
         label: input.label.clone(),
         stage: stage.to_string(),
-        error: error.to_string(),
+        error: match &input.csv_row {
+            Some(row) => format!("{row}: {error}"),
+            None => error.to_string(),
+        },
+    }
+}
+
+/// How the summary and the progress bar show a failure: what failed, the stage, why.
+pub fn describe_failure(f: &FailureRow) -> String {
+    let what = if f.source_path.is_empty() {
+        f.video_id.as_deref().unwrap_or_default()
+    } else {
+        f.source_path.as_str()
+    };
+    if what.is_empty() {
+        format!("{} failed: {}", f.stage, f.error)
+    } else {
+        format!("{what}: {} failed: {}", f.stage, f.error)
     }
 }
 
@@ -230,12 +281,11 @@ fn decode_options(params: &BuildParams, input: &InputVideo) -> DecodeOptions {
 
 /// Decodes one input and compresses it into a record (runs on a rayon worker).
 fn encode_one(input: &InputVideo, params: &BuildParams, enc: &mut ChunkEncoder) -> Encoded {
+    if let Some(r) = &input.rejected {
+        return Encoded::Failed(failure(input, r.stage, &r.reason));
+    }
     let Some(path) = &input.path else {
-        return Encoded::Failed(failure(
-            input,
-            "missing",
-            "no file for this CSV row under the video root",
-        ));
+        return Encoded::Failed(failure(input, STAGE_MISSING, "no file for this input"));
     };
     let mut builder: Option<RecordBuilder<'_>> = None;
     let mut encode_error: Option<String> = None;
@@ -259,7 +309,12 @@ fn encode_one(input: &InputVideo, params: &BuildParams, enc: &mut ChunkEncoder) 
     });
     let info = match info {
         Ok(info) => info,
-        Err(e) => return Encoded::Failed(failure(input, &e.stage.to_string(), &e.message)),
+        Err(e) => {
+            if let Some(f) = window_past_the_end(input, path) {
+                return Encoded::Failed(f);
+            }
+            return Encoded::Failed(failure(input, &e.stage.to_string(), &e.message));
+        }
     };
     if let Some(e) = encode_error {
         return Encoded::Failed(failure(input, "encode", &e));
@@ -272,6 +327,22 @@ fn encode_one(input: &InputVideo, params: &BuildParams, enc: &mut ChunkEncoder) 
         Ok(record) => Encoded::Ok(Box::new((record, info))),
         Err(e) => Encoded::Failed(failure(input, "encode", &e.to_string())),
     }
+}
+
+/// A CSV row's window that starts after its video ends, as a failure naming the row: the
+/// decoder only sees that no frame lies in the window (or a jump past the end), which does
+/// not say what to fix. Probed only once decoding failed.
+fn window_past_the_end(input: &InputVideo, path: &Path) -> Option<FailureRow> {
+    let (start, end) = input.trim?;
+    let duration = crate::decode::probe(path).ok()?.duration_s?;
+    (start >= duration).then(|| {
+        let why = format!(
+            "the window {start}..{end} s starts after the end of the video ({duration:.1} s \
+             long): the download is shorter than the video the row was made from, or the \
+             row's times are wrong"
+        );
+        failure(input, STAGE_CSV, &why)
+    })
 }
 
 /// The shard being written and the committed state before it.
@@ -326,7 +397,7 @@ impl Output {
         // Remove what an interrupted run left beyond the committed shards.
         for k in o.shards.len().. {
             let (shard, idx, fail) = o.paths(&files.shard(k));
-            let stale = [tmp_path(&shard), shard, idx, fail];
+            let stale = [tmp_path(&shard), tmp_path(&idx), tmp_path(&fail), shard, idx, fail];
             if !stale.iter().any(|p| p.exists()) {
                 break;
             }
@@ -393,7 +464,30 @@ impl Output {
         Ok(())
     }
 
-    fn finish(mut self, inputs: &Inputs, cfg: &BuildConfig) -> Result<Manifest> {
+    /// `e`, which stopped the build, saying what is kept and what to do. The uncommitted
+    /// shard's files go: they may be what filled the disk, and a rerun redoes them.
+    fn stopped(&mut self, e: anyhow::Error) -> anyhow::Error {
+        drop(self.writer.take());
+        let (shard, idx, fail) = self.paths(&self.files.shard(self.shards.len()));
+        for p in [tmp_path(&shard), tmp_path(&idx), tmp_path(&fail), idx, fail] {
+            let _ = std::fs::remove_file(p);
+        }
+        let (kept, out) = (self.shards.len(), self.out.display());
+        if out_of_space(&e) {
+            e.context(format!(
+                "writing {out} ran out of space (the disk is full, or a quota or file size limit \
+                 is reached); its {kept} committed shards are kept: free space and run the same \
+                 command again to resume after them"
+            ))
+        } else {
+            e.context(format!(
+                "writing {out} stopped; its {kept} committed shards are kept, and running the \
+                 same command again resumes after them"
+            ))
+        }
+    }
+
+    fn finish(&mut self, inputs: &Inputs, cfg: &BuildConfig) -> Result<Manifest> {
         self.commit_shard()?;
         self.committed_failures.append(&mut self.failures);
         let (rows, failures) = (&self.committed_rows, &self.committed_failures);

@@ -2,10 +2,10 @@
 //! JSON; checksum verification; frames and contact sheets as PNG for a person to look at.
 
 use anyhow::{bail, Context, Result};
-use cvrl_formats::codec::ChunkDecoder;
 use cvrl_formats::pixel::yuv420p_to_rgb24;
-use cvrl_formats::shard::records;
-use cvrl_formats::{FailureRow, FrameLayout, PixelFormat, ShardSet, VideoRow};
+use cvrl_formats::{
+    FailureRow, FormatError, FrameLayout, PixelFormat, ShardFile, ShardSet, VideoRow,
+};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -183,71 +183,48 @@ pub struct ShardReport {
     pub error: Option<String>,
 }
 
-/// Walks the records of one shard file; with `verify`, decodes every chunk too.
+/// Walks the records of one shard file; with `verify`, decodes every chunk too (through
+/// the formats crate's [`FrameReader`](cvrl_formats::FrameReader), as for a set).
 pub fn shard_report(path: &Path, verify: bool) -> Result<ShardReport> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: read-only map of a finished shard; see cvrl_formats::set.
-    let map =
-        unsafe { memmap2_map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
-    let mut report = ShardReport {
+    let shard = ShardFile::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = shard.reader()?;
+    let mut records = Vec::with_capacity(shard.videos().len());
+    for (i, v) in shard.videos().iter().enumerate() {
+        let error = if verify {
+            shard.verify_video(i, &mut reader).err().map(|e| chunk_error(&e))
+        } else {
+            None
+        };
+        records.push(RecordSummary {
+            video_id: v.video_id.clone(),
+            offset: v.offset,
+            bytes: v.length,
+            frames: v.num_frames,
+            width: v.width,
+            height: v.height,
+            pixel_format: v.pixel_format.clone(),
+            fps: f64::from(v.fps_num) / f64::from(v.fps_den),
+            chunks: v.chunks.len(),
+            error,
+        });
+    }
+    Ok(ShardReport {
         path: path.display().to_string(),
-        bytes: map.len() as u64,
+        bytes: shard.file_len(),
         format_version: cvrl_formats::shard::FORMAT_VERSION,
-        records: Vec::new(),
-        error: None,
-    };
-    let mut decoder = ChunkDecoder::new().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut buf = Vec::new();
-    for rec in records(path, &map)? {
-        match rec {
-            Ok((offset, h)) => {
-                let error = if verify {
-                    verify_record(&map, offset, &h, &mut decoder, &mut buf).err()
-                } else {
-                    None
-                };
-                report.records.push(RecordSummary {
-                    video_id: h.video_id.clone(),
-                    offset,
-                    bytes: h.record_len,
-                    frames: h.num_frames,
-                    width: h.layout.width(),
-                    height: h.layout.height(),
-                    pixel_format: h.layout.format().to_string(),
-                    fps: f64::from(h.fps_num) / f64::from(h.fps_den),
-                    chunks: h.chunks.len(),
-                    error,
-                });
-            }
-            Err(e) => report.error = Some(e.to_string()),
-        }
-    }
-    Ok(report)
+        records,
+        error: shard.damage().map(|e| e.to_string()),
+    })
 }
 
-unsafe fn memmap2_map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
-    memmap2::Mmap::map(file)
-}
-
-fn verify_record(
-    map: &[u8],
-    offset: u64,
-    h: &cvrl_formats::shard::RecordHeader,
-    dec: &mut ChunkDecoder,
-    buf: &mut Vec<u8>,
-) -> Result<(), String> {
-    for (i, c) in h.chunks.iter().enumerate() {
-        let start = (offset + c.offset) as usize;
-        let data = &map[start..start + c.length as usize];
-        if crc32c::crc32c(data) != c.crc32c {
-            return Err(format!("chunk {i}: checksum mismatch"));
-        }
-        buf.resize(h.layout.frame_bytes() * c.num_frames as usize, 0);
-        dec.decode(&h.layout, c.num_frames as usize, data, buf)
-            .map_err(|e| format!("chunk {i}: {e}"))?;
+/// A damaged chunk as the shard report names it (the record's line already names the
+/// file and the video).
+fn chunk_error(e: &FormatError) -> String {
+    match e {
+        FormatError::ChunkChecksum { chunk, .. } => format!("chunk {chunk}: checksum mismatch"),
+        FormatError::ChunkDecode { chunk, error, .. } => format!("chunk {chunk}: {error}"),
+        other => other.to_string(),
     }
-    Ok(())
 }
 
 impl std::fmt::Display for ShardReport {
@@ -280,10 +257,13 @@ impl std::fmt::Display for ShardReport {
 pub struct VerifyReport {
     pub videos: usize,
     pub ok: usize,
+    /// What failed, and why: videos by id, shards (records that do not tile the file) by
+    /// file name.
     pub damaged: Vec<(String, String)>,
 }
 
-/// Recomputes every checksum of every video of the set.
+/// Recomputes every checksum of every video of the set, and checks that each shard holds
+/// its records and nothing else; a damaged shard is listed under its file name.
 pub fn verify_set(set: &ShardSet) -> Result<VerifyReport> {
     let mut reader = set.reader()?;
     let mut damaged = Vec::new();
@@ -292,7 +272,13 @@ pub fn verify_set(set: &ShardSet) -> Result<VerifyReport> {
             damaged.push((set.videos()[i].video_id.clone(), e.to_string()));
         }
     }
-    Ok(VerifyReport { videos: set.len(), ok: set.len() - damaged.len(), damaged })
+    let ok = set.len() - damaged.len();
+    for s in 0..set.num_shards() {
+        if let Err(e) = set.verify_shard(s) {
+            damaged.push((set.shard_file_name(s), e.to_string()));
+        }
+    }
+    Ok(VerifyReport { videos: set.len(), ok, damaged })
 }
 
 impl std::fmt::Display for VerifyReport {

@@ -7,5 +7,6 @@ pub mod build;
 pub mod decode;
 pub mod inputs;
 pub mod inspect;
+pub mod lock;
 pub mod progress;
 pub mod synth;

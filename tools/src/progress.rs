@@ -46,7 +46,7 @@ impl Reporter for Bar {
         let fps = total as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         self.bar.set_message(format!("{fps:.0} frames/s"));
         if let Some(f) = failed {
-            self.bar.println(format!("failed: {} ({}): {}", f.source_path, f.stage, f.error));
+            self.bar.println(format!("failed: {}", crate::build::describe_failure(f)));
         }
         self.bar.inc(1);
     }

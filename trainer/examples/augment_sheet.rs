@@ -6,8 +6,9 @@
 //! only the spatial augmentation differs.
 
 use cvrl_formats::ShardSet;
+use cvrl_trainer::augment::{AugmentTransform, Augmentation};
 use cvrl_trainer::loader::ClipTransform;
-use cvrl_trainer::train::{AugmentTransform, Augmentation};
+use cvrl_trainer::loader::View;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 use std::io::Write;
@@ -34,9 +35,9 @@ fn main() -> anyhow::Result<()> {
         let mut frames = Vec::new();
         reader.read_frames(video, 0, t as u32, 4, &mut frames)?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(p as u64);
-        for v in 0..2 {
+        for (v, view) in [View::First, View::Second].into_iter().enumerate() {
             let mut out = vec![0u8; transform.output_len(t)];
-            transform.apply(&mut rng, &layout, &frames, t, &mut out);
+            transform.apply(view, &mut rng, &layout, &frames, t, &mut out);
             for f in 0..t {
                 for y in 0..size {
                     for x in 0..size {

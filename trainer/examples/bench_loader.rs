@@ -26,9 +26,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cvrl_formats::{pixel::yuv420p_to_rgb24, ChunkEntry, FrameLayout, ShardSet, VideoRow};
 use cvrl_trainer::augment::AugmentConfig;
-use cvrl_trainer::loader::{epoch_order, mix, ClipTransform, Loader, LoaderConfig};
+use cvrl_trainer::augment::AugmentTransform;
+use cvrl_trainer::loader::{epoch_order, mix, ClipTransform, Loader, LoaderConfig, View};
 use cvrl_trainer::sampler::{sample_pair, ClipSpec, IntervalDistribution};
-use cvrl_trainer::train::AugmentTransform;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 use std::path::PathBuf;
@@ -108,6 +108,8 @@ fn run() -> Result<()> {
         seed: args.seed,
         clip,
         interval: IntervalDistribution::Decreasing,
+        rank: 0,
+        ranks: 1,
     };
     let batches = args.pairs.div_ceil(args.batch_size).max(1);
     let full: Arc<dyn ClipTransform> = Arc::new(AugmentTransform::new(args.crop));
@@ -311,8 +313,9 @@ fn breakdown(
         for (transform, total) in [(full, &mut full_s), (cropflip, &mut crop_s)] {
             let mut rng = p.rng.clone();
             let t = thread_cpu_s();
-            for (clip, buf) in p.clips.iter().zip(&frames) {
-                transform.apply(&mut rng, &layout, buf, clip.len(), &mut out);
+            for ((clip, buf), view) in p.clips.iter().zip(&frames).zip([View::First, View::Second])
+            {
+                transform.apply(view, &mut rng, &layout, buf, clip.len(), &mut out);
             }
             *total += thread_cpu_s() - t;
             std::hint::black_box(&out);

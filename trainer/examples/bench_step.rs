@@ -14,8 +14,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use cvrl_trainer::device::DeviceChoice;
 use cvrl_trainer::model::Stem;
-use cvrl_trainer::train::{Arch, DeviceChoice, MicroBatch, RunLength, Stepper, TrainConfig};
+use cvrl_trainer::train::{Arch, MicroBatch, Preset, RunLength, Stepper, TrainConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -97,9 +98,9 @@ fn main() -> Result<()> {
         device: args.device,
         channels_last: args.channels_last,
         fp32: args.fp32,
-        ..TrainConfig::cpu_demo(Vec::new(), PathBuf::new())
+        ..TrainConfig::preset(Preset::Demo, Vec::new(), PathBuf::new())
     };
-    let mut stepper = Stepper::new(&cfg, None).context("building the model")?;
+    let mut stepper = Stepper::new(&cfg, None, None).context("building the model")?;
     let clip = 3 * (args.frames * args.crop * args.crop) as usize;
     // Deterministic noise, different for each view and step, made before timing.
     let views: Vec<Vec<u8>> = (0..2 * (args.warmup + args.steps) as u64)

@@ -18,8 +18,7 @@
 //! `safetensors.torch.load_file` (or by hand: an 8-byte little-endian header length, a JSON
 //! header of names, dtypes, shapes and offsets, then raw little-endian data).
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -27,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, TchError, Tensor};
 
+use crate::mismatch::TensorMismatch;
 use crate::optim::Optimizer;
+use crate::run_dir::RunDir;
 
 /// `state.json`'s `format` field.
 pub const FORMAT: &str = "cvrl-checkpoint";
@@ -36,8 +37,6 @@ pub const VERSION: u32 = 1;
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
-/// The exported backbone, in the run directory.
-pub const ENCODER_FILE: &str = "encoder.safetensors";
 /// The variables of the projection head start with this; everything else is the backbone.
 pub const HEAD_PREFIX: &str = "head.";
 
@@ -56,6 +55,13 @@ pub struct CheckpointState {
     pub loss: Option<f64>,
     /// The run's configuration (every flag), as the trainer serialised it.
     pub config: serde_json::Value,
+    /// The processes (ranks) that trained together; 1 alone.
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl CheckpointState {
@@ -66,87 +72,16 @@ impl CheckpointState {
         loss: Option<f64>,
         config: serde_json::Value,
     ) -> Self {
-        CheckpointState { format: FORMAT.into(), version: VERSION, step, seed, model, loss, config }
-    }
-}
-
-/// Tensors that one side has and the other lacks, or has with another shape.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TensorMismatch {
-    /// Expected, not found.
-    pub missing: Vec<String>,
-    /// Found, not expected.
-    pub unexpected: Vec<String>,
-    /// `(name, expected shape, found shape)`.
-    pub shapes: Vec<(String, Vec<i64>, Vec<i64>)>,
-}
-
-impl TensorMismatch {
-    /// Compares `found` against `expected` (names and shapes), each list sorted by name.
-    pub fn between(expected: &[(String, Vec<i64>)], found: &[(String, Vec<i64>)]) -> Self {
-        let want: BTreeMap<&str, &Vec<i64>> =
-            expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
-        let got: BTreeMap<&str, &Vec<i64>> = found.iter().map(|(n, s)| (n.as_str(), s)).collect();
-        let mut m = TensorMismatch::default();
-        for (name, shape) in &want {
-            match got.get(name) {
-                None => m.missing.push(name.to_string()),
-                Some(s) if s != shape => {
-                    m.shapes.push((name.to_string(), (*shape).clone(), (*s).clone()))
-                }
-                Some(_) => {}
-            }
+        CheckpointState {
+            format: FORMAT.into(),
+            version: VERSION,
+            step,
+            seed,
+            model,
+            loss,
+            config,
+            world_size: 1,
         }
-        m.unexpected =
-            got.keys().filter(|n| !want.contains_key(*n)).map(|n| n.to_string()).collect();
-        m
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.shapes.is_empty()
-    }
-}
-
-/// How many names of each kind a message lists.
-const SHOWN: usize = 5;
-
-fn name_list(names: &[String]) -> String {
-    let mut s = names.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>().join(", ");
-    if names.len() > SHOWN {
-        s.push_str(&format!(", and {} more", names.len() - SHOWN));
-    }
-    s
-}
-
-impl fmt::Display for TensorMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        if !self.shapes.is_empty() {
-            let shown: Vec<String> = self
-                .shapes
-                .iter()
-                .take(SHOWN)
-                .map(|(n, want, got)| format!("{n} is {got:?} there but {want:?} here"))
-                .collect();
-            let more = self.shapes.len().saturating_sub(SHOWN);
-            let more = if more > 0 { format!(", and {more} more") } else { String::new() };
-            parts.push(format!(
-                "{} with another shape ({}{more})",
-                self.shapes.len(),
-                shown.join("; ")
-            ));
-        }
-        if !self.missing.is_empty() {
-            parts.push(format!("{} missing ({})", self.missing.len(), name_list(&self.missing)));
-        }
-        if !self.unexpected.is_empty() {
-            parts.push(format!(
-                "{} not in this model ({})",
-                self.unexpected.len(),
-                name_list(&self.unexpected)
-            ));
-        }
-        write!(f, "tensors differ: {}", parts.join("; "))
     }
 }
 
@@ -183,18 +118,6 @@ fn torch(path: &Path) -> impl FnOnce(TchError) -> CheckpointError + '_ {
     move |error| CheckpointError::Torch { path: path.to_path_buf(), error }
 }
 
-/// `ckpt-00001234` for step 1234: zero-padded so that names sort by step.
-pub fn dir_name(step: u64) -> String {
-    format!("ckpt-{step:08}")
-}
-
-/// The step of a directory named by [`dir_name`].
-fn parse_dir_name(name: &str) -> Option<u64> {
-    name.strip_prefix("ckpt-")
-        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|d| d.parse().ok())
-}
-
 /// Writes `tensors` (moved to the CPU, made contiguous) as safetensors, fsynced.
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), CheckpointError> {
     let cpu: Vec<(&str, Tensor)> =
@@ -229,25 +152,22 @@ pub fn save(
             return Err(CheckpointError::NonFinite { name: name.clone() });
         }
     }
-    let name = dir_name(state.step);
-    let dir = run_dir.join(&name);
-    let tmp = run_dir.join(format!("{name}.tmp"));
+    let run = RunDir::new(run_dir);
+    let dir = run.checkpoint(state.step);
+    let tmp = run.partial_checkpoint(state.step);
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    write_tensors(&tmp.join(MODEL_FILE), &vars)?;
-    write_tensors(&tmp.join(OPTIMIZER_FILE), &optimizer.state())?;
-    let state_path = tmp.join(STATE_FILE);
-    let json = serde_json::to_vec_pretty(state)
-        .map_err(|error| CheckpointError::Json { path: state_path.clone(), error })?;
-    fs::write(&state_path, json).map_err(io(&state_path))?;
-    fs::File::open(&state_path).and_then(|f| f.sync_all()).map_err(io(&state_path))?;
-    sync_dir(&tmp)?;
+    if let Err(e) = write_files(&tmp, state, &vars, optimizer) {
+        // A failed write (a full disk) leaves nothing behind and gives back what it took.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if dir.exists() {
         // The same step again (a resumed run that reached it once before): swap, then drop
         // the old one, so that one complete copy exists at every moment.
-        let old = run_dir.join(format!("{name}.old"));
+        let old = dir.with_extension("old");
         if old.exists() {
             fs::remove_dir_all(&old).map_err(io(&old))?;
         }
@@ -259,6 +179,23 @@ pub fn save(
     }
     sync_dir(run_dir)?;
     Ok(dir)
+}
+
+/// The files of a checkpoint, into the directory `tmp`, fsynced.
+fn write_files(
+    tmp: &Path,
+    state: &CheckpointState,
+    vars: &[(String, Tensor)],
+    optimizer: &Optimizer,
+) -> Result<(), CheckpointError> {
+    write_tensors(&tmp.join(MODEL_FILE), vars)?;
+    write_tensors(&tmp.join(OPTIMIZER_FILE), &optimizer.state())?;
+    let state_path = tmp.join(STATE_FILE);
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|error| CheckpointError::Json { path: state_path.clone(), error })?;
+    fs::write(&state_path, json).map_err(io(&state_path))?;
+    fs::File::open(&state_path).and_then(|f| f.sync_all()).map_err(io(&state_path))?;
+    sync_dir(tmp)
 }
 
 /// Writes the backbone's variables (everything but `head.*`, BatchNorm running statistics
@@ -277,7 +214,7 @@ pub fn write_tensors_atomic(
     path: &Path,
     tensors: &[(String, Tensor)],
 ) -> Result<(), CheckpointError> {
-    let tmp = cvrl_formats::shard::process_tmp_path(path);
+    let tmp = cvrl_formats::atomic::process_tmp_path(path);
     let written =
         write_tensors(&tmp, tensors).and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
     if written.is_err() {
@@ -314,7 +251,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
     for entry in fs::read_dir(run_dir).map_err(io(run_dir))? {
         let entry = entry.map_err(io(run_dir))?;
         let name = entry.file_name();
-        if let Some(step) = name.to_str().and_then(parse_dir_name) {
+        if let Some(step) = name.to_str().and_then(RunDir::checkpoint_step) {
             if entry.path().join(STATE_FILE).is_file() {
                 found.push((step, entry.path()));
             }
@@ -322,6 +259,15 @@ pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
     }
     found.sort();
     Ok(found)
+}
+
+/// The newest complete checkpoint before the one in `dir` (beside it, in its run
+/// directory), if any: where a run can go on from when `dir` cannot be read.
+pub fn previous(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+    let step = dir.file_name().and_then(|n| n.to_str()).and_then(RunDir::checkpoint_step);
+    let (Some(step), Some(run_dir)) = (step, dir.parent()) else { return Ok(None) };
+    let run_dir = if run_dir.as_os_str().is_empty() { Path::new(".") } else { run_dir };
+    Ok(list(run_dir)?.into_iter().filter(|(s, _)| *s < step).map(|(_, d)| d).next_back())
 }
 
 /// The checkpoint directory `path` names: a checkpoint directory itself, a file inside one,
@@ -410,8 +356,9 @@ pub fn load(
     Ok(state)
 }
 
-/// Deletes all but the newest `keep` checkpoints (at least one is always kept) and any
-/// `.tmp` leftovers of interrupted saves.
+/// Deletes all but the newest `keep` checkpoints (at least one is always kept) and the
+/// leftovers of interrupted saves: `ckpt-*.tmp` directories and half-written encoder
+/// exports. Only the one trainer of a run writes these, and not while it prunes.
 pub fn prune(run_dir: &Path, keep: usize) -> Result<(), CheckpointError> {
     let all = list(run_dir)?;
     let drop = all.len().saturating_sub(keep.max(1));
@@ -422,8 +369,10 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<(), CheckpointError> {
         let entry = entry.map_err(io(run_dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("ckpt-") && name.ends_with(".tmp") && entry.path().is_dir() {
+        if RunDir::is_partial_checkpoint(&name) && entry.path().is_dir() {
             fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+        } else if RunDir::is_partial_encoder(&name) && entry.path().is_file() {
+            fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
         }
     }
     Ok(())
@@ -546,7 +495,7 @@ mod tests {
     fn the_encoder_export_holds_the_backbone_only_and_non_finite_weights_are_not_saved() {
         let dir = tempfile::tempdir().unwrap();
         let vs = store(3);
-        let path = dir.path().join(ENCODER_FILE);
+        let path = RunDir::new(dir.path()).encoder();
         export_encoder(&vs, &path).unwrap();
         let names: Vec<String> =
             Tensor::read_safetensors(&path).unwrap().into_iter().map(|(n, _)| n).collect();

@@ -1,4 +1,4 @@
-//! Picking the device to train on, a one-line description of it for logs, CUDA autocast
+//! Picking the device to train on ([`DeviceChoice`], `--device`), a one-line description of it for logs, CUDA autocast
 //! control (bf16, scoped on/off) without tch's deprecated calls, shared by the training
 //! step and the fp32 loss, and the host allocator setting that spares a CPU step its page
 //! faults ([`keep_freed_host_memory`]).
@@ -11,7 +11,64 @@
 //! println!("training on {}", cvrl_trainer::device::describe(device));
 //! ```
 
+use std::fmt;
+use std::str::FromStr;
+
 use tch::{Cuda, Device};
+
+/// Where to train or evaluate (`--device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The first CUDA device if libtorch sees one, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// `cuda` (device 0) or `cuda:N`.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("{other:?}: expected auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// `--device` asked for a CUDA device that libtorch does not see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--device {0} asked for CUDA, but libtorch sees no CUDA device (see cvrl_trainer::device)")]
+pub struct NoCuda(pub DeviceChoice);
+
+/// Resolves `--device`.
+pub fn pick_device(choice: DeviceChoice) -> Result<Device, NoCuda> {
+    match choice {
+        DeviceChoice::Auto => Ok(default_device()),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(i) if Cuda::is_available() && i < Cuda::device_count() as usize => {
+            Ok(Device::Cuda(i))
+        }
+        DeviceChoice::Cuda(_) => Err(NoCuda(choice)),
+    }
+}
 
 /// The first CUDA device when libtorch sees one, else the CPU.
 ///
@@ -71,20 +128,15 @@ fn format_cudnn_version(v: i64) -> String {
 /// above its (adaptive) mmap threshold with fresh `mmap`s and trims the heap's free top, so
 /// every training step page-faults its activations in again as zeroed pages: about 55 MB a
 /// step for the `SIZE=cpu` model, 7-10 % of its CPU time in the kernel (EXPERIMENTS.md,
-/// "Experiment 3 at 2000 steps, and cheaper CPU steps"; BENCHMARKS.md).
+/// "Cheaper CPU steps"; BENCHMARKS.md).
 /// With a fixed 32 MiB threshold (glibc's largest) and no trimming, the second step reuses
 /// the first one's memory. The process keeps its peak footprint, which a training run
 /// reaches at every step anyway. Blocks over 32 MiB are still mapped afresh.
 pub fn keep_freed_host_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        extern "C" {
-            /// glibc's `int mallopt(int param, int value)`: 1 on success.
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        /// glibc's `M_TRIM_THRESHOLD` and `M_MMAP_THRESHOLD`.
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_MMAP_THRESHOLD: i32 = -3;
+        use libc::{mallopt, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD};
+        // glibc's mallopt returns 1 on success.
         // SAFETY: each call sets one global of the allocator; no pointer passes, and both
         // values are in range (the trim threshold is any int; 32 MiB is glibc's largest mmap
         // threshold on 64-bit).
@@ -169,6 +221,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn device_flags_parse_and_print_back() {
+        for text in ["auto", "cpu", "cuda:0", "cuda:3"] {
+            assert_eq!(text.parse::<DeviceChoice>().unwrap().to_string(), text);
+        }
+        assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+        assert!("gpu".parse::<DeviceChoice>().is_err());
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        assert_eq!(pick_device(DeviceChoice::Cpu), Ok(Device::Cpu));
+        let beyond = DeviceChoice::Cuda(Cuda::device_count() as usize);
+        assert_eq!(pick_device(beyond), Err(NoCuda(beyond)));
+    }
+
+    #[test]
     fn cudart_versions() {
         assert_eq!(format_cudart_version(13000), "13.0");
         assert_eq!(format_cudart_version(12080), "12.8");
@@ -202,5 +267,18 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("unexpected description {text:?}"));
         assert!(threads >= 1, "{text}");
+    }
+
+    #[test]
+    fn bf16_autocast_can_be_selected_and_regions_restore_the_setting() {
+        // These are plain thread-local state in libtorch: they work without a GPU.
+        assert!(enable_bf16_autocast());
+        assert!(!cuda_autocast_enabled());
+        let inner = cuda_autocast(true, || {
+            let on = cuda_autocast_enabled();
+            (on, cuda_autocast(false, cuda_autocast_enabled), cuda_autocast_enabled())
+        });
+        assert_eq!(inner, (true, false, true));
+        assert!(!cuda_autocast_enabled());
     }
 }

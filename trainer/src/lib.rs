@@ -18,11 +18,14 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod device;
+pub mod dist;
 pub mod eval;
 pub mod loader;
 pub mod loss;
+pub mod mismatch;
 pub mod model;
 pub mod optim;
+pub mod run_dir;
 pub mod sampler;
 pub mod schedule;
 pub mod tensorboard;

@@ -8,6 +8,11 @@
 //! contents whatever the number of workers or their timing, and a loader started at step
 //! `s` yields exactly what an uninterrupted one yields from step `s` (resume).
 //!
+//! Data-parallel runs: with `ranks` > 1 each rank's loader makes only its slice of every
+//! batch (rank `r` of `R` the videos at positions `r·B/R .. (r+1)·B/R`), with the same
+//! generators as one loader making the whole batch; so the ranks together see exactly the
+//! batches of a single-process run, whatever their number.
+//!
 //! A video whose frames cannot be read (a damaged chunk) is skipped with a warning and the
 //! next video of the epoch's order takes its place, so one bad record never stops a run.
 
@@ -21,15 +26,34 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+/// Which clip of a positive pair is being made: CVRL augments the two differently (the
+/// reference blurs the first always and solarizes only the second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    First,
+    Second,
+}
+
+impl View {
+    /// 0 for the first clip, 1 for the second.
+    pub fn index(self) -> usize {
+        match self {
+            View::First => 0,
+            View::Second => 1,
+        }
+    }
+}
+
 /// Turns the stored frames of one clip into the model's input (augmentation, or a plain
 /// resize for evaluation). Implementations draw their random parameters from `rng`.
 pub trait ClipTransform: Send + Sync {
     /// Bytes of one transformed clip of `t` frames.
     fn output_len(&self, t: usize) -> usize;
-    /// Transforms `t` frames (`layout.frame_bytes()` each, back to back) into `out`
-    /// (`output_len(t)` bytes).
+    /// Transforms `t` frames (`layout.frame_bytes()` each, back to back) of the pair's
+    /// `view` into `out` (`output_len(t)` bytes).
     fn apply(
         &self,
+        view: View,
         rng: &mut Xoshiro256PlusPlus,
         layout: &FrameLayout,
         frames: &[u8],
@@ -50,6 +74,17 @@ pub struct LoaderConfig {
     pub seed: u64,
     pub clip: ClipSpec,
     pub interval: IntervalDistribution,
+    /// This process's slice of every batch: rank `rank` of `ranks` (0 of 1 alone).
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+impl LoaderConfig {
+    /// The positions in a batch this rank makes.
+    fn slots(&self) -> std::ops::Range<usize> {
+        let per_rank = self.batch_size / self.ranks.max(1);
+        self.rank * per_rank..(self.rank + 1) * per_rank
+    }
 }
 
 /// Two augmented views of `batch_size` videos, each `[B, ...]` with the transform's layout
@@ -60,6 +95,9 @@ pub struct Batch {
     pub videos: Vec<u32>,
     pub view_a: Vec<u8>,
     pub view_b: Vec<u8>,
+    /// Videos that could not be read while this batch was made (each named in a warning);
+    /// the next videos of the epoch's order took their places.
+    pub skipped: u32,
 }
 
 /// Time the consumer spent waiting for data, and videos skipped for damage.
@@ -127,6 +165,12 @@ impl Loader {
                 "batch size {} needs at least that many videos; the set has {}",
                 cfg.batch_size,
                 set.len()
+            ));
+        }
+        if cfg.ranks == 0 || cfg.rank >= cfg.ranks || !cfg.batch_size.is_multiple_of(cfg.ranks) {
+            return Err(format!(
+                "rank {} of {}: the batch of {} videos must split evenly among the ranks",
+                cfg.rank, cfg.ranks, cfg.batch_size
             ));
         }
         let workers = cfg.workers.max(1);
@@ -209,18 +253,20 @@ fn worker(
             order = (epoch, epoch_order(set.len(), cfg.seed, epoch));
         }
         let base = (step % per_epoch) as usize * cfg.batch_size;
+        let slots = cfg.slots();
         let mut batch = Batch {
             step,
-            videos: Vec::with_capacity(cfg.batch_size),
-            view_a: vec![0; clip_len * cfg.batch_size],
-            view_b: vec![0; clip_len * cfg.batch_size],
+            videos: Vec::with_capacity(slots.len()),
+            view_a: vec![0; clip_len * slots.len()],
+            view_b: vec![0; clip_len * slots.len()],
+            skipped: 0,
         };
-        for slot in 0..cfg.batch_size {
+        for (i, slot) in slots.enumerate() {
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix(
                 cfg.seed ^ mix(epoch ^ mix((base + slot) as u64))
             ));
-            let out_a = &mut batch.view_a[slot * clip_len..(slot + 1) * clip_len];
-            let out_b = &mut batch.view_b[slot * clip_len..(slot + 1) * clip_len];
+            let out_a = &mut batch.view_a[i * clip_len..(i + 1) * clip_len];
+            let out_b = &mut batch.view_b[i * clip_len..(i + 1) * clip_len];
             // Damaged videos are replaced by the next ones in the epoch's order.
             let mut k = base + slot;
             let video = loop {
@@ -240,6 +286,7 @@ fn worker(
                     Ok(()) => break v,
                     Err(e) => {
                         stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        batch.skipped += 1;
                         eprintln!("warning: skipping a video the loader cannot read: {e}");
                         k += 1;
                         if k > base + slot + set.len() {
@@ -274,11 +321,13 @@ fn make_pair(
     let row = &set.videos()[video];
     let layout = set.layout(video);
     let starts = sample_pair(rng, cfg.interval, &cfg.clip, row.num_frames, row.fps());
-    for (start, out) in [(starts.first, out_a), (starts.second, out_b)] {
+    for (view, start, out) in
+        [(View::First, starts.first, out_a), (View::Second, starts.second, out_b)]
+    {
         cfg.clip.indices(start, row.num_frames, row.fps(), indices);
         frames.clear();
         reader.read_indices(video, indices, frames)?;
-        transform.apply(rng, &layout, frames, indices.len(), out);
+        transform.apply(view, rng, &layout, frames, indices.len(), out);
     }
     Ok(())
 }

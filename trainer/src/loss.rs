@@ -20,7 +20,9 @@
 //! [`cross_entropy`] is the supervised baseline's loss, on the same f32 footing.
 //!
 //! Negatives come from the whole batch passed in. The reference gathers embeddings across
-//! TPU replicas first (global batch); on one device the local batch is the global one.
+//! TPU replicas first (global batch); on one device the local batch is the global one, and
+//! across processes `crate::dist::info_nce_global` gathers them the same way, through
+//! `nt_xent`, the piece both share.
 
 use tch::{Kind, Tensor};
 
@@ -54,23 +56,45 @@ pub fn info_nce(z_a: &Tensor, z_b: &Tensor, temperature: f64) -> Tensor {
     crate::device::cuda_autocast(false, || {
         let a = l2_normalize(&z_a.to_kind(Kind::Float));
         let b = l2_normalize(&z_b.to_kind(Kind::Float));
-        let n = a.size()[0];
-        let device = a.device();
-        let labels = Tensor::arange(n, (Kind::Int64, device));
-        let mask = Tensor::eye(n, (Kind::Float, device)) * SELF_MASK;
-
-        let logits_aa = a.matmul(&a.tr()) / temperature - &mask;
-        let logits_bb = b.matmul(&b.tr()) / temperature - &mask;
-        let logits_ab = a.matmul(&b.tr()) / temperature;
-        // b·aᵀ = (a·bᵀ)ᵀ: one matmul fewer than the reference, same numbers.
-        let logits_ba = logits_ab.tr();
-
-        // Row i of [ab | aa]: column i is the positive (b_i), the rest of ab and aa (minus
-        // the masked a_i) are the 2N - 2 negatives.
-        let loss_a = Tensor::cat(&[&logits_ab, &logits_aa], 1).cross_entropy_for_logits(&labels);
-        let loss_b = Tensor::cat(&[&logits_ba, &logits_bb], 1).cross_entropy_for_logits(&labels);
-        loss_a + loss_b
+        nt_xent(&a, &b, None, 0, temperature)
     })
+}
+
+/// The NT-Xent loss of [`info_nce`] for N local anchors of each view, the L2-normalised
+/// `a`, `b` (`[N, D]`), against M candidates of each view: `a`, `b` themselves when `all` is
+/// `None` (one device, M = N), else `all = (a_all, b_all)` (`[M, D]`, the global batch
+/// gathered across ranks, see `crate::dist::info_nce_global`), in which local anchor `i` is
+/// candidate `offset + i`. Returns `loss_a + loss_b`, each the mean over the N local anchors.
+///
+/// The graph is built in one fixed order (self-similarities first), so the single-process
+/// loss and its gradients stay bit-identical to what they were before the global variant.
+pub(crate) fn nt_xent(
+    a: &Tensor,
+    b: &Tensor,
+    all: Option<(&Tensor, &Tensor)>,
+    offset: i64,
+    temperature: f64,
+) -> Tensor {
+    let (a_all, b_all) = all.unwrap_or((a, b));
+    let (n, m) = (a.size()[0], a_all.size()[0]);
+    let device = a.device();
+    let labels = Tensor::arange_start(offset, offset + n, (Kind::Int64, device));
+    let mask = labels.one_hot(m).to_kind(Kind::Float) * SELF_MASK;
+
+    let logits_aa = a.matmul(&a_all.tr()) / temperature - &mask;
+    let logits_bb = b.matmul(&b_all.tr()) / temperature - &mask;
+    let logits_ab = a.matmul(&b_all.tr()) / temperature;
+    let logits_ba = match all {
+        // b·aᵀ = (a·bᵀ)ᵀ: one matmul fewer than the reference, same numbers.
+        None => logits_ab.tr(),
+        Some(_) => b.matmul(&a_all.tr()) / temperature,
+    };
+
+    // Row i of [ab | aa]: column offset + i is the positive (b_i), the rest of ab and aa
+    // (minus the masked a_i) are the 2M - 2 negatives.
+    let loss_a = Tensor::cat(&[&logits_ab, &logits_aa], 1).cross_entropy_for_logits(&labels);
+    let loss_b = Tensor::cat(&[&logits_ba, &logits_bb], 1).cross_entropy_for_logits(&labels);
+    loss_a + loss_b
 }
 
 /// Mean cross-entropy of `logits` (`[N, K]`) against class indices `labels` (`[N]`,
@@ -84,7 +108,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
 
 /// Rows scaled to unit L2 norm, as TF's `l2_normalize`: `x / sqrt(max(‖x‖², 1e-12))`, so a
 /// zero row stays zero instead of becoming NaN.
-fn l2_normalize(x: &Tensor) -> Tensor {
+pub(crate) fn l2_normalize(x: &Tensor) -> Tensor {
     x * x.square().sum_dim_intlist([1i64].as_slice(), true, None).clamp_min(1e-12).rsqrt()
 }
 

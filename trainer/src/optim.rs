@@ -39,7 +39,7 @@ use std::str::FromStr;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-use crate::checkpoint::TensorMismatch;
+use crate::mismatch::TensorMismatch;
 
 /// Which update rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

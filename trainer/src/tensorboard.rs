@@ -157,7 +157,7 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Creates `dir` if needed and a new event file in it, which starts with the version
-    /// record and, when `start_step > 0` (a resumed run), a `START` session log at that step.
+    /// record and, when `start_step > 0` (a resumed run), a `SessionLog` `START` at that step.
     /// An existing file is never overwritten: a name taken (two writers in one second) gets
     /// a `.1`, `.2`, ... suffix.
     pub fn create(dir: &Path, start_step: u64) -> Result<EventWriter, TensorBoardError> {

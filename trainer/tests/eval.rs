@@ -9,7 +9,7 @@ use cvrl_trainer::eval::knn::{knn, KnnConfig};
 use cvrl_trainer::eval::linear::{linear_probe, LinearConfig};
 use cvrl_trainer::eval::{confusion, top_k_accuracy, Encoder, EvalError};
 use cvrl_trainer::model::R3d;
-use cvrl_trainer::train::TrainConfig;
+use cvrl_trainer::train::{Preset, TrainConfig};
 use tch::{nn, Device, Kind, Tensor};
 
 const CLASSES: i64 = 6;
@@ -94,7 +94,7 @@ fn fake_run(dir: &std::path::Path, cfg: &TrainConfig, input: &Tensor) -> Tensor 
 }
 
 fn tiny_config(base_width: u32) -> TrainConfig {
-    TrainConfig { base_width, ..TrainConfig::cpu_demo(vec![], "unused".into()) }
+    TrainConfig { base_width, ..TrainConfig::preset(Preset::Demo, vec![], "unused".into()) }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
 use cvrl_formats::*;
-use cvrl_trainer::loader::{Batch, ClipTransform, Loader, LoaderConfig};
+use cvrl_trainer::loader::{Batch, ClipTransform, Loader, LoaderConfig, View};
 use cvrl_trainer::sampler::{ClipSpec, IntervalDistribution};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::RngExt as _;
@@ -20,6 +20,7 @@ impl ClipTransform for Probe {
     }
     fn apply(
         &self,
+        _view: View,
         rng: &mut Xoshiro256PlusPlus,
         layout: &FrameLayout,
         frames: &[u8],
@@ -59,7 +60,7 @@ fn write_set(dir: &Path, n: u32) {
         pixel_format: PixelFormat::Yuv420p,
         chunk_frames: 8,
         zstd_level: 3,
-        predictor: "adaptive".into(),
+        predictor: cvrl_formats::codec::PredictorMode::Adaptive,
         shard_bytes: bytes,
     };
     let shards =
@@ -76,6 +77,8 @@ fn cfg(workers: usize) -> LoaderConfig {
         seed: 42,
         clip: ClipSpec { frames: 8, stride: 2, base_fps: 25.0 },
         interval: IntervalDistribution::Decreasing,
+        rank: 0,
+        ranks: 1,
     }
 }
 

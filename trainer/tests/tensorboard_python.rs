@@ -3,7 +3,7 @@
 //! step's loss, learning rate, clips/s and data wait, with the values `log.jsonl` holds.
 //! The run is resumed from an earlier checkpoint in the same directory, so the second event
 //! file re-logs steps the first already has; TensorBoard must show each step once, with the
-//! resumed run's values (the `START` session log purges the first file's later points).
+//! resumed run's values (the `SessionLog` `START` purges the first file's later points).
 
 mod common;
 

@@ -12,13 +12,15 @@ mod common;
 
 use common::{tiny, write_set, BATCH, CLASSES};
 use cvrl_trainer::augment::AugmentConfig;
+use cvrl_trainer::augment::AugmentTransform;
 use cvrl_trainer::checkpoint::{self, CheckpointError};
+use cvrl_trainer::device::{cuda_autocast, enable_bf16_autocast, DeviceChoice};
 use cvrl_trainer::loss::info_nce;
 use cvrl_trainer::model::{clips_to_input, HeadConfig, Model, R3dConfig};
+use cvrl_trainer::run_dir::RunDir;
 use cvrl_trainer::tensorboard;
 use cvrl_trainer::train::{
-    cuda_autocast, enable_bf16_autocast, train, train_with, AugmentTransform, DeviceChoice,
-    MicroBatch, Silent, StepLog, Stepper, TrainConfig, TrainError,
+    train, train_with, MicroBatch, Silent, StepLog, Stepper, TrainConfig, TrainError,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,7 +63,7 @@ fn the_loss_falls_well_below_chance_within_24_steps() {
         ..AugmentConfig::first_view()
     };
     let transform = Arc::new(AugmentTransform::with_views([mild, mild]));
-    let summary = train_with(&cfg, None, &mut Silent, transform).unwrap();
+    let summary = train_with(&cfg, None, &mut Silent, transform, None, None).unwrap();
     let losses = &summary.losses;
     println!("loss curve: {}", show(losses));
     println!("step times (s): {}", show(&summary.step_times));
@@ -127,10 +129,10 @@ fn a_resumed_run_continues_an_uninterrupted_one_exactly() {
     // Run b crashed right after its step-3 checkpoint, having logged steps up to 5: the
     // same directory content as run a's, minus the later checkpoint.
     std::fs::create_dir(&run_b).unwrap();
-    let ckpt3 = run_a.join(checkpoint::dir_name(3));
-    std::fs::create_dir(run_b.join(checkpoint::dir_name(3))).unwrap();
+    let ckpt3 = RunDir::new(&run_a).checkpoint(3);
+    std::fs::create_dir(RunDir::new(&run_b).checkpoint(3)).unwrap();
     for f in [checkpoint::MODEL_FILE, checkpoint::OPTIMIZER_FILE, checkpoint::STATE_FILE] {
-        std::fs::copy(ckpt3.join(f), run_b.join(checkpoint::dir_name(3)).join(f)).unwrap();
+        std::fs::copy(ckpt3.join(f), RunDir::new(&run_b).checkpoint(3).join(f)).unwrap();
     }
     std::fs::copy(run_a.join("log.jsonl"), run_b.join("log.jsonl")).unwrap();
 
@@ -293,7 +295,7 @@ fn accumulated_gradients_are_the_mean_of_the_micro_batch_gradients() {
         |a: &'static [u8], b: &'static [u8]| MicroBatch { view_a: a, view_b: b, labels: None };
     let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
     let (a1, b1, a2, b2) = (leak(a1), leak(b1), leak(a2), leak(b2));
-    let mut accumulated = Stepper::new(&cfg, None).unwrap();
+    let mut accumulated = Stepper::new(&cfg, None, None).unwrap();
     accumulated.zero_grad();
     let l1 = accumulated.backward(0, &micro(a1, b1)).unwrap();
     let l2 = accumulated.backward(0, &micro(a2, b2)).unwrap();
@@ -301,7 +303,7 @@ fn accumulated_gradients_are_the_mean_of_the_micro_batch_gradients() {
     let together = gradients(&accumulated);
 
     // ... against each micro-batch as a step of its own (same seed: same initial weights).
-    let mut single = Stepper::new(&small_step_config(2, 1), None).unwrap();
+    let mut single = Stepper::new(&small_step_config(2, 1), None, None).unwrap();
     let mut separate = Vec::new();
     for (a, b) in [(a1, b1), (a2, b2)] {
         single.zero_grad();
@@ -336,8 +338,9 @@ fn the_channels_last_layout_computes_the_same_step() {
     let cfg = small_step_config(2, 1);
     let (a, b) = (pseudo_clips(&cfg, 2, 3), pseudo_clips(&cfg, 2, 5));
     let micro = MicroBatch { view_a: &a, view_b: &b, labels: None };
-    let mut plain = Stepper::new(&cfg, None).unwrap();
-    let mut last = Stepper::new(&TrainConfig { channels_last: true, ..cfg.clone() }, None).unwrap();
+    let mut plain = Stepper::new(&cfg, None, None).unwrap();
+    let mut last =
+        Stepper::new(&TrainConfig { channels_last: true, ..cfg.clone() }, None, None).unwrap();
     let stem = &last.var_store().variables()["stem.conv.weight"];
     assert!(!stem.is_contiguous(), "conv kernels are stored channels-last");
     plain.zero_grad();
@@ -370,7 +373,7 @@ fn supervised_training_lowers_the_cross_entropy_on_labelled_videos() {
         ..AugmentConfig::first_view()
     };
     let transform = Arc::new(AugmentTransform::with_views([mild, mild]));
-    let summary = train_with(&cfg, None, &mut Silent, transform).unwrap();
+    let summary = train_with(&cfg, None, &mut Silent, transform, None, None).unwrap();
     let losses = &summary.losses;
     println!("supervised loss curve: {}", show(losses));
     // Windows of 10 steps: 5 epochs, each video seen 5 times (the two halves of the set

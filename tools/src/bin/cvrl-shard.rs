@@ -3,8 +3,9 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cvrl_formats::{BuildParams, Part, PixelFormat};
-use cvrl_tools::build::{build, BuildConfig, BuildSummary};
+use cvrl_tools::build::{build, describe_failure, BuildConfig, BuildSummary};
 use cvrl_tools::inputs::{Inputs, FACTORS_FILE};
+use cvrl_tools::lock::OutputLock;
 use cvrl_tools::synth::{synth, Preset, SynthConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,8 +27,12 @@ struct Cli {
 enum Command {
     /// Build a shard set from a class-folder tree (`<class>/<video>.mp4`) or a Kinetics CSV.
     ///
-    /// Rerunning after an interruption (even kill -9) keeps the shards already committed
-    /// and redoes only the rest; rerunning a finished build does nothing.
+    /// Rerunning after an interruption (even kill -9, or a full disk) keeps the shards
+    /// already committed and redoes only the rest; rerunning a finished build does nothing.
+    /// One build at a time writes a folder (or one --part of it): a second one refuses at
+    /// once, naming the first. Inputs that cannot be stored (broken files, bad CSV rows, each
+    /// named by its line) are listed in failures.parquet and the summary; files that are not
+    /// videos are named in the summary.
     Build(BuildArgs),
     /// Generate the synthetic proxy dataset: H.264 mp4s in the Kinetics class-folder layout
     /// (OUT/train/<class>/*.mp4, OUT/val/<class>/*.mp4), to shard with `cvrl-shard build
@@ -41,6 +46,9 @@ enum Command {
     /// cross-fades, turns hue). The same --seed and sizes give the same videos.
     Synth(SynthArgs),
     /// Join the part files of a `--part I/N` build into index.parquet and manifest.json.
+    ///
+    /// Refuses, writing nothing, when a part is missing or the parts were built with
+    /// different parameters or class lists, naming the parts and what differs.
     Merge {
         /// The output folder all parts were built into.
         out: PathBuf,
@@ -188,6 +196,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    // A write past a file size limit (`ulimit -f`) then fails with EFBIG, which the build
+    // reports and survives like a full disk, instead of killing the process with SIGXFSZ.
+    // SAFETY: sets a signal's disposition to "ignore" before any other thread exists.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     match run() {
         Ok(code) => code,
         Err(e) => {
@@ -202,7 +214,11 @@ fn run() -> Result<ExitCode> {
         Command::Build(args) => run_build(args),
         Command::Synth(args) => run_synth(args),
         Command::Merge { out } => {
+            anyhow::ensure!(out.is_dir(), "{}: no such folder", out.display());
+            // The merged files are the whole set's: no whole build or other merge at once.
+            let lock = lock_output(&out, None)?;
             let m = cvrl_formats::merge_parts(&out)?;
+            drop(lock);
             println!(
                 "merged {} parts' files: {} videos, {} failures -> {}",
                 m.shards.len(),
@@ -213,6 +229,15 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Locks `out` (or one part of it) for this process, warning when the file system cannot.
+fn lock_output(out: &std::path::Path, part: Option<Part>) -> Result<OutputLock> {
+    let lock = OutputLock::acquire(out, part)?;
+    if let Some(why) = &lock.unenforced {
+        eprintln!("cvrl-shard: warning: {why}");
+    }
+    Ok(lock)
 }
 
 fn set_jobs(jobs: Option<usize>) -> Result<()> {
@@ -261,6 +286,18 @@ fn run_synth(args: SynthArgs) -> Result<ExitCode> {
 fn run_build(args: BuildArgs) -> Result<ExitCode> {
     set_jobs(args.jobs)?;
     cvrl_tools::decode::init();
+    if let Some(fps) = args.fps {
+        anyhow::ensure!(
+            fps.is_finite() && fps > 0.0 && fps <= 1000.0,
+            "--fps {fps}: must be in (0, 1000]"
+        );
+    }
+    std::fs::metadata(&args.input)
+        .with_context(|| format!("cannot read input {}", args.input.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // Before anything else, so that a second build of this folder refuses at once.
+    let lock = lock_output(&args.out, args.part)?;
     let mut inputs = Inputs::discover(&args.input, args.video_root.as_deref())?;
     let factors = args.factors.clone().or_else(|| {
         let auto = args.input.join(FACTORS_FILE);
@@ -292,27 +329,22 @@ fn run_build(args: BuildArgs) -> Result<ExitCode> {
             pixel_format: args.pixel_format,
             chunk_frames: args.chunk_frames,
             zstd_level: args.zstd_level,
-            predictor: args.predictor.to_string(),
+            predictor: args.predictor,
             shard_bytes: args.shard_size,
         },
         part: args.part,
         force: args.force,
     };
-    if let Some(fps) = args.fps {
-        anyhow::ensure!(
-            fps.is_finite() && fps > 0.0 && fps <= 1000.0,
-            "--fps {fps}: must be in (0, 1000]"
-        );
-    }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let bar = cvrl_tools::progress::Bar::new(args.quiet);
-    let summary = build(&inputs, &cfg, &bar)?;
-    print_summary(&summary, &args.out);
+    let summary = build(&inputs, &cfg, lock, &bar)?;
+    print_summary(&summary, &inputs, &args.out);
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 
-fn print_summary(s: &BuildSummary, out: &std::path::Path) {
+/// Most names of skipped files a summary lists.
+const SKIPPED_SHOWN: usize = 10;
+
+fn print_summary(s: &BuildSummary, inputs: &Inputs, out: &std::path::Path) {
     let c = &s.manifest.counts;
     if s.already_complete {
         println!(
@@ -340,13 +372,17 @@ fn print_summary(s: &BuildSummary, out: &std::path::Path) {
             out.join(&s.manifest.failures).display()
         );
         for f in &s.failures {
-            let what = if f.source_path.is_empty() {
-                f.video_id.clone().unwrap_or_default()
-            } else {
-                f.source_path.clone()
-            };
-            println!("  {what}: {} failed: {}", f.stage, f.error);
+            println!("  {}", describe_failure(f));
         }
+    }
+    let n = inputs.skipped.len();
+    if n > 0 {
+        let mut names = inputs.skipped[..n.min(SKIPPED_SHOWN)].join(", ");
+        if n > SKIPPED_SHOWN {
+            names.push_str(&format!(" and {} more", n - SKIPPED_SHOWN));
+        }
+        let what = if n == 1 { "file that is not a video" } else { "files that are not videos" };
+        println!("{n} {what} skipped (in {}): {names}", inputs.root.display());
     }
     println!("index: {}", out.join(&s.manifest.index).display());
 }

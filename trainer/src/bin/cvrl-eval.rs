@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cvrl_formats::shard::atomic_write;
+use cvrl_formats::atomic::atomic_write;
+use cvrl_formats::SetPath;
+use cvrl_trainer::device::{pick_device, DeviceChoice};
 use cvrl_trainer::eval::features::Target;
 use cvrl_trainer::eval::finetune::{finetune, FinetuneConfig};
 use cvrl_trainer::eval::knn::KnnConfig;
@@ -18,7 +20,8 @@ use cvrl_trainer::eval::linear::LinearConfig;
 use cvrl_trainer::eval::plot::{self, Bar};
 use cvrl_trainer::eval::probe::{evaluate, Method, ProbeData, Report};
 use cvrl_trainer::eval::{read_run_config, Encoder};
-use cvrl_trainer::train::{pick_device, DeviceChoice, Reporter};
+use cvrl_trainer::run_dir::RunDir;
+use cvrl_trainer::train::Reporter;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Evaluate an encoder trained by `cvrl-train` on labelled shard sets, the way the paper
@@ -96,12 +99,13 @@ struct Common {
     /// The cvrl-train run directory (run.json + encoder.safetensors).
     #[arg(long, value_name = "RUN_DIR")]
     run: PathBuf,
-    /// Labelled shard set to fit the probe on; repeat for several.
-    #[arg(long, required = true, value_name = "DIR")]
-    train: Vec<PathBuf>,
-    /// Labelled shard set to score; repeat for several.
-    #[arg(long, required = true, value_name = "DIR")]
-    val: Vec<PathBuf>,
+    /// Labelled shard set to fit the probe on, DIR or DIR:SPLIT (the videos of one split of
+    /// it, e.g. out/:train); repeat for several.
+    #[arg(long, required = true, value_name = "SET")]
+    train: Vec<SetPath>,
+    /// Labelled shard set to score, DIR or DIR:SPLIT (e.g. out/:val); repeat for several.
+    #[arg(long, required = true, value_name = "SET")]
+    val: Vec<SetPath>,
     /// Evaluate the run's architecture with random weights (seeded by --seed) instead.
     #[arg(long)]
     random_init: bool,
@@ -188,7 +192,7 @@ fn run(cli: Cli) -> Result<()> {
             probe(common, Method::Knn(KnnConfig { k, temperature: knn_temperature }))
         }
         Command::Finetune { common, epochs, batch_size, lr, warmup_epochs } => {
-            let out = common.out.clone().unwrap_or_else(|| common.run.join("eval"));
+            let out = common.out.clone().unwrap_or_else(|| RunDir::new(&common.run).eval());
             let label = label_of(&common)?;
             let cfg = FinetuneConfig {
                 epochs,
@@ -207,7 +211,7 @@ fn run(cli: Cli) -> Result<()> {
 /// Runs one evaluation and writes its table, JSON and confusion plot.
 fn probe(c: Common, method: Method) -> Result<()> {
     let label = label_of(&c)?;
-    let out = c.out.clone().unwrap_or_else(|| c.run.join("eval"));
+    let out = c.out.clone().unwrap_or_else(|| RunDir::new(&c.run).eval());
     let data = ProbeData {
         train: c.train,
         val: c.val,

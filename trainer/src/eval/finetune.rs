@@ -16,9 +16,11 @@ use tch::{Device, Kind, Tensor};
 use super::features::{features, Target};
 use super::linear::Scores;
 use super::probe::ProbeData;
-use super::{confusion, read_run_config, top_k_accuracy, Encoder, EvalError, ENCODER_FILE};
+use super::{confusion, read_run_config, top_k_accuracy, Encoder, EvalError};
 use crate::checkpoint;
-use crate::train::{train, DeviceChoice, Reporter, RunLength, TrainConfig};
+use crate::device::DeviceChoice;
+use crate::run_dir::RunDir;
+use crate::train::{train, Reporter, RunLength, SplitChoice, TrainConfig};
 
 /// How long and how fast the whole network is trained.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -47,10 +49,14 @@ pub fn finetune_config(
         return Err(EvalError::Config("fine-tuning trains on the class labels only".into()));
     }
     Ok(TrainConfig {
-        shards: data.train.clone(),
+        shards: data.train.iter().map(|p| p.dir.clone()).collect(),
+        split: match data.train.first().and_then(|p| p.split.clone()) {
+            Some(split) => SplitChoice::Named(split),
+            None => SplitChoice::All,
+        },
         out: cfg.out.clone(),
         supervised: true,
-        init_encoder: (!random_init).then(|| run_dir.join(ENCODER_FILE)),
+        init_encoder: (!random_init).then(|| RunDir::new(run_dir).encoder()),
         length: RunLength::Epochs(cfg.epochs),
         lr: cfg.lr,
         warmup_epochs: cfg.warmup_epochs,
@@ -76,12 +82,12 @@ pub fn finetune(
     let train_cfg = finetune_config(run_dir, random_init, data, cfg)?;
     let summary = train(&train_cfg, None, reporter)
         .map_err(|e| EvalError::Config(format!("fine-tuning into {}: {e}", cfg.out.display())))?;
-    let device = crate::train::pick_device(train_cfg.device)
+    let device = crate::device::pick_device(train_cfg.device)
         .map_err(|e| EvalError::Config(e.to_string()))?;
     let encoder = Encoder::load(&cfg.out, None, device)?;
     let (weight, bias) = classifier(&cfg.out, summary.last_checkpoint.as_deref())?;
-    let train_set = ShardSet::open_many(&data.train)?;
-    let val_set = ShardSet::open_many(&data.val)?;
+    let train_set = ShardSet::open_paths(&data.train)?;
+    let val_set = ShardSet::open_paths(&data.val)?;
     let names = train_set.classes().to_vec();
     let [_, views] = data.views(&encoder.config);
     let n = val_set.len();

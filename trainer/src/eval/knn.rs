@@ -7,9 +7,7 @@
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use std::path::PathBuf;
-
-use cvrl_formats::ShardSet;
+use cvrl_formats::{SetPath, ShardSet};
 
 use super::features::{extract, labels, Features, Target};
 use super::linear::{normalize, Scores};
@@ -17,6 +15,7 @@ use super::views::{ViewSpec, Views};
 use super::{confusion, top_k_accuracy, EvalError};
 use crate::model::R3d;
 use crate::sampler::ClipSpec;
+use crate::train::Monitor;
 
 /// Neighbours and vote temperature.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -96,13 +95,13 @@ pub struct KnnMonitor {
 impl KnnMonitor {
     /// Opens the labelled `train` and `val` sets; clips of shape `clip` at `size` pixels.
     pub fn new(
-        train: &[PathBuf],
-        val: &[PathBuf],
+        train: &[SetPath],
+        val: &[SetPath],
         clip: ClipSpec,
         size: u32,
     ) -> Result<Self, EvalError> {
-        let train = ShardSet::open_many(train)?;
-        let val = ShardSet::open_many(val)?;
+        let train = ShardSet::open_paths(train)?;
+        let val = ShardSet::open_paths(val)?;
         let (train_labels, names) = labels(&train, &Target::Class, None)?;
         let (val_labels, _) = labels(&val, &Target::Class, Some(&names))?;
         Ok(KnnMonitor {
@@ -126,5 +125,11 @@ impl KnnMonitor {
         let train = features(&self.train, &self.train_views, &self.train_labels)?;
         let test = features(&self.val, &self.test_views, &self.val_labels)?;
         Ok(knn(&train, &test, &KnnConfig::default(), device)?.top1)
+    }
+}
+
+impl Monitor for KnnMonitor {
+    fn top1(&mut self, backbone: &R3d, device: Device) -> Result<f64, String> {
+        KnnMonitor::top1(self, backbone, device).map_err(|e| e.to_string())
     }
 }

@@ -26,6 +26,7 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint;
 use crate::model::R3d;
+use crate::run_dir::RunDir;
 use crate::train::TrainConfig;
 
 /// Why an evaluation could not run.
@@ -71,14 +72,9 @@ impl EvalError {
     }
 }
 
-/// The file a run exports its trained backbone to.
-pub const ENCODER_FILE: &str = "encoder.safetensors";
-/// The file a run records its configuration in.
-pub const RUN_FILE: &str = "run.json";
-
 /// Reads the training configuration recorded in `run_dir/run.json`.
 pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig, EvalError> {
-    let path = run_dir.join(RUN_FILE);
+    let path = RunDir::new(run_dir).run_json();
     let text = fs::read_to_string(&path).map_err(|e| EvalError::Run {
         path: path.clone(),
         what: format!("{e} (is this a cvrl-train run directory?)"),
@@ -117,15 +113,17 @@ impl Encoder {
             tch::manual_seed(seed as i64);
         }
         let mut vs = VarStore::new(device);
-        let backbone = R3d::new(&vs.root(), &config.backbone())
-            .map_err(|e| EvalError::Run { path: run_dir.join(RUN_FILE), what: e.to_string() })?;
+        let backbone = R3d::new(&vs.root(), &config.backbone()).map_err(|e| EvalError::Run {
+            path: RunDir::new(run_dir).run_json(),
+            what: e.to_string(),
+        })?;
         let arch = config.model_description();
         let (source, digest) = match random_init {
             Some(seed) => {
                 (format!("random init (seed {seed})"), digest(format!("{arch}/random/{seed}")))
             }
             None => {
-                let path = run_dir.join(ENCODER_FILE);
+                let path = RunDir::new(run_dir).encoder();
                 let bytes = fs::read(&path).map_err(|e| EvalError::Run {
                     path: path.clone(),
                     what: format!("{e} (the run exports it when it finishes)"),

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use cvrl_formats::ShardSet;
+use cvrl_formats::{SetPath, ShardSet};
 use serde::Serialize;
 
 use super::features::{features, Target};
@@ -19,8 +19,10 @@ use crate::train::TrainConfig;
 /// The data and the views an evaluation uses. Clip shape and size default to the run's.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbeData {
-    pub train: Vec<PathBuf>,
-    pub val: Vec<PathBuf>,
+    /// Labelled sets to fit on (`DIR` or `DIR:SPLIT`).
+    pub train: Vec<SetPath>,
+    /// Labelled sets to score.
+    pub val: Vec<SetPath>,
     #[serde(serialize_with = "as_display")]
     pub target: Target,
     /// Frames per clip (default: the run's).
@@ -101,8 +103,8 @@ pub fn evaluate(
     progress: &dyn Fn(&str, usize, usize),
 ) -> Result<Report, EvalError> {
     let [train_views, test_views] = data.views(&encoder.config);
-    let train_set = ShardSet::open_many(&data.train)?;
-    let val_set = ShardSet::open_many(&data.val)?;
+    let train_set = ShardSet::open_paths(&data.train)?;
+    let val_set = ShardSet::open_paths(&data.val)?;
     let cache = data.cache.as_deref();
     let n = train_set.len();
     let train = features(encoder, &train_set, &train_views, &data.target, None, cache, &|d| {

@@ -13,6 +13,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use super::norm::{BatchNormLayer, Norm};
 use super::{ModelError, BN_EPS, HEAD_BN_MOMENTUM};
 
 /// Shape of the projection head.
@@ -43,7 +44,7 @@ impl Default for HeadConfig {
 #[derive(Debug)]
 struct Hidden {
     linear: nn::Linear,
-    bn: nn::BatchNorm,
+    bn: BatchNormLayer,
 }
 
 /// The projection head. As a [`ModuleT`] it maps features `[N, in_dim]` to embeddings
@@ -55,8 +56,18 @@ pub struct ProjectionHead {
 }
 
 impl ProjectionHead {
-    /// Builds the head under `p` for features of `in_dim` channels.
+    /// Builds the head under `p` for features of `in_dim` channels, with tch's BatchNorm.
     pub fn new(p: &nn::Path, in_dim: i64, config: &HeadConfig) -> Result<Self, ModelError> {
+        Self::with_norm(p, in_dim, config, &Norm::Batch)
+    }
+
+    /// [`ProjectionHead::new`] with the BatchNorm flavour `norm` (the variables are the same).
+    pub fn with_norm(
+        p: &nn::Path,
+        in_dim: i64,
+        config: &HeadConfig,
+        norm: &Norm,
+    ) -> Result<Self, ModelError> {
         let HeadConfig { hidden_layers, hidden_dim, out_dim } = *config;
         if out_dim < 1 || (hidden_layers > 0 && hidden_dim < 1) {
             return Err(ModelError::EmptyHead { hidden_dim, out_dim });
@@ -75,7 +86,7 @@ impl ProjectionHead {
                 let lp = p / i;
                 let layer = Hidden {
                     linear: nn::linear(&lp / "linear", c_in, hidden_dim, Default::default()),
-                    bn: nn::batch_norm1d(&lp / "bn", hidden_dim, bn_config),
+                    bn: norm.layer(&lp / "bn", 1, hidden_dim, bn_config),
                 };
                 c_in = hidden_dim;
                 layer

@@ -25,9 +25,11 @@
 //! ```
 
 mod head;
+mod norm;
 mod r3d;
 
 pub use head::{HeadConfig, ProjectionHead};
+pub use norm::Norm;
 pub use r3d::{Depth, ParseDepthError, R3d, R3dConfig, Stages, Stem};
 
 use tch::{nn, Device, Kind, Tensor};
@@ -89,10 +91,23 @@ pub struct Model {
 }
 
 impl Model {
-    /// Builds backbone and head under `p` (`p / "stem"`, `p / "res2"`, ..., `p / "head"`).
+    /// Builds backbone and head under `p` (`p / "stem"`, `p / "res2"`, ..., `p / "head"`),
+    /// with tch's BatchNorm.
     pub fn new(p: &nn::Path, backbone: &R3dConfig, head: &HeadConfig) -> Result<Self, ModelError> {
-        let backbone = R3d::new(p, backbone)?;
-        let head = ProjectionHead::new(&(p / "head"), backbone.feature_dim(), head)?;
+        Self::with_norm(p, backbone, head, &Norm::Batch)
+    }
+
+    /// [`Model::new`] with the BatchNorm flavour `norm` for backbone and head:
+    /// [`Norm::SyncBatch`] for global BN in data-parallel training. The variables are the
+    /// same either way.
+    pub fn with_norm(
+        p: &nn::Path,
+        backbone: &R3dConfig,
+        head: &HeadConfig,
+        norm: &Norm,
+    ) -> Result<Self, ModelError> {
+        let backbone = R3d::with_norm(p, backbone, norm)?;
+        let head = ProjectionHead::with_norm(&(p / "head"), backbone.feature_dim(), head, norm)?;
         Ok(Model { backbone, head })
     }
 

@@ -39,6 +39,7 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use super::norm::{BatchNormLayer, Norm};
 use super::{ModelError, BACKBONE_BN_MOMENTUM, BN_EPS};
 
 /// Network depth, which fixes the block type and the number of blocks per stage.
@@ -259,7 +260,7 @@ fn conv3d(p: nn::Path, c_in: i64, c_out: i64, kernel: [i64; 3], stride: [i64; 3]
 
 /// Backbone BatchNorm. tch's default initialises the scale uniformly in [0, 1]; the
 /// reference (Keras) and PyTorch start at 1.
-fn batch_norm3d(p: nn::Path, channels: i64) -> nn::BatchNorm {
+fn batch_norm3d(p: nn::Path, channels: i64, norm: &Norm) -> BatchNormLayer {
     let config = nn::BatchNormConfig {
         momentum: BACKBONE_BN_MOMENTUM,
         eps: BN_EPS,
@@ -267,14 +268,14 @@ fn batch_norm3d(p: nn::Path, channels: i64) -> nn::BatchNorm {
         bs_init: nn::Init::Const(0.0),
         ..Default::default()
     };
-    nn::batch_norm3d(p, channels, config)
+    norm.layer(p, 3, channels, config)
 }
 
 /// A conv and the BatchNorm after it; the pair every layer of the net is made of.
 #[derive(Debug)]
 struct ConvBn {
     conv: nn::Conv3D,
-    bn: nn::BatchNorm,
+    bn: BatchNormLayer,
 }
 
 impl ConvBn {
@@ -282,15 +283,15 @@ impl ConvBn {
     fn new(
         p: &nn::Path,
         name: &str,
-        c_in: i64,
-        c_out: i64,
+        (c_in, c_out): (i64, i64),
         kernel: [i64; 3],
         stride: [i64; 3],
+        norm: &Norm,
     ) -> Self {
         let suffix = if name.is_empty() { String::new() } else { format!("_{name}") };
         ConvBn {
             conv: conv3d(p / format!("conv{suffix}"), c_in, c_out, kernel, stride),
-            bn: batch_norm3d(p / format!("bn{suffix}"), c_out),
+            bn: batch_norm3d(p / format!("bn{suffix}"), c_out, norm),
         }
     }
 }
@@ -317,30 +318,30 @@ impl Block {
     fn new(
         p: &nn::Path,
         bottleneck: bool,
-        c_in: i64,
-        width: i64,
+        (c_in, width): (i64, i64),
         temporal_kernel: i64,
         spatial_stride: i64,
+        norm: &Norm,
     ) -> Self {
         let stride = [1, spatial_stride, spatial_stride];
         let (a, b, c, c_out) = if bottleneck {
             let c_out = width * EXPANSION;
             (
-                ConvBn::new(p, "a", c_in, width, [temporal_kernel, 1, 1], [1, 1, 1]),
-                ConvBn::new(p, "b", width, width, [1, 3, 3], stride),
-                Some(ConvBn::new(p, "c", width, c_out, [1, 1, 1], [1, 1, 1])),
+                ConvBn::new(p, "a", (c_in, width), [temporal_kernel, 1, 1], [1, 1, 1], norm),
+                ConvBn::new(p, "b", (width, width), [1, 3, 3], stride, norm),
+                Some(ConvBn::new(p, "c", (width, c_out), [1, 1, 1], [1, 1, 1], norm)),
                 c_out,
             )
         } else {
             (
-                ConvBn::new(p, "a", c_in, width, [temporal_kernel, 3, 3], stride),
-                ConvBn::new(p, "b", width, width, [1, 3, 3], [1, 1, 1]),
+                ConvBn::new(p, "a", (c_in, width), [temporal_kernel, 3, 3], stride, norm),
+                ConvBn::new(p, "b", (width, width), [1, 3, 3], [1, 1, 1], norm),
                 None,
                 width,
             )
         };
         let shortcut = (c_in != c_out || spatial_stride != 1)
-            .then(|| ConvBn::new(p, "shortcut", c_in, c_out, [1, 1, 1], stride));
+            .then(|| ConvBn::new(p, "shortcut", (c_in, c_out), [1, 1, 1], stride, norm));
         Block { a, b, c, shortcut }
     }
 }
@@ -398,15 +399,27 @@ pub struct R3d {
 }
 
 impl R3d {
-    /// Builds the backbone under `p`: `p / "stem"`, `p / "res2"` .. `p / "res5"`.
+    /// Builds the backbone under `p`: `p / "stem"`, `p / "res2"` .. `p / "res5"`, with tch's
+    /// BatchNorm.
     pub fn new(p: &nn::Path, config: &R3dConfig) -> Result<Self, ModelError> {
+        Self::with_norm(p, config, &Norm::Batch)
+    }
+
+    /// [`R3d::new`] with the BatchNorm flavour `norm` (the variables are the same).
+    pub fn with_norm(p: &nn::Path, config: &R3dConfig, norm: &Norm) -> Result<Self, ModelError> {
         config.validate()?;
         let stem_width = config.stem_width();
         let t_kernel = i64::from(config.stem_temporal_kernel);
         let t_stride = i64::from(config.stem_temporal_stride);
         let (k, s) = config.stem.spatial();
-        let stem =
-            ConvBn::new(&(p / "stem"), "", 3, stem_width, [t_kernel, k, k], [t_stride, s, s]);
+        let stem = ConvBn::new(
+            &(p / "stem"),
+            "",
+            (3, stem_width),
+            [t_kernel, k, k],
+            [t_stride, s, s],
+            norm,
+        );
 
         let bottleneck = config.depth.bottleneck();
         let mut c_in = stem_width;
@@ -419,10 +432,10 @@ impl R3d {
                     let block = Block::new(
                         &(&sp / j),
                         bottleneck,
-                        c_in,
-                        width,
+                        (c_in, width),
                         STAGE_TEMPORAL_KERNELS[i],
                         stride,
+                        norm,
                     );
                     c_in = if bottleneck { width * EXPANSION } else { width };
                     block

@@ -10,7 +10,7 @@ use cvrl_formats::{
     BuildParams, FrameLayout, Manifest, PixelFormat, RecordBuilder, ShardWriter, VideoRow,
     VideoSpec,
 };
-use cvrl_trainer::train::{RunLength, TrainConfig};
+use cvrl_trainer::train::{Preset, RunLength, TrainConfig};
 use std::path::{Path, PathBuf};
 
 pub const W: u32 = 48;
@@ -49,6 +49,15 @@ pub const CLASSES: u32 = 4;
 /// `VIDEOS` videos of `FRAMES` frames, `W`x`H` yuv420p at 25 fps, in one shard; with
 /// `labelled`, video `v` belongs to class `c{v % CLASSES}`.
 pub fn write_set(dir: &Path, labelled: bool) {
+    write_set_with_splits(dir, labelled, |_| None);
+}
+
+/// [`write_set`] with video `v` in split `split_of(v)` (the index's `split` column).
+pub fn write_set_with_splits(
+    dir: &Path,
+    labelled: bool,
+    split_of: fn(u32) -> Option<&'static str>,
+) {
     let layout = FrameLayout::new(W, H, PixelFormat::Yuv420p).unwrap();
     let mut enc = ChunkEncoder::new(1, PredictorMode::default()).unwrap();
     let shard = "shard-00000.cvrs";
@@ -64,6 +73,7 @@ pub fn write_set(dir: &Path, labelled: bool) {
         let rec = b.finish().unwrap();
         let loc = w.append(&rec).unwrap();
         let mut row = VideoRow::for_record(&rec, shard, loc, id);
+        row.split = split_of(v).map(str::to_owned);
         if labelled {
             row.label = Some(format!("c{}", v % CLASSES));
             row.label_index = Some((v % CLASSES) as i32);
@@ -77,7 +87,7 @@ pub fn write_set(dir: &Path, labelled: bool) {
         pixel_format: PixelFormat::Yuv420p,
         chunk_frames: 8,
         zstd_level: 1,
-        predictor: "adaptive".into(),
+        predictor: cvrl_formats::codec::PredictorMode::Adaptive,
         shard_bytes: bytes,
     };
     let classes = if labelled { (0..CLASSES).map(|c| format!("c{c}")).collect() } else { vec![] };
@@ -102,6 +112,6 @@ pub fn tiny(shards: &Path, out: PathBuf, steps: u64) -> TrainConfig {
         checkpoint_every: 0,
         seed: 1,
         threads: Some(1),
-        ..TrainConfig::cpu_demo(vec![shards.to_path_buf()], out)
+        ..TrainConfig::preset(Preset::Demo, vec![shards.to_path_buf()], out)
     }
 }

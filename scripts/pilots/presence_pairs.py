@@ -3,13 +3,13 @@
 A Monte Carlo of the pair sampler (`trainer/src/sampler.rs`: gap by inverse CDF over
 `[0, M)`, `M = frames - span`, first start uniform in `[0, M - gap)`) on the `easy`
 preset's videos (3-6 s at 25 fps) with the object on screen for one stretch of a fraction
-`presence` of each video at a random place (`tools/src/synth.rs`). A clip counts as
+`presence` of each video at a random place (`tools/src/synth/scene.rs`). A clip counts as
 showing the object when its middle frame is inside the stretch. Prints, per interval
 distribution, the share of positive pairs where exactly one clip shows the object (a
 false positive for the class) and where both do. EXPERIMENTS.md ("Experiment 2 when the
 object leaves the screen") quotes it.
 
-    python3 scripts/presence_pairs.py --presence 0.75 0.5
+    python3 scripts/pilots/presence_pairs.py --presence 0.75 0.5
 """
 
 import argparse

@@ -3,10 +3,10 @@
 Decodes a `cvrl-shard synth` dataset's mp4s with PyAV, halves them to 32x32 (as the CPU
 experiments' crops are), and trains a small classifier from scratch with plain PyTorch:
 no augmentation, batch 32 clips of 8 frames at stride 2 (or 64 single frames), SGD 0.05
-with momentum 0.9. It prints val top-1 every 50 steps. EXPERIMENTS.md ("Second pilot")
+with momentum 0.9. It prints val top-1 every 50 steps. EXPERIMENTS.md ("History")
 quotes its numbers; it needs `av`, which `scripts/setup-bench.sh` installs.
 
-    .venv/bin/python scripts/proxy_learnability.py VIDEOS --model strided --target class
+    .venv/bin/python scripts/pilots/proxy_learnability.py VIDEOS --model strided --target class
 
 Models: `strided`, a 4-layer 3D CNN with a 5x7x7 stride-2 stem as in R3D and strided
 3x3x3 convs; `gentle`, the same with a 5x3x3 stem of spatial stride 1; `frame2d`, a

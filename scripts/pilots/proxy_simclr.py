@@ -7,9 +7,10 @@ jitter of strength `--jitter` (brightness, contrast, saturation; a channel shuff
 probability jitter/2 stands in for hue) and grayscale with probability `--gray`. A 2D or
 3D CNN from `proxy_learnability.py`, a 2-layer head, InfoNCE over the 2N-2 other views
 (both directions summed, as in cvrl-train). Prints the loss and val kNN (k = 20) on the
-class and on the object factor every 100 steps. EXPERIMENTS.md ("Third pilot") quotes it.
+class and on the object factor every 100 steps. EXPERIMENTS.md ("History")
+quotes it.
 
-    .venv/bin/python scripts/proxy_simclr.py VIDEOS --model frame2d --jitter 0.4 --gray 0.5
+    .venv/bin/python scripts/pilots/proxy_simclr.py VIDEOS --model frame2d --jitter 0.4 --gray 0.5
 """
 
 import argparse

@@ -1,0 +1,142 @@
+//! [`ChunkEncoder`]: frames in, one zstd frame out (`FORMAT.md#321-payload-layout`).
+
+use super::bits::BitWriter;
+use super::context::{N_BIT_STREAMS, N_BYTE_STREAMS};
+use super::error::CodecError;
+use super::mode::{Predictor, PredictorMode};
+use super::plane::{geoms, Geom};
+use super::predict::{predict_plane, PredictScratch};
+use super::residuals::encode_residuals;
+use crate::pixel::FrameLayout;
+
+/// Reusable encoder; one per thread.
+pub struct ChunkEncoder {
+    mode: PredictorMode,
+    candidates: Vec<Predictor>,
+    compressor: zstd::bulk::Compressor<'static>,
+    scratch: PredictScratch,
+    residual: Vec<u8>,
+    payload: Vec<u8>,
+    bits: Vec<BitWriter>,
+    bytes: Vec<Vec<u8>>,
+    rows: [Vec<u8>; 2],
+}
+
+impl ChunkEncoder {
+    /// `level` is the zstd level (1..=22; negative levels are zstd's fast modes).
+    pub fn new(level: i32, mode: PredictorMode) -> Result<Self, CodecError> {
+        let mut compressor = zstd::bulk::Compressor::new(level).map_err(CodecError::Zstd)?;
+        // 4 bytes per chunk buy detection of any corruption inside the frame, so a damaged
+        // chunk fails to decode instead of yielding wrong pixels.
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+            .map_err(CodecError::Zstd)?;
+        Ok(ChunkEncoder {
+            mode,
+            candidates: Predictor::ALL.to_vec(),
+            compressor,
+            scratch: PredictScratch::new(),
+            residual: Vec::new(),
+            payload: Vec::new(),
+            bits: (0..N_BIT_STREAMS).map(|_| BitWriter::default()).collect(),
+            bytes: vec![Vec::new(); N_BYTE_STREAMS],
+            rows: [Vec::new(), Vec::new()],
+        })
+    }
+
+    /// Restricts [`PredictorMode::Adaptive`] to these predictors; RAW and MED are always
+    /// allowed since frame 0 needs a spatial one. For measuring what each predictor is worth.
+    pub fn with_candidates(mut self, candidates: &[Predictor]) -> Self {
+        let mut c: Vec<Predictor> = candidates.to_vec();
+        for p in [Predictor::Raw, Predictor::Med] {
+            if !c.contains(&p) {
+                c.push(p);
+            }
+        }
+        c.sort_by_key(|p| p.code());
+        c.dedup();
+        self.candidates = c;
+        self
+    }
+
+    pub fn mode(&self) -> PredictorMode {
+        self.mode
+    }
+
+    /// `frames` is `n_frames * layout.frame_bytes()` bytes, frames back to back. Returns the
+    /// zstd frame.
+    pub fn encode(&mut self, layout: &FrameLayout, frames: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let fb = layout.frame_bytes();
+        if frames.is_empty() {
+            return Err(CodecError::NoFrames);
+        }
+        if !frames.len().is_multiple_of(fb) {
+            return Err(CodecError::BadLength {
+                what: "frames (a whole number of frames)",
+                expected: frames.len().next_multiple_of(fb),
+                actual: frames.len(),
+            });
+        }
+        let n = frames.len() / fb;
+        let gs = geoms(layout);
+        let np = gs.len();
+        let blocks: usize = gs.iter().map(Geom::blocks).sum();
+
+        self.payload.clear();
+        self.payload.resize(n * np * 2 + n * blocks, 0);
+        self.residual.resize(frames.len(), 0);
+        let (vectors, codes) = self.payload.split_at_mut(n * np * 2);
+        let mut codes = codes;
+        for f in 0..n {
+            for (p, g) in gs.iter().enumerate() {
+                let cur = &frames[f * fb + g.off..][..g.len()];
+                let prev = (f > 0).then(|| &frames[(f - 1) * fb + g.off..][..g.len()]);
+                let (plane_codes, rest) = codes.split_at_mut(g.blocks());
+                codes = rest;
+                let dst = &mut self.residual[f * fb + g.off..][..g.len()];
+                let v = predict_plane(
+                    self.mode,
+                    &self.candidates,
+                    &mut self.scratch,
+                    g,
+                    cur,
+                    prev,
+                    plane_codes,
+                    dst,
+                );
+                vectors[(f * np + p) * 2] = v.0 as u8;
+                vectors[(f * np + p) * 2 + 1] = v.1 as u8;
+            }
+        }
+
+        for w in &mut self.bits {
+            w.clear();
+        }
+        for b in &mut self.bytes {
+            b.clear();
+        }
+        for f in 0..n {
+            for g in &gs {
+                let res = &self.residual[f * fb + g.off..][..g.len()];
+                encode_residuals(g, res, &mut self.bits, &mut self.bytes, &mut self.rows);
+            }
+        }
+        for w in &mut self.bits {
+            w.finish();
+        }
+        for s in self.bits.iter().map(|w| &w.out).chain(&self.bytes) {
+            // A stream holds at most one byte per pixel: u32 lengths fail only for chunks of
+            // over 4 GiB, which the shard's u32 chunk lengths could not store anyway.
+            let len = u32::try_from(s.len()).map_err(|_| CodecError::BadLength {
+                what: "residual stream",
+                expected: u32::MAX as usize,
+                actual: s.len(),
+            })?;
+            self.payload.extend_from_slice(&len.to_le_bytes());
+        }
+        for s in self.bits.iter().map(|w| &w.out).chain(&self.bytes) {
+            self.payload.extend_from_slice(s);
+        }
+        self.compressor.compress(&self.payload).map_err(CodecError::Zstd)
+    }
+}

@@ -1,0 +1,119 @@
+//! Predictor modes (what an encoder may choose from, `FORMAT.md#325-encoder-informative`)
+//! and the block predictors with their on-disk codes (`FORMAT.md#322-predictors`).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which predictors the encoder may use. Stored in the manifest under its lowercase name.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PredictorMode {
+    /// Every block RAW (zstd alone; for comparison).
+    Raw,
+    /// TEMPORAL everywhere after frame 0, MED on frame 0.
+    Temporal,
+    /// MED everywhere (purely spatial: every frame is intra).
+    Med,
+    /// Per block, the cheapest of all predictors, with one motion vector per plane.
+    #[default]
+    Adaptive,
+}
+
+impl PredictorMode {
+    /// The name used on the command line and in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PredictorMode::Raw => "raw",
+            PredictorMode::Temporal => "temporal",
+            PredictorMode::Med => "med",
+            PredictorMode::Adaptive => "adaptive",
+        }
+    }
+}
+
+impl fmt::Display for PredictorMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PredictorMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "raw" => Ok(PredictorMode::Raw),
+            "temporal" => Ok(PredictorMode::Temporal),
+            "med" => Ok(PredictorMode::Med),
+            "adaptive" => Ok(PredictorMode::Adaptive),
+            other => Err(format!(
+                "unknown predictor mode {other:?} (expected raw, temporal, med or adaptive)"
+            )),
+        }
+    }
+}
+
+/// A block predictor and its on-disk code (`FORMAT.md#322-predictors`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Predictor {
+    Raw = 0,
+    Temporal = 1,
+    Med = 2,
+    TemporalMed = 3,
+    Motion = 4,
+    MotionMed = 5,
+}
+
+impl Predictor {
+    pub const ALL: [Predictor; 6] = [
+        Predictor::Raw,
+        Predictor::Temporal,
+        Predictor::Med,
+        Predictor::TemporalMed,
+        Predictor::Motion,
+        Predictor::MotionMed,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Predictor::ALL.get(usize::from(code)).copied()
+    }
+
+    /// Whether it reads the previous frame (forbidden in a chunk's first frame).
+    pub fn is_temporal(self) -> bool {
+        !matches!(self, Predictor::Raw | Predictor::Med)
+    }
+
+    /// Whether it reads the previous plane shifted by the motion vector.
+    pub(super) fn uses_vector(self) -> bool {
+        matches!(self, Predictor::Motion | Predictor::MotionMed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_names_and_codes_round_trip() {
+        for m in [
+            PredictorMode::Raw,
+            PredictorMode::Temporal,
+            PredictorMode::Med,
+            PredictorMode::Adaptive,
+        ] {
+            assert_eq!(m.to_string().parse::<PredictorMode>().unwrap(), m);
+        }
+        assert_eq!(PredictorMode::default(), PredictorMode::Adaptive);
+        assert!("fast".parse::<PredictorMode>().is_err());
+        for p in Predictor::ALL {
+            assert_eq!(Predictor::from_code(p.code()), Some(p));
+        }
+        assert_eq!(Predictor::from_code(6), None);
+    }
+}

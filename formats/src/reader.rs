@@ -1,0 +1,252 @@
+//! Random access to the frames of memory-mapped shards: [`FrameReader`], over the videos a
+//! [`ShardSet`](crate::ShardSet) (through its index) or a [`ShardFile`](crate::ShardFile)
+//! (by walking the file) has checked against their shards, so that offsets can be trusted.
+//!
+//! A reader decompresses only the chunks a call needs, into reused buffers, and checks every
+//! chunk's CRC-32C before decompressing it. [`FrameReader::read_frames`] and
+//! [`FrameReader::read_indices`] know every frame a call needs, so they reconstruct a chunk
+//! only up to the last of them (frames are coded in order; the rest of a chunk's decoding
+//! is skipped); [`FrameReader::frame`] decodes whole chunks.
+
+use crate::codec::ChunkDecoder;
+use crate::error::{FormatError, Result};
+use crate::index::VideoRow;
+use crate::pixel::FrameLayout;
+use crate::shard::{ChunkEntry, RECORD_MAGIC};
+use memmap2::Mmap;
+use std::path::{Path, PathBuf};
+
+/// A memory-mapped shard file.
+pub(crate) struct MappedShard {
+    pub(crate) path: PathBuf,
+    pub(crate) map: Mmap,
+}
+
+/// Videos in memory-mapped shards, each checked against its shard by whoever filled this
+/// (record range inside the file, chunk table tiling the record): what a reader reads.
+#[derive(Default)]
+pub(crate) struct MappedVideos {
+    pub(crate) videos: Vec<VideoRow>,
+    pub(crate) layouts: Vec<FrameLayout>,
+    /// Index into `shards` of each video's shard.
+    pub(crate) video_shard: Vec<u32>,
+    pub(crate) shards: Vec<MappedShard>,
+}
+
+impl MappedVideos {
+    /// The path of the shard holding video `i`.
+    pub(crate) fn shard_path(&self, i: usize) -> &Path {
+        &self.shards[self.video_shard[i] as usize].path
+    }
+
+    /// The whole shard file holding video `i`.
+    pub(crate) fn shard_map(&self, i: usize) -> &[u8] {
+        &self.shards[self.video_shard[i] as usize].map
+    }
+
+    /// The bytes of video `i`'s record.
+    pub(crate) fn record(&self, i: usize) -> &[u8] {
+        let row = &self.videos[i];
+        // In range: checked when the video was added.
+        &self.shard_map(i)[row.offset as usize..(row.offset + row.length) as usize]
+    }
+}
+
+/// Random access to frames of a [`ShardSet`](crate::ShardSet) or a
+/// [`ShardFile`](crate::ShardFile), with reused buffers. Not `Sync`: one per thread.
+pub struct FrameReader<'s> {
+    set: &'s MappedVideos,
+    decoder: ChunkDecoder,
+    chunk: Vec<u8>,
+    /// `(video, chunk)` in `chunk`, of which the first `cached_frames` frames are decoded.
+    cached: Option<(usize, usize)>,
+    cached_frames: usize,
+    /// Frames reconstructed so far (what the reader cost, for tests and benchmarks).
+    decoded_frames: u64,
+}
+
+impl<'s> FrameReader<'s> {
+    pub(crate) fn new(set: &'s MappedVideos) -> Result<Self> {
+        let decoder = ChunkDecoder::new().map_err(|e| FormatError::Invalid {
+            what: "zstd decoder".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(FrameReader {
+            set,
+            decoder,
+            chunk: Vec::new(),
+            cached: None,
+            cached_frames: 0,
+            decoded_frames: 0,
+        })
+    }
+
+    /// Appends frames `start, start+stride, ...` (`count` of them) of video `video` to `out`,
+    /// each `layout(video).frame_bytes()` bytes. Each chunk touched is decompressed once.
+    pub fn read_frames(
+        &mut self,
+        video: usize,
+        start: u32,
+        count: u32,
+        stride: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let row = self.video_row(video)?;
+        let stride = stride.max(1);
+        let last = u64::from(start) + u64::from(count.saturating_sub(1)) * u64::from(stride);
+        if count > 0 && last >= u64::from(row.num_frames) {
+            return Err(FormatError::FrameOutOfRange {
+                video: row.video_id.clone(),
+                start: u64::from(start),
+                end: last + 1,
+                num_frames: row.num_frames,
+            });
+        }
+        let frame_bytes = self.set.layouts[video].frame_bytes();
+        out.reserve(frame_bytes * count as usize);
+        for k in 0..count {
+            let frame = start + k * stride;
+            let c = chunk_of(&row.chunks, frame);
+            let chunk_last = row.chunks[c].first_frame + (row.chunks[c].num_frames - 1);
+            // The last frame of this call in chunk `c`: decode no further.
+            let last_k = (count - 1).min((chunk_last - start) / stride);
+            let need = start + last_k * stride - row.chunks[c].first_frame + 1;
+            self.load_chunk(video, c, need as usize)?;
+            let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
+            out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
+        }
+        Ok(())
+    }
+
+    /// Returns frame `frame` of video `video`, borrowed from the reader's chunk buffer.
+    pub fn frame(&mut self, video: usize, frame: u32) -> Result<&[u8]> {
+        let row = self.video_row(video)?;
+        if frame >= row.num_frames {
+            let (start, end, num_frames) = (u64::from(frame), u64::from(frame) + 1, row.num_frames);
+            return Err(FormatError::FrameOutOfRange {
+                video: row.video_id.clone(),
+                start,
+                end,
+                num_frames,
+            });
+        }
+        let c = chunk_of(&row.chunks, frame);
+        // Whole chunks: the next call may want any later frame of this one.
+        self.load_chunk(video, c, usize::MAX)?;
+        let frame_bytes = self.set.layouts[video].frame_bytes();
+        let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
+        Ok(&self.chunk[at..at + frame_bytes])
+    }
+
+    /// Appends frames `indices` of video `video` to `out`, in that order, each
+    /// `layout(video).frame_bytes()` bytes: what a clip sampler's index list needs. Each
+    /// chunk is decoded once per run of consecutive indices inside it, and only up to the
+    /// last frame of that run.
+    pub fn read_indices(&mut self, video: usize, indices: &[u32], out: &mut Vec<u8>) -> Result<()> {
+        let row = self.video_row(video)?;
+        if let Some(&bad) = indices.iter().find(|&&i| i >= row.num_frames) {
+            return Err(FormatError::FrameOutOfRange {
+                video: row.video_id.clone(),
+                start: u64::from(bad),
+                end: u64::from(bad) + 1,
+                num_frames: row.num_frames,
+            });
+        }
+        let frame_bytes = self.set.layouts[video].frame_bytes();
+        out.reserve(frame_bytes * indices.len());
+        let mut k = 0;
+        while k < indices.len() {
+            let c = chunk_of(&row.chunks, indices[k]);
+            let (first, n) = (row.chunks[c].first_frame, row.chunks[c].num_frames);
+            let run = indices[k..].iter().take_while(|&&i| i >= first && i - first < n).count();
+            let need = indices[k..k + run].iter().map(|&i| i - first + 1).max().unwrap_or(n);
+            self.load_chunk(video, c, need as usize)?;
+            for &i in &indices[k..k + run] {
+                let at = (i - first) as usize * frame_bytes;
+                out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
+            }
+            k += run;
+        }
+        Ok(())
+    }
+
+    /// Frames this reader has reconstructed since it was made: a chunk kept between calls
+    /// is not decoded again, so reading every frame of a video one by one costs each frame
+    /// once.
+    pub fn decoded_frames(&self) -> u64 {
+        self.decoded_frames
+    }
+
+    fn video_row(&self, video: usize) -> Result<&'s VideoRow> {
+        self.set.videos.get(video).ok_or_else(|| FormatError::Invalid {
+            what: format!("video {video}"),
+            reason: format!("there are {} videos", self.set.videos.len()),
+        })
+    }
+
+    /// Decodes every chunk of `video` whole, with every check of the chunk codec: the CRC-32C
+    /// of each chunk, then a full decode, so that a damaged chunk is named.
+    pub(crate) fn decode_video(&mut self, video: usize) -> Result<()> {
+        for c in 0..self.video_row(video)?.chunks.len() {
+            self.load_chunk(video, c, usize::MAX)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes chunk `c` of `video` into the chunk buffer, its first `need` frames at least
+    /// (`usize::MAX`: all, with every check of the codec), unless they are already there.
+    fn load_chunk(&mut self, video: usize, c: usize, need: usize) -> Result<()> {
+        let set = self.set;
+        let row = &set.videos[video];
+        let entry = row.chunks[c];
+        let n = entry.num_frames as usize;
+        // `need` may exceed the chunk (`usize::MAX` from `frame`): a fully decoded chunk
+        // serves every request for it.
+        let upto = need.min(n);
+        if self.cached == Some((video, c)) && self.cached_frames >= upto {
+            return Ok(());
+        }
+        self.cached = None;
+        let record = set.record(video);
+        let path = set.shard_path(video);
+        if !record.starts_with(RECORD_MAGIC) {
+            return Err(FormatError::BadRecord {
+                path: path.into(),
+                video: row.video_id.clone(),
+                offset: row.offset,
+                reason: "no record magic where the index points".into(),
+            });
+        }
+        let data =
+            &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
+        let actual = crc32c::crc32c(data);
+        if actual != entry.crc32c {
+            return Err(FormatError::ChunkChecksum {
+                path: path.into(),
+                video: row.video_id.clone(),
+                chunk: c,
+                expected: entry.crc32c,
+                actual,
+            });
+        }
+        let layout = set.layouts[video];
+        self.chunk.resize(layout.frame_bytes() * n, 0);
+        self.decoder.decode_first(&layout, n, data, &mut self.chunk, upto).map_err(|error| {
+            FormatError::ChunkDecode {
+                path: path.into(),
+                video: row.video_id.clone(),
+                chunk: c,
+                error,
+            }
+        })?;
+        self.cached = Some((video, c));
+        self.cached_frames = upto;
+        self.decoded_frames += upto as u64;
+        Ok(())
+    }
+}
+
+/// Index of the chunk holding `frame` (chunks are contiguous and sorted by first frame).
+fn chunk_of(chunks: &[ChunkEntry], frame: u32) -> usize {
+    chunks.partition_point(|c| c.first_frame <= frame) - 1
+}
