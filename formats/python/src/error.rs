@@ -20,12 +20,10 @@ pyo3::create_exception!(
 
 /// An error of opening a set.
 pub fn open_error(e: FormatError) -> PyErr {
-    match &e {
-        FormatError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            PyFileNotFoundError::new_err(e.to_string())
-        }
-        _ => ShardError::new_err(e.to_string()),
+    if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) {
+        return PyFileNotFoundError::new_err(e.to_string());
     }
+    ShardError::new_err(e.to_string())
 }
 
 /// An error of reading video `video_id` from `shard`; the message names both.
