@@ -36,6 +36,10 @@ test: setup
     cargo build --workspace --bins --examples
     cargo test --workspace
 
+# The `cvrl` Python package (formats/python): its abi3 wheel built with maturin into target/wheels/PROFILE and installed into .venv (setup does this whenever its sources change). PROFILE: dev (what the tests use) or release (benchmarks).
+python-package profile="dev": setup
+    bash scripts/python-package.sh {{profile}}
+
 # Sharder benchmark: throughput against ffmpeg decode+scale, bytes/frame against mp4, FFV1, JPEG.
 bench-shard: setup
     cargo build --release -p cvrl-tools --examples

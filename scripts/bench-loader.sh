@@ -129,3 +129,4 @@ print(';'.join(f'{p}=={v(p)}' for p in ('decord', 'av', 'torchcodec', 'torch')))
 log "done; the table follows (also in $B/report.md)"
 "$PY" scripts/bench_loader_report.py "$R" "$ALL" "${#VIDEOS[@]}" "$SRC_BYTES" "$SHARD_MS" "$INDEX_ONE" "$MACHINE" "$VERSIONS" \
   "$ROUNDS" "$B" | tee "$B/report.md"
+[ "$PEERS" = 0 ] || { bash scripts/python-package.sh release && "$PY" scripts/bench_loader_torch.py "$B/shards" "$R" --pairs "$PAIRS" --workers 1 "$ALL" --rounds "$ROUNDS" | tee -a "$B/report.md"; } # the cvrl Python package's rows (scripts/bench_loader_torch.py); BENCH_PEERS=0 skips them too

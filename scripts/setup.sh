@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything cvrl needs on a Debian 12 machine that has only Rust, python3 and gcc:
 # FFmpeg 5.1 dev packages and CLI, clang + pkg-config (bindgen), gloo's headers (the trainer's
-# c10d shim), a project venv holding torch==2.11.0 (the libtorch that tch 0.24 links) and `just`.
+# c10d shim), a project venv holding torch==2.11.0 (the libtorch that tch 0.24 links), `just`
+# and the `cvrl` Python package.
 # Idempotent: a second run checks and returns in about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,12 +34,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch==2.11.0 is the libtorch that tch 0.24 links; the rest are test and benchmark helpers:
 # just, pyarrow and duckdb (the index must open in them), numpy + zstandard (the reader
-# written from FORMAT.md alone), tensorboard (reads back the trainer's event files), and the
+# written from FORMAT.md alone), tensorboard (reads back the trainer's event files), the
 # CUDA 13.0 headers that torch's wheels leave out but ProcessGroupNCCL.hpp needs (crt/, libcu++):
-# with them the trainer's c10d shim gets its NCCL backend.
+# with them the trainer's c10d shim gets its NCCL backend, and maturin (builds the cvrl
+# Python package, below).
 PY_PKGS=("torch==$TORCH_VERSION" "rust-just==$JUST_VERSION" "pyarrow==26.0.1" "duckdb==2.0.0"
   "zstandard==0.25.0" "numpy==2.4.6" "tensorboard==2.21.0" "nvidia-cuda-crt==13.0.88"
-  "nvidia-cuda-cccl==13.0.85")
+  "nvidia-cuda-cccl==13.0.85" "maturin==1.16.0")
 mapfile -t need < <("$VENV/bin/python" - "${PY_PKGS[@]}" <<'PY'
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -64,4 +66,7 @@ for dir in /usr/local/bin "$HOME/.cargo/bin"; do
     break
   fi
 done
+# The cvrl Python package (formats/python) into the venv, so `import cvrl` works; rebuilt
+# only when its sources change (a cargo dev build: minutes the first time).
+bash scripts/python-package.sh --if-stale
 say "ok (libtorch: $VENV/lib/python3.11/site-packages/torch)"

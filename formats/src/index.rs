@@ -213,7 +213,11 @@ fn factor_names(rows: &[VideoRow]) -> Vec<&str> {
     names.into_iter().collect()
 }
 
-fn index_batch(rows: &[VideoRow]) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+/// The rows as one Arrow record batch with the columns of `index.parquet` (factor columns
+/// included): what [`write_index`] writes, and what the Python package hands to pyarrow.
+pub fn index_batch(
+    rows: &[VideoRow],
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
     let u32s = |f: fn(&VideoRow) -> u32| -> ArrayRef {
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(f)))
     };

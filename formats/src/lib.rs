@@ -6,6 +6,8 @@
 //! that could not be stored, and why) and `shard-NNNNN.cvrs` files of video records. This
 //! crate writes and reads them and knows nothing of FFmpeg or torch: the sharder in
 //! `cvrl-tools` feeds it decoded frames, the trainer reads frames back through [`ShardSet`].
+//! [`sampler`] places clips in a video (CVRL's pair sampling, evaluation views): it needs
+//! nothing but `rand`, so the trainer and the Python package (`formats/python`) share it.
 
 pub mod atomic;
 pub mod codec;
@@ -14,6 +16,7 @@ pub mod index;
 pub mod manifest;
 pub mod pixel;
 pub mod reader;
+pub mod sampler;
 pub mod set;
 pub mod shard;
 pub mod shard_file;

@@ -1,0 +1,84 @@
+"""Clip transforms on ``uint8`` ``[C, T, H, W]`` tensors that apply one set of spatial
+parameters to every frame of a clip (CVRL's temporally consistent augmentation), for the
+``transform`` argument of ``CvrlPairs`` and ``CvrlClips``.
+
+A transform is called as ``transform(clip, generator)`` with a ``torch.Generator`` seeded
+for that sample, and draws all its randomness from it, so a dataset stays deterministic
+from its seed whatever the worker count.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def resize_clip(clip: torch.Tensor, size: int) -> torch.Tensor:
+    """Resizes every frame of ``clip`` (``uint8`` ``[C, T, H, W]``) to ``size x size``,
+    bilinear with half-pixel centres and no antialiasing (TF's ``resize``, which cvrl's
+    augmentation follows), rounded to ``uint8``."""
+    frames = clip.permute(1, 0, 2, 3).float()
+    out = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3).contiguous()
+
+
+class RandomResizedCropFlip:
+    """CVRL's spatial crop and flip for a whole clip: a box of ``scale`` of the frame's area
+    and aspect ratio (width / height) in ``ratio``, both drawn uniformly (TF's
+    ``sample_distorted_bounding_box``, as cvrl's trainer draws it; the whole frame after
+    ``attempts`` misses), resized to ``size x size`` by ``resize_clip``, then flipped
+    horizontally with probability ``flip_p``. The same box and flip serve every frame.
+
+    Input and output: ``uint8`` ``[C, T, H, W]``. Colour jitter, grayscale and blur are left
+    to the caller, who can chain them after this.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        scale: tuple[float, float] = (0.3, 1.0),
+        ratio: tuple[float, float] = (0.5, 2.0),
+        flip_p: float = 0.5,
+        attempts: int = 100,
+    ):
+        if size < 1 or not 0 < scale[0] <= scale[1] <= 1 or not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"bad crop settings: size {size}, scale {scale}, ratio {ratio}")
+        self.size, self.scale, self.ratio = size, scale, ratio
+        self.flip_p, self.attempts = flip_p, attempts
+
+    def params(
+        self, height: int, width: int, generator: Optional[torch.Generator] = None
+    ) -> tuple[int, int, int, int, bool]:
+        """Draws ``(top, left, box height, box width, flip)`` for frames of this size."""
+
+        def uniform(lo: float, hi: float) -> float:
+            return lo + (hi - lo) * torch.rand((), generator=generator).item()
+
+        box = (0, 0, height, width)
+        for _ in range(self.attempts):
+            area = uniform(*self.scale) * height * width
+            aspect = uniform(*self.ratio)
+            w = int(round((area * aspect) ** 0.5))
+            h = int(round((area / aspect) ** 0.5))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, (), generator=generator))
+                left = int(torch.randint(0, width - w + 1, (), generator=generator))
+                box = (top, left, h, w)
+                break
+        flip = torch.rand((), generator=generator).item() < self.flip_p
+        return (*box, flip)
+
+    def __call__(
+        self, clip: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        _, _, height, width = clip.shape
+        top, left, h, w, flip = self.params(height, width, generator)
+        out = resize_clip(clip[:, :, top : top + h, left : left + w], self.size)
+        return out.flip(-1) if flip else out
+
+    def __repr__(self) -> str:
+        return (f"RandomResizedCropFlip(size={self.size}, scale={self.scale}, "
+                f"ratio={self.ratio}, flip_p={self.flip_p})")

@@ -1,0 +1,240 @@
+//! `cvrl._cvrl.ShardSet`: one open shard set (or several opened as one), shared by every
+//! thread that reads from it.
+//!
+//! Reading allocates the output `bytearray`s with the GIL held, then releases the GIL and
+//! decodes into them with a [`FrameReader`] of its own, so any number of Python threads
+//! read at once; the memory maps are the process's own, and `cvrl.torch` reopens a set in
+//! each DataLoader worker process. Frames come out either as stored (`yuv420p` planes, or
+//! `rgb24`) or as `rgb24`, converted by [`yuv420p_to_rgb24`]: the conversion of every
+//! other RGB reader of cvrl.
+//!
+//! Clip placement is [`cvrl_formats::sampler`]'s, with the same per-sample seeding as the
+//! trainer's loader, so a Python dataset draws the pairs the Rust code would.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cvrl_formats::pixel::yuv420p_to_rgb24;
+use cvrl_formats::sampler::{linspace_starts, sample_pair, sample_rng, ClipSpec};
+use cvrl_formats::{FormatError, FrameLayout, PixelFormat, ShardSet as Set};
+use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyByteArray;
+use rand::RngExt as _;
+
+use crate::error::{open_error, read_error};
+use crate::index::IndexStream;
+
+/// Facts about one video: `(video_id, width, height, pixel_format, num_frames, fps,
+/// label_index)`, the label index `None` for an unlabelled video.
+type VideoInfo = (String, u32, u32, String, u32, f64, Option<i32>);
+
+/// A shard set opened for reading (`cvrl.ShardSet` wraps it).
+#[pyclass(frozen, module = "cvrl._cvrl")]
+pub struct ShardSet {
+    set: Arc<Set>,
+}
+
+#[pymethods]
+impl ShardSet {
+    /// Opens the sets in `paths` as one (their class lists and pixel formats must agree).
+    #[new]
+    fn new(py: Python<'_>, paths: Vec<PathBuf>) -> PyResult<Self> {
+        let set = py.detach(|| Set::open_many(&paths)).map_err(open_error)?;
+        Ok(ShardSet { set: Arc::new(set) })
+    }
+
+    fn __len__(&self) -> usize {
+        self.set.len()
+    }
+
+    /// The class names of the set, in label-index order.
+    #[getter]
+    fn classes(&self) -> Vec<String> {
+        self.set.classes().to_vec()
+    }
+
+    /// The index rows, row `i` for video `i`, as an Arrow stream.
+    fn index_stream(&self) -> PyResult<IndexStream> {
+        let batch = cvrl_formats::index::index_batch(self.set.videos())
+            .map_err(|e| PyValueError::new_err(format!("index as Arrow: {e}")))?;
+        Ok(IndexStream::new(batch))
+    }
+
+    /// The position of the video with id `video_id`, or `None`.
+    fn find(&self, video_id: &str) -> Option<usize> {
+        self.set.find(video_id)
+    }
+
+    /// See [`VideoInfo`].
+    fn video(&self, video: usize) -> PyResult<VideoInfo> {
+        let row = self.row(video)?;
+        Ok((
+            row.video_id.clone(),
+            row.width,
+            row.height,
+            row.pixel_format.clone(),
+            row.num_frames,
+            row.fps(),
+            row.label_index,
+        ))
+    }
+
+    /// The shard file holding `video`.
+    fn shard_path(&self, video: usize) -> PyResult<PathBuf> {
+        self.row(video)?;
+        Ok(self.set.shard_path(video).to_path_buf())
+    }
+
+    /// Frames `clips[k]` of `video` into one new `bytearray` per clip, frame after frame:
+    /// `rgb24` (`rgb`), else as stored (`yuv420p` planes; refused for an `rgb24` video).
+    /// Decodes with the GIL released.
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        video: usize,
+        clips: Vec<Vec<u32>>,
+        rgb: bool,
+    ) -> PyResult<Vec<Bound<'py, PyByteArray>>> {
+        let row = self.row(video)?;
+        let layout = self.set.layout(video);
+        if !rgb && layout.format() != PixelFormat::Yuv420p {
+            return Err(PyValueError::new_err(format!(
+                "video {:?} is stored as {}, not yuv420p: read it as RGB",
+                row.video_id,
+                layout.format()
+            )));
+        }
+        let frame_bytes = out_frame_bytes(&layout, rgb);
+        let bufs = clips
+            .iter()
+            .map(|c| PyByteArray::new_with(py, c.len() * frame_bytes, |_| Ok(())))
+            .collect::<PyResult<Vec<_>>>()?;
+        // SAFETY: the bytearrays were made above and no Python code holds a reference to
+        // them yet, so nothing can resize, read or free them while the GIL is released.
+        let mut outs: Vec<&mut [u8]> = bufs.iter().map(|b| unsafe { b.as_bytes_mut() }).collect();
+        let set = &*self.set;
+        py.detach(|| fill(set, video, &clips, rgb, &mut outs))
+            .map_err(|e| read_error(e, set.shard_path(video), &row.video_id))?;
+        Ok(bufs)
+    }
+
+    /// The stored frame indices of the two clips of a CVRL positive pair of `video`
+    /// (`sample_pair` of the Rust sampler), drawn by the generator of `(seed, epoch,
+    /// position)`.
+    #[allow(clippy::too_many_arguments)]
+    fn pair_indices(
+        &self,
+        video: usize,
+        frames: u32,
+        stride: u32,
+        base_fps: f64,
+        interval: &str,
+        seed: u64,
+        epoch: u64,
+        position: u64,
+    ) -> PyResult<(Vec<u32>, Vec<u32>)> {
+        let row = self.row(video)?;
+        let clip = clip_spec(frames, stride, base_fps)?;
+        let dist = interval.parse().map_err(PyValueError::new_err)?;
+        let mut rng = sample_rng(seed, epoch, position);
+        let starts = sample_pair(&mut rng, dist, &clip, row.num_frames, row.fps());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        clip.indices(starts.first, row.num_frames, row.fps(), &mut a);
+        clip.indices(starts.second, row.num_frames, row.fps(), &mut b);
+        Ok((a, b))
+    }
+
+    /// The stored frame indices of `temporal` evenly spaced clips of `video`: the test
+    /// views of `cvrl-eval` (`linspace_starts`).
+    fn view_indices(
+        &self,
+        video: usize,
+        frames: u32,
+        stride: u32,
+        base_fps: f64,
+        temporal: u32,
+    ) -> PyResult<Vec<Vec<u32>>> {
+        let row = self.row(video)?;
+        let clip = clip_spec(frames, stride, base_fps)?;
+        let starts = linspace_starts(&clip, row.num_frames, row.fps(), temporal);
+        Ok(starts
+            .into_iter()
+            .map(|s| {
+                let mut out = Vec::new();
+                clip.indices(s, row.num_frames, row.fps(), &mut out);
+                out
+            })
+            .collect())
+    }
+}
+
+impl ShardSet {
+    fn row(&self, video: usize) -> PyResult<&cvrl_formats::VideoRow> {
+        self.set.videos().get(video).ok_or_else(|| {
+            PyIndexError::new_err(format!(
+                "video {video} out of range: the set has {} videos",
+                self.set.len()
+            ))
+        })
+    }
+}
+
+/// A seed for the random transform of the sample at `position` of `epoch`: the first draw
+/// of that sample's generator after the pair's, kept below 2^63 for `torch.manual_seed`.
+#[pyfunction]
+pub fn sample_seed(seed: u64, epoch: u64, position: u64) -> u64 {
+    // Another stream than the pair's own generator: the pair draws a varying count.
+    sample_rng(seed ^ TRANSFORM_STREAM, epoch, position).random::<u64>() >> 1
+}
+
+/// Separates the transform's seeds from the pair sampler's.
+const TRANSFORM_STREAM: u64 = 0x7472_616e_7366_6f72; // "transfor"
+
+/// Bytes of one output frame.
+fn out_frame_bytes(layout: &FrameLayout, rgb: bool) -> usize {
+    if rgb {
+        3 * layout.width() as usize * layout.height() as usize
+    } else {
+        layout.frame_bytes()
+    }
+}
+
+fn clip_spec(frames: u32, stride: u32, base_fps: f64) -> PyResult<ClipSpec> {
+    if frames == 0 || stride == 0 || !(base_fps.is_finite() && base_fps > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "a clip needs frames >= 1, stride >= 1 and base_fps > 0 (got {frames}, {stride}, \
+             {base_fps})"
+        )));
+    }
+    Ok(ClipSpec { frames, stride, base_fps })
+}
+
+/// Decodes each clip of `video` into its output buffer (GIL released: no Python here).
+fn fill(
+    set: &Set,
+    video: usize,
+    clips: &[Vec<u32>],
+    rgb: bool,
+    outs: &mut [&mut [u8]],
+) -> Result<(), FormatError> {
+    let mut reader = set.reader()?;
+    let layout = set.layout(video);
+    let convert = rgb && layout.format() == PixelFormat::Yuv420p;
+    let mut frames = Vec::new();
+    for (indices, out) in clips.iter().zip(outs.iter_mut()) {
+        frames.clear();
+        reader.read_indices(video, indices, &mut frames)?;
+        if convert {
+            let rgb_bytes = out_frame_bytes(&layout, true);
+            for (src, dst) in
+                frames.chunks_exact(layout.frame_bytes()).zip(out.chunks_exact_mut(rgb_bytes))
+            {
+                yuv420p_to_rgb24(&layout, src, dst);
+            }
+        } else {
+            out.copy_from_slice(&frames);
+        }
+    }
+    Ok(())
+}
