@@ -66,6 +66,10 @@ pub fn finetune_config(
         checkpoint_every: 0,
         keep_checkpoints: 1,
         device: cfg.device,
+        // The pretraining run's kNN check (--eval-every) is not part of fine-tuning.
+        eval_every: 0,
+        eval_train: Vec::new(),
+        eval_val: Vec::new(),
         ..base
     })
 }
