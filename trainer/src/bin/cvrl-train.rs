@@ -209,9 +209,10 @@ struct Cli {
     #[arg(long)]
     fp32: bool,
     /// Keep conv weights and clips in the channels-last 3D layout (NDHWC), which cuDNN's 3D
-    /// convolutions prefer. Numerically the same model.
-    #[arg(long)]
-    channels_last: bool,
+    /// convolutions prefer: the same model, with float sums in another order.
+    /// `--channels-last false` turns off a preset's.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    channels_last: Option<bool>,
     /// libtorch's CPU threads (default: one per core).
     #[arg(long)]
     threads: Option<i32>,
@@ -254,7 +255,7 @@ impl Cli {
         lay(&mut cfg.batch_size, &self.batch_size);
         lay(&mut cfg.accumulate, &self.accumulate);
         cfg.supervised |= self.supervised;
-        cfg.channels_last |= self.channels_last;
+        lay(&mut cfg.channels_last, &self.channels_last);
         lay(&mut cfg.length, &self.epochs.map(RunLength::Epochs));
         lay(&mut cfg.length, &self.steps.map(RunLength::Steps));
         lay(&mut cfg.lr, &self.lr);
