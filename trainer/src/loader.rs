@@ -133,13 +133,8 @@ pub struct Loader {
     last_return: Option<Instant>,
 }
 
-/// SplitMix64: turns structured seeds (seed, epoch, position) into independent ones.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+/// SplitMix64, the one cvrl-formats' sampler (and the Python package) seed with.
+pub use cvrl_formats::sampler::mix;
 
 /// The order of the videos in `epoch`: a Fisher-Yates shuffle seeded from `(seed, epoch)`.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
