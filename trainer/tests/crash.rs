@@ -47,16 +47,37 @@ fn killed_twenty_times_at_random_moments_the_run_resumes_to_the_same_losses() {
     let resume = ["--resume", run.to_str().unwrap(), "--checkpoint-every", "1"];
     let resume = &resume[..];
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+    let newest = |run: &Path| {
+        // Read while the child writes: a vanishing entry reads as "no change yet".
+        cvrl_trainer::checkpoint::list(run)
+            .ok()
+            .and_then(|c| c.last().map(|(step, _)| *step))
+            .unwrap_or(0)
+    };
     let mut kills = 0;
     for _ in 0..20 {
+        // Moments are chosen by progress, not by the clock, so that a faster or slower
+        // machine sees the same mix: half the runs die during start-up or the moment their
+        // first checkpoint lands, the others after one more step, a few milliseconds into
+        // the next write. Each run advances at most about one step, so 20 runs do not
+        // reach the end of the 12.
+        let at_start = newest(&run);
+        let steps_more = if at_start < 9 && rng.random_bool(0.5) { 1 } else { 0 };
+        let patience = Duration::from_millis(rng.random_range(50..1500));
         let mut cmd = cvrl_train(&shards, &run, resume);
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        // Start-up (libtorch) takes most of a second; the 12 steps, each with a checkpoint,
-        // about as long again: moments spread over both, mid-write included.
-        let after = Duration::from_millis(rng.random_range(200..2500));
         let start = Instant::now();
-        while start.elapsed() < after && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let advanced = newest(&run).saturating_sub(at_start);
+            let waited = start.elapsed() >= patience;
+            if advanced > steps_more || (waited && advanced >= steps_more) {
+                std::thread::sleep(Duration::from_millis(rng.random_range(0..20)));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
