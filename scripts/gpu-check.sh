@@ -9,7 +9,8 @@
 #   1. bench-train: R3D-50 at 16x224x224, bf16, batch BATCH, default and channels-last:
 #      cvrl's step (examples/bench_step) against PyTorch eager (scripts/bench-train.py);
 #   2. cvrl-train with the real loader on SHARDS (--preset paper, STEPS steps): step time,
-#      clips/s, data wait, the loader's host CPU, GPU memory;
+#      clips/s, data wait, the loader's host CPU, GPU memory; with the augmentation on the
+#      device (the default on CUDA) and on the host (--augment-on host);
 #   3. device against host augmentation (examples/bench_augment): ms per batch;
 #   4. the data-parallel path with NCCL at world size 1 (torchrun), against step 2;
 #   5. experiment 1's CVRL run at SIZE=gpu (--preset proxy-gpu), its first 300 steps, when
@@ -89,8 +90,10 @@ done
 train=(--preset paper --shards "$shards" --batch-size "$batch" --steps "$steps"
     --checkpoint-every 0 --workers 12 --quiet)
 # bash's `time`: the host CPU (user + sys) the run took, loader included, against its wall time.
-step "cvrl-train with the real loader" 150 \
+step "cvrl-train with the real loader, augmentation on the device" 150 \
     bash -c 'time "$@"' _ "$bin/cvrl-train" "${train[@]}" --out "$out/train"
+step "cvrl-train with the real loader, augmentation on the host" 150 \
+    bash -c 'time "$@"' _ "$bin/cvrl-train" "${train[@]}" --augment-on host --out "$out/train-host"
 step "device against host augmentation" 120 "$bin/examples/bench_augment" --shards "$shards"
 step "data-parallel path, NCCL, world size 1" 150 \
     "$torchrun" --no-python --standalone --nproc-per-node 1 "$bin/cvrl-train" "${train[@]}" \
@@ -111,7 +114,7 @@ if ((!dry)); then
 import json, pathlib, statistics, sys
 print("| run | median s/step | clips/s | data wait | last loss |")
 print("|---|---|---|---|---|")
-for run in ["train", "train-dist", "exp1"]:
+for run in ["train", "train-host", "train-dist", "exp1"]:
     log = pathlib.Path(sys.argv[1]) / run / "log.jsonl"
     if not log.exists():
         continue

@@ -29,13 +29,15 @@ fn the_dry_run_lists_every_step_and_refuses_missing_inputs() {
     for title in [
         "cvrl step, R3D-50 16x224 bf16 default layout",
         "PyTorch eager step, R3D-50 16x224 bf16 --channels-last",
-        "cvrl-train with the real loader",
+        "cvrl-train with the real loader, augmentation on the device",
+        "cvrl-train with the real loader, augmentation on the host",
         "device against host augmentation",
         "data-parallel path, NCCL, world size 1",
     ] {
         assert!(report.contains(&format!("## {title}")), "no {title:?} in\n{report}");
     }
     assert!(report.contains("--nproc-per-node 1"), "{report}");
+    assert!(report.contains("--augment-on host"), "{report}");
 
     let missing = dir.path().join("no-such-set");
     let o = gpu_check(&missing, &out).output().unwrap();

@@ -10,6 +10,10 @@
 //! - `loader_cropflip`: the same loader with an augmentation that only crops, resizes and
 //!   flips (jitter, grayscale, blur and solarization probabilities 0): the work the
 //!   on-the-fly peers do.
+//! - `loader_cut`: the same loader cutting clips for augmentation on the device
+//!   (`--augment-on device`): the host's share of the full CVRL augmentation, reading the
+//!   frames, drawing the parameters and packing the crop boxes; the per-pixel work is not
+//!   timed here (`bench_augment` times it on a device).
 //! - `floor_yuv` / `floor_rgb`: the 2 x 16 frames of each of the same pairs (the stored
 //!   `yuv420p`, and converted to `rgb24`), each clip compressed beforehand as one plain zstd
 //!   level-1 frame; timed: decompressing them, nothing else.
@@ -63,8 +67,9 @@ struct Args {
     crop: u32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Which parts to run (for profiling one of them): loader, cropflip, breakdown, floor.
-    #[arg(long, value_delimiter = ',', default_value = "loader,cropflip,breakdown,floor")]
+    /// Which parts to run (for profiling one of them): loader, cropflip, cut, breakdown,
+    /// floor.
+    #[arg(long, value_delimiter = ',', default_value = "loader,cropflip,cut,breakdown,floor")]
     only: Vec<String>,
 }
 
@@ -101,7 +106,7 @@ fn run() -> Result<()> {
         bail!("{} videos, fewer than the batch size {}", set.len(), args.batch_size);
     }
     let clip = ClipSpec::default();
-    let cfg = |workers: usize| LoaderConfig {
+    let cfg = |workers: usize, on_device: bool| LoaderConfig {
         batch_size: args.batch_size,
         workers,
         prefetch: 4,
@@ -110,6 +115,7 @@ fn run() -> Result<()> {
         interval: IntervalDistribution::Decreasing,
         rank: 0,
         ranks: 1,
+        on_device,
     };
     let batches = args.pairs.div_ceil(args.batch_size).max(1);
     let full: Arc<dyn ClipTransform> = Arc::new(AugmentTransform::new(args.crop));
@@ -137,16 +143,19 @@ fn run() -> Result<()> {
 
     // The loader, full augmentation and crop + flip only.
     let wanted = |part: &str| args.only.iter().any(|p| p == part);
-    for (part, name, transform) in
-        [("loader", "loader", &full), ("cropflip", "loader_cropflip", &cropflip)]
-    {
+    for (part, name, transform, on_device) in [
+        ("loader", "loader", &full, false),
+        ("cropflip", "loader_cropflip", &cropflip, false),
+        ("cut", "loader_cut", &full, true),
+    ] {
         if !wanted(part) {
             continue;
         }
         for &w in &worker_counts {
             let mut times = Vec::new();
             for _ in 0..args.reps {
-                times.push(time_loader(&set, cfg(w), transform.clone(), args.warmup * w, batches)?);
+                let c = cfg(w, on_device);
+                times.push(time_loader(&set, c, transform.clone(), args.warmup * w, batches)?);
             }
             row(name, w, batches * args.batch_size, &times);
         }
@@ -154,7 +163,7 @@ fn run() -> Result<()> {
 
     // The pairs the timed batches of a 1-worker run hold (the warm-up batches excluded).
     let first_step = args.warmup as u64;
-    let pairs = draw_pairs(&set, &cfg(1), first_step, batches);
+    let pairs = draw_pairs(&set, &cfg(1, false), first_step, batches);
     if wanted("breakdown") {
         breakdown(&set, &pairs, &*full, &*cropflip, args.crop)?;
     }
@@ -231,7 +240,7 @@ fn time_loader(
     let (t, cpu) = (Instant::now(), process_cpu_s());
     for _ in 0..batches {
         let batch = loader.next_batch().context("the loader stopped")?;
-        std::hint::black_box(&batch.view_b);
+        std::hint::black_box(&batch.clips);
     }
     let wall = t.elapsed().as_secs_f64();
     let cpu = process_cpu_s() - cpu;

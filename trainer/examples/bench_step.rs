@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cvrl_trainer::device::DeviceChoice;
 use cvrl_trainer::model::Stem;
-use cvrl_trainer::train::{Arch, MicroBatch, Preset, RunLength, Stepper, TrainConfig};
+use cvrl_trainer::train::{Arch, MicroBatch, Preset, RunLength, Stepper, TrainConfig, Views};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -117,7 +117,10 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         let c0 = cpu_seconds();
         stepper.zero_grad();
-        let micro = MicroBatch { view_a: &views[2 * s], view_b: &views[2 * s + 1], labels: None };
+        let micro = MicroBatch {
+            views: Views::Host { a: &views[2 * s], b: &views[2 * s + 1] },
+            labels: None,
+        };
         let loss = stepper.backward(s as u64, &micro)?;
         last_loss = stepper.update(s as u64, 1e-3, &[loss])?;
         if s >= args.warmup {

@@ -13,9 +13,16 @@
 //! generators as one loader making the whole batch; so the ranks together see exactly the
 //! batches of a single-process run, whatever their number.
 //!
+//! Augmentation on the device (`on_device`): the workers draw each clip's parameters exactly
+//! as the host path draws them, but only cut the crop boxes out of the stored frames into a
+//! [`PackedBatch`]; the training step does the per-pixel work on its device
+//! ([`crate::augment::device`]).
+//!
 //! A video whose frames cannot be read (a damaged chunk) is skipped with a warning and the
 //! next video of the epoch's order takes its place, so one bad record never stops a run.
 
+use crate::augment::device::{draw_params, PackedBatch};
+use crate::augment::{AugmentConfig, ClipParams};
 use crate::sampler::{sample_pair, ClipSpec, IntervalDistribution};
 use cvrl_formats::{FrameLayout, ShardSet};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -60,6 +67,11 @@ pub trait ClipTransform: Send + Sync {
         t: usize,
         out: &mut [u8],
     );
+    /// The two views' augmentations, for loaders that cut clips for the device instead of
+    /// calling [`ClipTransform::apply`]; `None` for a transform that runs on the host only.
+    fn views(&self) -> Option<&[AugmentConfig; 2]> {
+        None
+    }
 }
 
 /// What the loader draws.
@@ -77,6 +89,9 @@ pub struct LoaderConfig {
     /// This process's slice of every batch: rank `rank` of `ranks` (0 of 1 alone).
     pub rank: usize,
     pub ranks: usize,
+    /// Cut the clips for augmentation on the training device ([`Clips::Cut`]) instead of
+    /// augmenting them ([`Clips::Host`]); needs a transform with [`ClipTransform::views`].
+    pub on_device: bool,
 }
 
 impl LoaderConfig {
@@ -87,14 +102,22 @@ impl LoaderConfig {
     }
 }
 
-/// Two augmented views of `batch_size` videos, each `[B, ...]` with the transform's layout
-/// per clip (for the CVRL augmentation, `[B, C, T, H, W]` u8).
+/// The two clips of each video of a batch.
+pub enum Clips {
+    /// Transformed on the host: the first views, `[B, ...]` with the transform's layout per
+    /// clip (for the CVRL augmentation `[B, C, T, H, W]` u8), and the second views.
+    Host { a: Vec<u8>, b: Vec<u8> },
+    /// Cut for augmentation on the device, a video's first clip then its second, video
+    /// after video.
+    Cut(Box<PackedBatch>),
+}
+
+/// Two views of `batch_size` videos.
 pub struct Batch {
     pub step: u64,
     /// Index in the shard set of each sample's video.
     pub videos: Vec<u32>,
-    pub view_a: Vec<u8>,
-    pub view_b: Vec<u8>,
+    pub clips: Clips,
     /// Videos that could not be read while this batch was made (each named in a warning);
     /// the next videos of the epoch's order took their places.
     pub skipped: u32,
@@ -161,6 +184,9 @@ impl Loader {
                 cfg.batch_size,
                 set.len()
             ));
+        }
+        if cfg.on_device && transform.views().is_none() {
+            return Err("this clip transform runs on the host only: pass --augment-on host".into());
         }
         if cfg.ranks == 0 || cfg.rank >= cfg.ranks || !cfg.batch_size.is_multiple_of(cfg.ranks) {
             return Err(format!(
@@ -235,11 +261,9 @@ fn worker(
     every: u64,
     tx: SyncSender<Batch>,
 ) {
-    let Ok(mut reader) = set.reader() else { return };
+    let Ok(reader) = set.reader() else { return };
+    let mut pairs = PairMaker { set, cfg, transform, reader, scratch: Scratch::default() };
     let per_epoch = (set.len() / cfg.batch_size) as u64;
-    let clip_len = transform.output_len(cfg.clip.frames as usize);
-    let mut frames = Vec::new();
-    let mut indices = Vec::new();
     let mut order = (u64::MAX, Vec::new());
     let mut step = first;
     loop {
@@ -252,34 +276,25 @@ fn worker(
         let mut batch = Batch {
             step,
             videos: Vec::with_capacity(slots.len()),
-            view_a: vec![0; clip_len * slots.len()],
-            view_b: vec![0; clip_len * slots.len()],
+            clips: pairs.empty(slots.len()),
             skipped: 0,
         };
         for (i, slot) in slots.enumerate() {
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix(
                 cfg.seed ^ mix(epoch ^ mix((base + slot) as u64))
             ));
-            let out_a = &mut batch.view_a[i * clip_len..(i + 1) * clip_len];
-            let out_b = &mut batch.view_b[i * clip_len..(i + 1) * clip_len];
             // Damaged videos are replaced by the next ones in the epoch's order.
             let mut k = base + slot;
             let video = loop {
                 let v = order.1[k % order.1.len()] as usize;
-                match make_pair(
-                    set,
-                    &mut reader,
-                    cfg,
-                    transform,
-                    &mut rng,
-                    v,
-                    &mut frames,
-                    &mut indices,
-                    out_a,
-                    out_b,
-                ) {
+                match pairs.make(&mut rng, v, i, &mut batch.clips) {
                     Ok(()) => break v,
-                    Err(e) => {
+                    Err(PairError::Pack(e)) => {
+                        // Parameters the host path would reject too: a bug, not bad data.
+                        eprintln!("error: cannot cut video {v} for the device: {e}");
+                        return;
+                    }
+                    Err(PairError::Read(e)) => {
                         stats.skipped.fetch_add(1, Ordering::Relaxed);
                         batch.skipped += 1;
                         eprintln!("warning: skipping a video the loader cannot read: {e}");
@@ -292,6 +307,12 @@ fn worker(
             };
             batch.videos.push(video as u32);
         }
+        if let Clips::Cut(packed) = &mut batch.clips {
+            if let Err(e) = packed.finish() {
+                eprintln!("error: cannot pack batch {step} for the device: {e}");
+                return;
+            }
+        }
         if tx.send(batch).is_err() {
             return;
         }
@@ -299,32 +320,92 @@ fn worker(
     }
 }
 
-/// Samples the two clips of `video` and writes their transformed views.
-#[allow(clippy::too_many_arguments)]
-fn make_pair(
-    set: &ShardSet,
-    reader: &mut cvrl_formats::FrameReader<'_>,
-    cfg: &LoaderConfig,
-    transform: &dyn ClipTransform,
-    rng: &mut Xoshiro256PlusPlus,
-    video: usize,
-    frames: &mut Vec<u8>,
-    indices: &mut Vec<u32>,
-    out_a: &mut [u8],
-    out_b: &mut [u8],
-) -> Result<(), cvrl_formats::FormatError> {
-    let row = &set.videos()[video];
-    let layout = set.layout(video);
-    let starts = sample_pair(rng, cfg.interval, &cfg.clip, row.num_frames, row.fps());
-    for (view, start, out) in
-        [(View::First, starts.first, out_a), (View::Second, starts.second, out_b)]
-    {
-        cfg.clip.indices(start, row.num_frames, row.fps(), indices);
-        frames.clear();
-        reader.read_indices(video, indices, frames)?;
-        transform.apply(view, rng, &layout, frames, indices.len(), out);
+/// Why a pair was not made.
+enum PairError {
+    /// Its frames cannot be read: the video is skipped.
+    Read(cvrl_formats::FormatError),
+    /// Its clips cannot be cut for the device.
+    Pack(crate::augment::device::PackError),
+}
+
+/// A worker's buffers, reused from clip to clip.
+#[derive(Default)]
+struct Scratch {
+    indices: Vec<u32>,
+    /// The stored frames of a pair's two clips.
+    frames: [Vec<u8>; 2],
+    /// The parameters drawn for each clip (device path).
+    params: [Vec<ClipParams>; 2],
+}
+
+/// Makes the pairs of one worker's batches.
+struct PairMaker<'a> {
+    set: &'a ShardSet,
+    cfg: &'a LoaderConfig,
+    transform: &'a dyn ClipTransform,
+    reader: cvrl_formats::FrameReader<'a>,
+    scratch: Scratch,
+}
+
+impl PairMaker<'_> {
+    /// An empty batch of `videos` pairs, in the form the loader makes.
+    fn empty(&self, videos: usize) -> Clips {
+        match self.transform.views().filter(|_| self.cfg.on_device) {
+            Some(views) => Clips::Cut(Box::new(PackedBatch::new(views[0].out_size))),
+            None => {
+                let len = self.transform.output_len(self.cfg.clip.frames as usize) * videos;
+                Clips::Host { a: vec![0; len], b: vec![0; len] }
+            }
+        }
     }
-    Ok(())
+
+    /// Samples the two clips of `video` and puts them at `slot` of `clips`. The generator
+    /// calls are the same on both paths (the pair's starts, then each clip's parameters after
+    /// its frames are read), so a failed read leaves `rng` where the host path leaves it.
+    fn make(
+        &mut self,
+        rng: &mut Xoshiro256PlusPlus,
+        video: usize,
+        slot: usize,
+        clips: &mut Clips,
+    ) -> Result<(), PairError> {
+        let row = &self.set.videos()[video];
+        let layout = self.set.layout(video);
+        let clip = &self.cfg.clip;
+        let starts = sample_pair(rng, self.cfg.interval, clip, row.num_frames, row.fps());
+        let s = &mut self.scratch;
+        for (view, start) in [(View::First, starts.first), (View::Second, starts.second)] {
+            let v = view.index();
+            clip.indices(start, row.num_frames, row.fps(), &mut s.indices);
+            s.frames[v].clear();
+            self.reader
+                .read_indices(video, &s.indices, &mut s.frames[v])
+                .map_err(PairError::Read)?;
+            let t = s.indices.len();
+            match clips {
+                Clips::Host { a, b } => {
+                    let out = if v == 0 { a } else { b };
+                    let len = out.len() / self.cfg.slots().len();
+                    let out = &mut out[slot * len..(slot + 1) * len];
+                    self.transform.apply(view, rng, &layout, &s.frames[v], t, out);
+                }
+                Clips::Cut(_) => {
+                    let views = self.transform.views().expect("checked when the loader started");
+                    draw_params(rng, &views[v], &layout, t, &mut s.params[v]);
+                }
+            }
+        }
+        if let Clips::Cut(packed) = clips {
+            // Both reads succeeded: only now do the clips join the batch.
+            let t = s.indices.len();
+            for v in 0..2 {
+                packed
+                    .push_clip(&layout, &s.frames[v], t, &s.params[v])
+                    .map_err(PairError::Pack)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use cvrl_formats::codec::{ChunkEncoder, PredictorMode};
 use cvrl_formats::*;
-use cvrl_trainer::loader::{Batch, ClipTransform, Loader, LoaderConfig, View};
+use cvrl_trainer::loader::{Batch, ClipTransform, Clips, Loader, LoaderConfig, View};
 use cvrl_trainer::sampler::{ClipSpec, IntervalDistribution};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::RngExt as _;
@@ -79,6 +79,7 @@ fn cfg(workers: usize) -> LoaderConfig {
         interval: IntervalDistribution::Decreasing,
         rank: 0,
         ranks: 1,
+        on_device: false,
     }
 }
 
@@ -88,7 +89,8 @@ fn take(set: &Arc<ShardSet>, workers: usize, start: u64, n: usize) -> Vec<Batch>
 }
 
 fn key(b: &Batch) -> (u64, Vec<u32>, Vec<u8>, Vec<u8>) {
-    (b.step, b.videos.clone(), b.view_a.clone(), b.view_b.clone())
+    let Clips::Host { a, b: second } = &b.clips else { panic!("a host loader cuts no clips") };
+    (b.step, b.videos.clone(), a.clone(), second.clone())
 }
 
 #[test]

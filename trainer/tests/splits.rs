@@ -54,6 +54,7 @@ fn pretraining_never_samples_a_validation_video() {
         interval: cfg.interval,
         rank: 0,
         ranks: 1,
+        on_device: false,
     };
     let set = Arc::new(set);
     let transform = Arc::new(AugmentTransform::new(cfg.crop));

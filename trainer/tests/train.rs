@@ -20,7 +20,7 @@ use cvrl_trainer::model::{clips_to_input, HeadConfig, Model, R3dConfig};
 use cvrl_trainer::run_dir::RunDir;
 use cvrl_trainer::tensorboard;
 use cvrl_trainer::train::{
-    train, train_with, MicroBatch, Silent, StepLog, Stepper, TrainConfig, TrainError,
+    train, train_with, MicroBatch, Silent, StepLog, Stepper, TrainConfig, TrainError, Views,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -291,8 +291,10 @@ fn accumulated_gradients_are_the_mean_of_the_micro_batch_gradients() {
     let cfg = small_step_config(4, 2);
     let (a1, b1) = (pseudo_clips(&cfg, 2, 0), pseudo_clips(&cfg, 2, 7));
     let (a2, b2) = (pseudo_clips(&cfg, 2, 13), pseudo_clips(&cfg, 2, 29));
-    let micro =
-        |a: &'static [u8], b: &'static [u8]| MicroBatch { view_a: a, view_b: b, labels: None };
+    let micro = |a: &'static [u8], b: &'static [u8]| MicroBatch {
+        views: Views::Host { a, b },
+        labels: None,
+    };
     let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
     let (a1, b1, a2, b2) = (leak(a1), leak(b1), leak(a2), leak(b2));
     let mut accumulated = Stepper::new(&cfg, None, None).unwrap();
@@ -337,7 +339,7 @@ fn the_channels_last_layout_computes_the_same_step() {
     tch::set_num_threads(1);
     let cfg = small_step_config(2, 1);
     let (a, b) = (pseudo_clips(&cfg, 2, 3), pseudo_clips(&cfg, 2, 5));
-    let micro = MicroBatch { view_a: &a, view_b: &b, labels: None };
+    let micro = MicroBatch { views: Views::Host { a: &a, b: &b }, labels: None };
     let mut plain = Stepper::new(&cfg, None, None).unwrap();
     let mut last =
         Stepper::new(&TrainConfig { channels_last: true, ..cfg.clone() }, None, None).unwrap();

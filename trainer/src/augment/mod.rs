@@ -74,7 +74,7 @@ mod transform;
 
 pub use blur::blur_kernel;
 pub use params::{center_crop, sample_crop, sample_params};
-pub use transform::{AugmentTransform, Augmentation};
+pub use transform::{AugmentOn, AugmentTransform, Augmentation};
 
 use blur::BlurScratch;
 use colour::colour;

@@ -1,5 +1,6 @@
 //! The training loader's clip transform: CVRL's pair of augmented views
-//! ([`AugmentTransform`]) and the ablations `--augmentation` names ([`Augmentation`]).
+//! ([`AugmentTransform`]), the ablations `--augmentation` names ([`Augmentation`]) and
+//! where the per-pixel work runs (`--augment-on`, [`AugmentOn`]).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -55,6 +56,51 @@ impl fmt::Display for Augmentation {
             Augmentation::Light => "light",
             Augmentation::LightPerFrame => "light-per-frame",
             Augmentation::None => "none",
+        })
+    }
+}
+
+/// Where the per-pixel augmentation runs: in the loader's workers on the host, or batched
+/// on the training device ([`crate::augment::device`]), the workers then only cutting the
+/// crop boxes. The same parameters are drawn either way; the pixels agree within one level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AugmentOn {
+    /// The device when it is a GPU, else the host.
+    #[default]
+    Auto,
+    Host,
+    Device,
+}
+
+impl AugmentOn {
+    /// Whether a run on `device` augments there.
+    pub fn on_device(self, device: tch::Device) -> bool {
+        match self {
+            AugmentOn::Auto => device.is_cuda(),
+            AugmentOn::Host => false,
+            AugmentOn::Device => true,
+        }
+    }
+}
+
+impl FromStr for AugmentOn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(AugmentOn::Auto),
+            "host" => Ok(AugmentOn::Host),
+            "device" => Ok(AugmentOn::Device),
+            other => Err(format!("{other:?}: expected auto, host or device")),
+        }
+    }
+}
+
+impl fmt::Display for AugmentOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AugmentOn::Auto => "auto",
+            AugmentOn::Host => "host",
+            AugmentOn::Device => "device",
         })
     }
 }
@@ -155,6 +201,10 @@ impl ClipTransform for AugmentTransform {
     fn output_len(&self, t: usize) -> usize {
         let s = self.views[0].out_size as usize;
         3 * t * s * s
+    }
+
+    fn views(&self) -> Option<&[AugmentConfig; 2]> {
+        Some(&self.views)
     }
 
     fn apply(

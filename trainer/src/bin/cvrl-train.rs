@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use cvrl_formats::SetPath;
-use cvrl_trainer::augment::{AugmentTransform, Augmentation};
+use cvrl_trainer::augment::{AugmentOn, AugmentTransform, Augmentation};
 use cvrl_trainer::device::{pick_device, DeviceChoice};
 use cvrl_trainer::dist::{GroupOptions, Launch, ProcessGroup};
 use cvrl_trainer::eval::knn::KnnMonitor;
@@ -115,6 +115,12 @@ struct Cli {
     /// resized: the temporal-only ablation).
     #[arg(long)]
     augmentation: Option<Augmentation>,
+    /// Where the per-pixel augmentation runs: device (batched tensor operations on the
+    /// training device; the loader's threads only read frames and cut the crop boxes), host
+    /// (in the loader's threads) or auto (device on a GPU, host on the CPU). The same
+    /// parameters are drawn either way and the pixels agree within one level.
+    #[arg(long, value_name = "WHERE")]
+    augment_on: Option<AugmentOn>,
     /// Smallest random crop as a fraction of the frame's area (reference 0.3); raise it for
     /// data whose subject is small in the frame.
     #[arg(long)]
@@ -267,6 +273,7 @@ impl Cli {
         lay(&mut cfg.temperature, &self.temperature);
         lay(&mut cfg.interval, &self.interval_distribution);
         lay(&mut cfg.augmentation, &self.augmentation);
+        lay(&mut cfg.augment_on, &self.augment_on);
         lay(&mut cfg.crop_area_min, &self.crop_area_min);
         lay(&mut cfg.grayscale_p, &self.grayscale_p.map(Some));
         lay(&mut cfg.init_encoder, &self.init_encoder.clone().map(Some));

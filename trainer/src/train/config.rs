@@ -15,7 +15,7 @@ use cvrl_formats::SetPath;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use crate::augment::{AugmentConfig, Augmentation};
+use crate::augment::{AugmentConfig, AugmentOn, Augmentation};
 use crate::device::DeviceChoice;
 use crate::model::{Depth, HeadConfig, R3dConfig, Stem};
 use crate::optim::OptimizerKind;
@@ -152,6 +152,9 @@ pub struct TrainConfig {
     /// The spatial augmentation of the clips (CVRL's, or an ablation).
     #[serde(default, with = "as_string")]
     pub augmentation: Augmentation,
+    /// Where the per-pixel augmentation runs (auto: on the device when it is a GPU).
+    #[serde(default, with = "as_string")]
+    pub augment_on: AugmentOn,
     /// Smallest random crop, as a fraction of the frame's area (reference 0.3).
     #[serde(default = "reference_crop_area_min")]
     pub crop_area_min: f64,
@@ -304,6 +307,7 @@ impl TrainConfig {
             temperature: 0.1,
             interval: IntervalDistribution::Decreasing,
             augmentation: Augmentation::Cvrl,
+            augment_on: AugmentOn::Auto,
             crop_area_min: reference_crop_area_min(),
             grayscale_p: None,
             init_encoder: None,

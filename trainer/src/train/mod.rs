@@ -59,7 +59,7 @@ mod step;
 
 pub use config::{Arch, Plan, Preset, RunLength, SplitChoice, TrainConfig};
 pub use error::{is_out_of_memory, TrainError};
-pub use step::{MicroBatch, Stepper};
+pub use step::{MicroBatch, Stepper, Views};
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -244,7 +244,24 @@ pub fn train_with(
     let (rank, ranks) = group.map_or((0, 1), |g| (g.rank(), g.world_size()));
     cfg.validate()?;
     let (frames, crop) = (cfg.frames as usize, cfg.crop as usize);
-    if transform.output_len(frames) != 3 * frames * crop * crop {
+    // A bad --device fails here, before the (slower) shard set is opened.
+    let device = pick_device(cfg.device)?;
+    if cfg.augment_on.on_device(device) {
+        match transform.views() {
+            None => {
+                return Err(TrainError::Config(
+                    "this clip transform runs on the host only: pass --augment-on host".into(),
+                ))
+            }
+            Some(views) if views[0].out_size as usize != crop => {
+                return Err(TrainError::Config(format!(
+                    "the clip transform makes {0} x {0} frames, not {crop} x {crop}",
+                    views[0].out_size
+                )))
+            }
+            Some(_) => {}
+        }
+    } else if transform.output_len(frames) != 3 * frames * crop * crop {
         return Err(TrainError::Config(format!(
             "the clip transform makes {} bytes per clip, not 3 x {frames} x {crop} x {crop}",
             transform.output_len(frames)
@@ -256,8 +273,6 @@ pub fn train_with(
     if let Some(n) = cfg.threads {
         tch::set_num_threads(n.max(1));
     }
-    // Fail on a bad --device before the (slower) shard set is opened.
-    pick_device(cfg.device)?;
     let set = open_training_set(cfg, reporter)?;
     let labels = if cfg.supervised { Some(video_labels(cfg, &set)?) } else { None };
     let plan = Plan::new(cfg, set.len())?;
@@ -305,6 +320,7 @@ pub fn train_with(
         interval: cfg.interval,
         rank,
         ranks,
+        on_device: cfg.augment_on.on_device(stepper.device()),
     };
     let first_batch = start_step * plan.accumulate as u64;
     let loader = Loader::start(Arc::new(set), loader_cfg, transform, first_batch)
@@ -513,8 +529,7 @@ impl Training<'_, '_> {
                 batch_labels.extend(batch.videos.iter().map(|&v| labels[v as usize]));
             }
             let micro = MicroBatch {
-                view_a: &batch.view_a,
-                view_b: &batch.view_b,
+                views: Views::of(&batch.clips),
                 labels: self.labels.is_some().then_some(batch_labels.as_slice()),
             };
             losses.push(self.stepper.backward(step, &micro)?);

@@ -15,10 +15,12 @@ use tch::{Cuda, Device, Kind, Tensor};
 
 use super::error::torch_detail;
 use super::{is_out_of_memory, TrainConfig, TrainError};
+use crate::augment::device::{PackedBatch, Stager};
 use crate::device::{cuda_autocast, enable_bf16_autocast, pick_device};
 use crate::dist::{
     broadcast_variables, info_nce_global, GradReducer, ProcessGroup, DEFAULT_BUCKET_BYTES,
 };
+use crate::loader::Clips;
 use crate::loss::{cross_entropy, info_nce};
 use crate::model::{clips_to_input, Model, Norm, R3d};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -104,12 +106,29 @@ fn catch_torch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
+/// The clips of a micro-batch as the loader made them.
+#[derive(Clone, Copy)]
+pub enum Views<'a> {
+    /// Augmented on the host: the first views, `u8` `[m, 3, T, S, S]`, clip after clip, and
+    /// the second views, the same shape.
+    Host { a: &'a [u8], b: &'a [u8] },
+    /// Cut for augmentation on the device, each video's first clip then its second.
+    Cut(&'a PackedBatch),
+}
+
+impl<'a> Views<'a> {
+    /// The views of a loader's batch.
+    pub fn of(clips: &'a Clips) -> Self {
+        match clips {
+            Clips::Host { a, b } => Views::Host { a, b },
+            Clips::Cut(packed) => Views::Cut(packed),
+        }
+    }
+}
+
 /// One micro-batch as the loader made it.
 pub struct MicroBatch<'a> {
-    /// First views, `u8` `[m, 3, T, S, S]`, clip after clip.
-    pub view_a: &'a [u8],
-    /// Second views, the same shape.
-    pub view_b: &'a [u8],
+    pub views: Views<'a>,
     /// The class of each of the `m` videos (supervised training only).
     pub labels: Option<&'a [i64]>,
 }
@@ -132,6 +151,8 @@ pub struct Stepper {
     clip: [i64; 4],
     /// The pinned host buffer CUDA uploads go through (see [`Stepper::upload`]).
     pinned: Option<Tensor>,
+    /// Uploads of clips cut for augmentation on the device.
+    stager: Stager,
     /// The other ranks of a data-parallel run.
     replicas: Option<Replicas>,
     /// Micro-batches done in this step.
@@ -230,6 +251,7 @@ impl Stepper {
             micro_batch: cfg.micro_batch() / ranks,
             clip: [3, t, s, s],
             pinned: None,
+            stager: Stager::new(device),
             replicas,
             passes: 0,
         })
@@ -300,14 +322,25 @@ impl Stepper {
     /// queueing it and before the forward pass is queued: nothing is behind the copy on the
     /// stream, so the GPU loses no time, while the host's write of the next micro-batch
     /// overlaps this one's forward and backward passes.
-    fn upload(&mut self, micro: &MicroBatch<'_>) -> Tensor {
+    ///
+    /// Clips cut for the device go up as one buffer through the [`Stager`] and are augmented
+    /// there; the pairs come out interleaved and are regrouped into the two views.
+    fn upload(&mut self, views: Views<'_>) -> Tensor {
         let [c, t, s, _] = self.clip;
-        let m = (micro.view_a.len() / (c * t * s * s) as usize) as i64;
+        let (view_a, view_b) = match views {
+            Views::Host { a, b } => (a, b),
+            Views::Cut(packed) => {
+                let m = self.micro_batch as i64;
+                let pairs = self.stager.upload(packed).augment();
+                return pairs.view([m, 2, c, t, s, s]).transpose(0, 1).reshape([2 * m, c, t, s, s]);
+            }
+        };
+        let m = (view_a.len() / (c * t * s * s) as usize) as i64;
         let Device::Cuda(index) = self.device else {
             let view = |v: &[u8]| Tensor::from_slice(v).view([m, c, t, s, s]);
-            return Tensor::cat(&[view(micro.view_a), view(micro.view_b)], 0);
+            return Tensor::cat(&[view(view_a), view(view_b)], 0);
         };
-        let (a, b) = (micro.view_a.len(), micro.view_b.len());
+        let (a, b) = (view_a.len(), view_b.len());
         if self.pinned.as_ref().is_none_or(|p| p.numel() != a + b) {
             let host = Tensor::empty([(a + b) as i64], (Kind::Uint8, Device::Cpu));
             self.pinned = Some(host.pin_memory(self.device));
@@ -319,8 +352,8 @@ impl Stepper {
         // two slices are outside it.
         unsafe {
             let dst = host.data_ptr() as *mut u8;
-            std::ptr::copy_nonoverlapping(micro.view_a.as_ptr(), dst, a);
-            std::ptr::copy_nonoverlapping(micro.view_b.as_ptr(), dst.add(a), b);
+            std::ptr::copy_nonoverlapping(view_a.as_ptr(), dst, a);
+            std::ptr::copy_nonoverlapping(view_b.as_ptr(), dst.add(a), b);
         }
         let clips =
             host.view([2 * m, c, t, s, s]).to_device_(self.device, Kind::Uint8, true, false);
@@ -340,13 +373,20 @@ impl Stepper {
             (Net::Supervised { .. }, Some(l)) => l.len() == m,
             _ => false,
         };
-        if micro.view_a.len() != m * clip_len || micro.view_b.len() != m * clip_len || !labels_ok {
+        let [_, t, s, _] = self.clip.map(|d| d as usize);
+        let clips_ok = match micro.views {
+            Views::Host { a, b } => a.len() == m * clip_len && b.len() == m * clip_len,
+            Views::Cut(packed) => packed
+                .plan()
+                .is_some_and(|p| (p.clips(), p.frames(), p.out_size()) == (2 * m, t, s)),
+        };
+        if !clips_ok || !labels_ok {
             return Err(TrainError::Config(format!(
-                "a micro-batch must hold {m} clips of {clip_len} bytes per view{}",
+                "a micro-batch must hold {m} pairs of {t} x {s} x {s} clips{}",
                 if self.net_is_supervised() { " and a label per video" } else { "" }
             )));
         }
-        let clips = catch_torch(|| self.upload(micro)).map_err(|m| self.failure(step, &m))?;
+        let clips = catch_torch(|| self.upload(micro.views)).map_err(|m| self.failure(step, &m))?;
         self.passes += 1;
         let last_pass = self.passes == self.accumulate;
         let result = catch_torch(|| {
