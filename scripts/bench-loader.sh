@@ -107,7 +107,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for v in "${VARIANTS[@]}"; do
     name="${v%%:*}-c${v##*:}"
     log "round $round/$ROUNDS: loader on the $name shards"
-    "$BENCH" "$B/shards-$name" --pairs "$PAIRS" --workers "$ALL" --reps 1 --only loader,breakdown \
+    "$BENCH" "$B/shards-$name" --pairs "$PAIRS" --workers "$ALL" --reps 1 --only loader,cut,breakdown \
       >"$R/variant_${name}_$round.tsv"
   done
   if [ -n "$BASELINE" ]; then

@@ -38,6 +38,8 @@ rows = [
      "read frames (chunk CRC + decode); crop box (TF sampling) + bilinear resize to 224 from yuv420p, flip, colour jitter p=0.8, grayscale p=0.2, blur (view 1 always, view 2 p=0.1), solarize (view 2 p=0.2)"),
     ("loader_cropflip", "cvrl `Loader`, crop + flip only", "shards",
      "as above with jitter, grayscale, blur and solarize off: crop box + resize to 224 + flip"),
+    ("loader_cut", "cvrl `Loader`, cut for the device (`--augment-on device`)", "shards",
+     "read frames; crop box and every augmentation parameter drawn as above; the crop windows and resampling tables packed into one buffer. The per-pixel work (resize, flip, YUV to RGB, colour, blur, solarize) runs on the training device and is not in this row"),
     ("decord", f"decord {ver.get('decord', '?')}", "source mp4",
      "open, `get_batch` of the 16 frames per clip (RGB, 1 thread); then the peers' common step*"),
     ("pyav", f"PyAV {ver.get('av', '?')}", "source mp4",
@@ -113,8 +115,9 @@ def load_variant(name):
     for path in sorted(glob.glob(f"{r}/variant_{name}_*.tsv")):
         for line in open(path):
             f = line.rstrip("\n").split("\t")
-            if f[0] == "row" and f[1] == "loader":
+            if f[0] == "row" and f[1] in ("loader", "loader_cut"):
                 w, pairs, wall, cpu = int(f[2]), int(f[3]), float(f[5]), float(f[7])
+                w = w if f[1] == "loader" else ("cut", w)
                 best_w[w] = max(best_w.get(w, 0.0), wall)
                 if cpu > 0:
                     best_c[w] = max(best_c.get(w, 0.0), pairs / cpu)
@@ -127,8 +130,10 @@ def manifest(d):
         return json.load(fh)
 
 default_m = manifest("shards")
-vrows = [("defaults", "shards", ({w: rate("loader", w) for w in ws},
-                                 {w: crate("loader", w) for w in ws}, info))]
+vrows = [("defaults", "shards", ({**{w: rate("loader", w) for w in ws},
+                                  **{("cut", w): rate("loader_cut", w) for w in ws}},
+                                 {**{w: crate("loader", w) for w in ws},
+                                  **{("cut", w): crate("loader_cut", w) for w in ws}}, info))]
 names = sorted({os.path.basename(p)[len("variant_"):].rsplit("_", 1)[0]
                 for p in glob.glob(f"{r}/variant_*.tsv")})
 for name in [n for n in names if n != "baseline"] + [n for n in names if n == "baseline"]:
@@ -142,10 +147,11 @@ if len(vrows) > 1:
           "read = one thread's CPU time reading a pair's frames (chunk CRC + decode + copy). "
           f"Best of {rounds} rounds.\n")
     print("| shards | predictor | chunk frames | size on disk | B/frame | x default size | "
-          "pairs per CPU s, 1 worker | " + " | ".join(f"pairs/s wall, {wn(w)}" for w in ws)
+          "pairs per CPU s, 1 worker | cut for the device: pairs per CPU s, 1 worker | "
+          + " | ".join(f"pairs/s wall, {wn(w)}" for w in ws)
           + " | read ms/pair | chunks/clip | decoded MB/pair | decode MB/s | "
           "x best peer (CPU, 1 worker) | floor / this (CPU, 1 worker) |")
-    print("|---|---|---:|---:|---:|---:|---:|" + "---:|" * (len(ws) + 6))
+    print("|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(ws) + 6))
     for name, d, (bw, bc, inf) in vrows:
         m = manifest(d)
         size, frames = m["counts"]["stored_bytes"], m["counts"]["frames"]
@@ -157,7 +163,7 @@ if len(vrows) > 1:
         c1 = bc.get(1)
         cells = [m["params"]["predictor"], str(m["params"]["chunk_frames"]),
                  f"{size / 1e6:.1f} MB", f"{size / frames:.0f}",
-                 f"{size / default_m['counts']['stored_bytes']:.2f}x", fmt(c1)]
+                 f"{size / default_m['counts']['stored_bytes']:.2f}x", fmt(c1), fmt(bc.get(("cut", 1)))]
         cells += [fmt(bw.get(w)) for w in ws]
         dec = int(inf["decoded_bytes_per_pair"][0])
         cells += [f"{lo('read_ms_per_pair'):.1f}", inf["chunks_per_clip"][0], f"{dec / 1e6:.1f}",
@@ -186,3 +192,29 @@ if l and fl:
     print(f"- within 1.5x of the floor: {'MET' if fl <= 1.5 * l else 'MISSED'}: floor {fl:.1f} vs "
           f"loader {l:.2f} pairs per CPU second: the loader is {fl / l:.1f}x slower (crop + flip "
           f"only: {fl / lc:.1f}x; wall, {wn(W)}: {wf:.1f} vs {wl:.2f} pairs/s = {wf / wl:.1f}x)")
+# The device path: the host's share when the per-pixel work runs on the GPU.
+cut = {name: bc.get(("cut", 1)) for name, _, (bw, bc, inf) in vrows if bc.get(("cut", 1))}
+if cut and fl:
+    fast_name, fast = max(cut.items(), key=lambda kv: kv[1])
+    print(f"- device path, fastest shard setting ({fast_name}): >= 88 pairs per CPU second and "
+          f"within 1.5x of the floor: {'MET' if fast >= 88 and fl <= 1.5 * fast else 'MISSED'}: "
+          f"{fast:.1f} pairs per CPU second, floor {fl:.1f} ({fl / fast:.2f}x)")
+    if cut.get("defaults"):
+        d = cut["defaults"]
+        print(f"- device path, default shards: >= 44 pairs per CPU second: "
+              f"{'MET' if d >= 44 else 'MISSED'}: {d:.1f}")
+    # The paper's setting on one GPU: about 175 videos (350 clips) a second, PyTorch eager on
+    # one H200 (BENCHMARKS.md, "Training step"); host cores = that rate / pairs per CPU second.
+    gpu_pairs = 175.0
+    print(f"\nHost cores needed per GPU at the paper setting ({gpu_pairs:.0f} pairs/s, PyTorch "
+          "eager's R3D-50 16x224 bf16 step on one H200; one core's rate from the 1-worker CPU "
+          "figures):\n")
+    print("| loader | pairs per CPU s | host cores per GPU |")
+    print("|---|---:|---:|")
+    cores = [(f"best peer ({best_peer[1]}), crop + flip only", best_peer[0]),
+             ("cvrl `Loader`, augmentation on the host (default shards)", l),
+             ("cvrl `Loader`, cut for the device (default shards)", cut.get("defaults")),
+             (f"cvrl `Loader`, cut for the device ({fast_name} shards)", fast)]
+    for label, rate_ in cores:
+        if rate_:
+            print(f"| {label} | {rate_:.1f} | {gpu_pairs / rate_:.1f} |")
