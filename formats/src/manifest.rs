@@ -219,6 +219,7 @@ mod tests {
             PredictorMode::Temporal,
             PredictorMode::Med,
             PredictorMode::Adaptive,
+            PredictorMode::Plain,
         ] {
             let m = Manifest::new("test", params(mode), vec![], None, vec![], &[], &[]);
             m.save(&path).unwrap();

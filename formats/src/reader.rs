@@ -4,15 +4,16 @@
 //!
 //! A reader decompresses only the chunks a call needs, into reused buffers, and checks every
 //! chunk's CRC-32C before decompressing it. [`FrameReader::read_frames`] and
-//! [`FrameReader::read_indices`] know every frame a call needs, so they reconstruct a chunk
-//! only up to the last of them (frames are coded in order; the rest of a chunk's decoding
-//! is skipped); [`FrameReader::frame`] decodes whole chunks.
+//! [`FrameReader::read_indices`] know every frame a call needs, so they reconstruct a
+//! predictive chunk only up to the last of them (frames are coded in order; the rest of a
+//! chunk's decoding is skipped), and of a plain chunk only those frames;
+//! [`FrameReader::frame`] decodes whole chunks.
 
-use crate::codec::ChunkDecoder;
+use crate::codec::{ChunkDecoder, Codec};
 use crate::error::{FormatError, Result};
 use crate::index::VideoRow;
 use crate::pixel::FrameLayout;
-use crate::shard::{ChunkEntry, RECORD_MAGIC};
+use crate::shard::{ChunkEntry, CODEC_BYTE, RECORD_MAGIC};
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
 
@@ -58,9 +59,11 @@ pub struct FrameReader<'s> {
     set: &'s MappedVideos,
     decoder: ChunkDecoder,
     chunk: Vec<u8>,
-    /// `(video, chunk)` in `chunk`, of which the first `cached_frames` frames are decoded.
+    /// `(video, chunk)` in `chunk`, and which of its frames are decoded.
     cached: Option<(usize, usize)>,
-    cached_frames: usize,
+    have: Vec<bool>,
+    /// The frames of a chunk a call wants (reused).
+    wanted: Vec<usize>,
     /// Frames reconstructed so far (what the reader cost, for tests and benchmarks).
     decoded_frames: u64,
 }
@@ -76,13 +79,14 @@ impl<'s> FrameReader<'s> {
             decoder,
             chunk: Vec::new(),
             cached: None,
-            cached_frames: 0,
+            have: Vec::new(),
+            wanted: Vec::new(),
             decoded_frames: 0,
         })
     }
 
     /// Appends frames `start, start+stride, ...` (`count` of them) of video `video` to `out`,
-    /// each `layout(video).frame_bytes()` bytes. Each chunk touched is decompressed once.
+    /// each `layout(video).frame_bytes()` bytes, as [`FrameReader::read_indices`] does.
     pub fn read_frames(
         &mut self,
         video: usize,
@@ -102,20 +106,8 @@ impl<'s> FrameReader<'s> {
                 num_frames: row.num_frames,
             });
         }
-        let frame_bytes = self.set.layouts[video].frame_bytes();
-        out.reserve(frame_bytes * count as usize);
-        for k in 0..count {
-            let frame = start + k * stride;
-            let c = chunk_of(&row.chunks, frame);
-            let chunk_last = row.chunks[c].first_frame + (row.chunks[c].num_frames - 1);
-            // The last frame of this call in chunk `c`: decode no further.
-            let last_k = (count - 1).min((chunk_last - start) / stride);
-            let need = start + last_k * stride - row.chunks[c].first_frame + 1;
-            self.load_chunk(video, c, need as usize)?;
-            let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
-            out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
-        }
-        Ok(())
+        let indices: Vec<u32> = (0..count).map(|k| start + k * stride).collect();
+        self.read_indices(video, &indices, out)
     }
 
     /// Returns frame `frame` of video `video`, borrowed from the reader's chunk buffer.
@@ -132,7 +124,7 @@ impl<'s> FrameReader<'s> {
         }
         let c = chunk_of(&row.chunks, frame);
         // Whole chunks: the next call may want any later frame of this one.
-        self.load_chunk(video, c, usize::MAX)?;
+        self.load_chunk(video, c, None)?;
         let frame_bytes = self.set.layouts[video].frame_bytes();
         let at = (frame - row.chunks[c].first_frame) as usize * frame_bytes;
         Ok(&self.chunk[at..at + frame_bytes])
@@ -159,8 +151,12 @@ impl<'s> FrameReader<'s> {
             let c = chunk_of(&row.chunks, indices[k]);
             let (first, n) = (row.chunks[c].first_frame, row.chunks[c].num_frames);
             let run = indices[k..].iter().take_while(|&&i| i >= first && i - first < n).count();
-            let need = indices[k..k + run].iter().map(|&i| i - first + 1).max().unwrap_or(n);
-            self.load_chunk(video, c, need as usize)?;
+            self.wanted.clear();
+            self.wanted.extend(indices[k..k + run].iter().map(|&i| (i - first) as usize));
+            let wanted = std::mem::take(&mut self.wanted);
+            let loaded = self.load_chunk(video, c, Some(&wanted));
+            self.wanted = wanted;
+            loaded?;
             for &i in &indices[k..k + run] {
                 let at = (i - first) as usize * frame_bytes;
                 out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
@@ -188,60 +184,89 @@ impl<'s> FrameReader<'s> {
     /// of each chunk, then a full decode, so that a damaged chunk is named.
     pub(crate) fn decode_video(&mut self, video: usize) -> Result<()> {
         for c in 0..self.video_row(video)?.chunks.len() {
-            self.load_chunk(video, c, usize::MAX)?;
+            self.load_chunk(video, c, None)?;
         }
         Ok(())
     }
 
-    /// Decodes chunk `c` of `video` into the chunk buffer, its first `need` frames at least
-    /// (`usize::MAX`: all, with every check of the codec), unless they are already there.
-    fn load_chunk(&mut self, video: usize, c: usize, need: usize) -> Result<()> {
+    /// Decodes chunk `c` of `video` into the chunk buffer, at least its frames `wanted`
+    /// (numbers within the chunk; `None`: all, with every check of the codec), unless they
+    /// are already there. The predictive codec reconstructs every frame up to the last one
+    /// wanted, plain frames exactly the wanted ones.
+    fn load_chunk(&mut self, video: usize, c: usize, wanted: Option<&[usize]>) -> Result<()> {
         let set = self.set;
         let row = &set.videos[video];
         let entry = row.chunks[c];
         let n = entry.num_frames as usize;
-        // `need` may exceed the chunk (`usize::MAX` from `frame`): a fully decoded chunk
-        // serves every request for it.
-        let upto = need.min(n);
-        if self.cached == Some((video, c)) && self.cached_frames >= upto {
+        let all: Vec<usize>;
+        let wanted = match wanted {
+            Some(w) => w,
+            None => {
+                all = (0..n).collect();
+                &all
+            }
+        };
+        let cached = self.cached == Some((video, c));
+        if cached && wanted.iter().all(|&k| self.have.get(k).copied().unwrap_or(false)) {
             return Ok(());
         }
-        self.cached = None;
         let record = set.record(video);
         let path = set.shard_path(video);
+        let bad_record = |reason: &str| FormatError::BadRecord {
+            path: path.into(),
+            video: row.video_id.clone(),
+            offset: row.offset,
+            reason: reason.into(),
+        };
         if !record.starts_with(RECORD_MAGIC) {
-            return Err(FormatError::BadRecord {
-                path: path.into(),
-                video: row.video_id.clone(),
-                offset: row.offset,
-                reason: "no record magic where the index points".into(),
-            });
+            return Err(bad_record("no record magic where the index points"));
         }
+        let codec = record
+            .get(CODEC_BYTE)
+            .and_then(|&code| Codec::from_code(code))
+            .ok_or_else(|| bad_record("unknown codec"))?;
         let data =
             &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
-        let actual = crc32c::crc32c(data);
-        if actual != entry.crc32c {
-            return Err(FormatError::ChunkChecksum {
-                path: path.into(),
-                video: row.video_id.clone(),
-                chunk: c,
-                expected: entry.crc32c,
-                actual,
-            });
-        }
         let layout = set.layouts[video];
-        self.chunk.resize(layout.frame_bytes() * n, 0);
-        self.decoder.decode_first(&layout, n, data, &mut self.chunk, upto).map_err(|error| {
-            FormatError::ChunkDecode {
-                path: path.into(),
-                video: row.video_id.clone(),
-                chunk: c,
-                error,
+        if !cached {
+            self.cached = None;
+            let actual = crc32c::crc32c(data);
+            if actual != entry.crc32c {
+                return Err(FormatError::ChunkChecksum {
+                    path: path.into(),
+                    video: row.video_id.clone(),
+                    chunk: c,
+                    expected: entry.crc32c,
+                    actual,
+                });
             }
-        })?;
+            self.chunk.resize(layout.frame_bytes() * n, 0);
+            self.have.clear();
+            self.have.resize(n, false);
+        }
+        // Plain frames already decoded are kept; the predictive codec starts over.
+        let missing: Vec<usize> = match codec {
+            Codec::Plain => wanted.iter().copied().filter(|&k| !self.have[k]).collect(),
+            Codec::Predictive => wanted.to_vec(),
+        };
+        let decoded = self
+            .decoder
+            .decode_wanted(codec, &layout, n, data, &mut self.chunk, &missing)
+            .map_err(|error| {
+                self.cached = None;
+                FormatError::ChunkDecode {
+                    path: path.into(),
+                    video: row.video_id.clone(),
+                    chunk: c,
+                    error,
+                }
+            })?;
+        match codec {
+            Codec::Plain => missing.iter().for_each(|&k| self.have[k] = true),
+            Codec::Predictive => self.have[..decoded].iter_mut().for_each(|h| *h = true),
+        }
         self.cached = Some((video, c));
-        self.cached_frames = upto;
-        self.decoded_frames += upto as u64;
+        self.decoded_frames += decoded as u64;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::atomic::sync_parent;
 use crate::atomic::tmp_path;
-use crate::codec::ChunkEncoder;
+use crate::codec::{ChunkEncoder, Codec};
 use crate::error::{FormatError, IoContext, Result};
 use crate::pixel::{FrameLayout, PixelFormat};
 use std::fs::File;
@@ -27,8 +27,8 @@ pub const FILE_HEADER_LEN: usize = 32;
 pub const RECORD_FIXED_LEN: usize = 48;
 /// Size of one chunk table entry.
 pub const CHUNK_ENTRY_LEN: usize = 24;
-/// Codec id of the predictive zstd chunk codec ([`crate::codec`]).
-pub const CODEC_PREDICTIVE_ZSTD: u8 = 1;
+/// Offset of the codec byte in a record header ([`Codec`]).
+pub const CODEC_BYTE: usize = 41;
 /// Longest video id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 4096;
 
@@ -58,6 +58,8 @@ pub struct RecordHeader {
     /// Total bytes of the record, header and chunks.
     pub record_len: u64,
     pub chunks: Vec<ChunkEntry>,
+    /// How the chunks are coded.
+    pub codec: Codec,
 }
 
 /// Metadata of a video about to be encoded.
@@ -190,6 +192,7 @@ impl<'e> RecordBuilder<'e> {
             fps_den: self.spec.fps_den,
             record_len: record_len as u64,
             chunks: entries,
+            codec: self.encoder.mode().codec(),
         };
         let mut bytes = Vec::with_capacity(record_len);
         write_header(&header, &mut bytes);
@@ -226,7 +229,7 @@ fn write_header(h: &RecordHeader, out: &mut Vec<u8>) {
     out.extend_from_slice(&h.fps_num.to_le_bytes());
     out.extend_from_slice(&h.fps_den.to_le_bytes());
     out.push(h.layout.format().code());
-    out.push(CODEC_PREDICTIVE_ZSTD);
+    out.push(h.codec.code());
     out.extend_from_slice(&(id.len() as u16).to_le_bytes());
     out.extend_from_slice(&(hlen as u32).to_le_bytes());
     out.extend_from_slice(id);
@@ -311,9 +314,7 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
     }
     let format = PixelFormat::from_code(fmt_code)
         .ok_or_else(|| bad(format!("unknown pixel format code {fmt_code}")))?;
-    if codec != CODEC_PREDICTIVE_ZSTD {
-        return Err(bad(format!("unknown codec {codec}")));
-    }
+    let codec = Codec::from_code(codec).ok_or_else(|| bad(format!("unknown codec {codec}")))?;
     let layout = FrameLayout::new(width, height, format).map_err(&bad)?;
     if fps_num == 0 || fps_den == 0 {
         return Err(bad(format!("invalid frame rate {fps_num}/{fps_den}")));
@@ -336,7 +337,7 @@ pub fn parse_record(path: &Path, file: &[u8], offset: u64) -> Result<RecordHeade
         })
         .collect();
     check_chunk_table(&chunks, hlen as u64, record_len, num_frames).map_err(bad)?;
-    Ok(RecordHeader { video_id, layout, num_frames, fps_num, fps_den, record_len, chunks })
+    Ok(RecordHeader { video_id, layout, num_frames, fps_num, fps_den, record_len, chunks, codec })
 }
 
 /// Checks that `chunks` tile `[data_start, record_len)` and frames `0..num_frames` exactly

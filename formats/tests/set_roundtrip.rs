@@ -47,8 +47,13 @@ fn videos() -> Vec<Video> {
 
 /// Writes `videos` into a set at `dir` with chunks of 8 frames, two shards.
 fn write_set(dir: &Path, videos: &[Video]) {
+    write_set_with(dir, videos, PredictorMode::Adaptive);
+}
+
+/// [`write_set`] with the chunks coded by `predictor`.
+fn write_set_with(dir: &Path, videos: &[Video], predictor: PredictorMode) {
     let split = videos.len().min(2);
-    let mut enc = ChunkEncoder::new(3, PredictorMode::default()).unwrap();
+    let mut enc = ChunkEncoder::new(3, predictor).unwrap();
     let mut rows = Vec::new();
     let mut shards = Vec::new();
     for (s, group) in
@@ -82,7 +87,7 @@ fn write_set(dir: &Path, videos: &[Video]) {
         pixel_format: PixelFormat::Yuv420p,
         chunk_frames: 8,
         zstd_level: 3,
-        predictor: PredictorMode::Adaptive,
+        predictor,
         shard_bytes: 1,
     };
     let classes = vec!["a".into(), "b".into()];
@@ -92,9 +97,15 @@ fn write_set(dir: &Path, videos: &[Video]) {
 
 #[test]
 fn every_frame_reads_back_exactly_at_any_start_and_stride() {
+    for predictor in [PredictorMode::Adaptive, PredictorMode::Plain] {
+        every_frame_reads_back(predictor);
+    }
+}
+
+fn every_frame_reads_back(predictor: PredictorMode) {
     let dir = tempfile::tempdir().unwrap();
     let vs = videos();
-    write_set(dir.path(), &vs);
+    write_set_with(dir.path(), &vs, predictor);
     let set = ShardSet::open(dir.path()).unwrap();
     assert_eq!(set.len(), 3);
     let mut reader = set.reader().unwrap();
@@ -155,6 +166,28 @@ fn a_chunk_is_decoded_once_for_frames_read_one_by_one() {
         let expected = u64::from(v.frames.len() > 8);
         assert_eq!(reader.decoded_frames() - before, expected, "{}: frame 0 twice", v.id);
     }
+}
+
+#[test]
+fn a_plain_set_decodes_only_the_frames_a_strided_clip_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = videos();
+    let count = |predictor| {
+        write_set_with(dir.path(), &vs, predictor);
+        let set = ShardSet::open(dir.path()).unwrap();
+        let mut reader = set.reader().unwrap();
+        let i = set.find("a/one").unwrap();
+        let mut out = Vec::new();
+        // Frames 1, 3, ..., 31 of 37: chunks 0-3, the last one up to its frame 7.
+        reader.read_frames(i, 1, 16, 2, &mut out).unwrap();
+        let expected: Vec<u8> = (0..16).flat_map(|k| vs[0].frames[1 + 2 * k].clone()).collect();
+        assert!(out == expected, "{predictor}: frames differ");
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        std::fs::create_dir(dir.path()).unwrap();
+        reader.decoded_frames()
+    };
+    assert_eq!(count(PredictorMode::Plain), 16);
+    assert_eq!(count(PredictorMode::Adaptive), 32);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! a partial decode must equal the start of the whole one.
 #![no_main]
 
-use cvrl_formats::codec::ChunkDecoder;
+use cvrl_formats::codec::{ChunkDecoder, Codec};
 use cvrl_formats_fuzz::{decode_twice, ChunkCase};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
@@ -32,8 +32,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(r.is_err(), "a short output buffer was accepted");
             return;
         }
-        let part = decode_twice(d, &case.layout, case.n_frames, &compressed, case.upto);
-        let whole = decode_twice(d, &case.layout, case.n_frames, &compressed, case.n_frames);
+        let part =
+            decode_twice(d, Codec::Predictive, &case.layout, case.n_frames, &compressed, case.upto);
+        let whole = decode_twice(
+            d,
+            Codec::Predictive,
+            &case.layout,
+            case.n_frames,
+            &compressed,
+            case.n_frames,
+        );
         assert!(case.n_frames > 0 || whole.is_none(), "a chunk of no frames was accepted");
         match (part, whole) {
             (Some(part), Some(whole)) => {

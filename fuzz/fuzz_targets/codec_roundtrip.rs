@@ -37,10 +37,12 @@ fuzz_target!(|data: &[u8]| {
     let mut enc = ChunkEncoder::new(1, mode).expect("zstd").with_candidates(&candidates);
     let compressed = enc.encode(&case.layout, &frames).expect("encoding valid frames");
     DECODER.with_borrow_mut(|d| {
-        let whole = decode_twice(d, &case.layout, case.n_frames, &compressed, case.n_frames);
+        let whole =
+            decode_twice(d, mode.codec(), &case.layout, case.n_frames, &compressed, case.n_frames);
         assert!(whole.as_deref() == Some(&frames[..]), "{mode} chunk does not round-trip");
-        let part = decode_twice(d, &case.layout, case.n_frames, &compressed, case.upto)
-            .expect("a partial decode of a valid chunk");
+        let part =
+            decode_twice(d, mode.codec(), &case.layout, case.n_frames, &compressed, case.upto)
+                .expect("a partial decode of a valid chunk");
         let n = case.upto * case.layout.frame_bytes();
         assert!(part[..n] == frames[..n], "{mode} chunk: decode_first differs");
     });

@@ -4,7 +4,7 @@
 //! The seed writer (`examples/seeds.rs`) builds inputs with the same functions the targets
 //! parse them with, so seeds from real shards land exactly where the targets look.
 
-use cvrl_formats::codec::ChunkDecoder;
+use cvrl_formats::codec::{ChunkDecoder, Codec};
 use cvrl_formats::shard::{header_len, RecordHeader, FILE_HEADER_LEN, RECORD_FIXED_LEN};
 use cvrl_formats::{FrameLayout, PixelFormat};
 
@@ -72,12 +72,13 @@ impl ChunkCase {
     }
 }
 
-/// Decodes the first `upto` of `n_frames` frames of `compressed` twice, into a buffer of
+/// Decodes the first `upto` of `n_frames` frames of a `codec` chunk `compressed` twice, into a buffer of
 /// zeros and one of 0xFF, and checks the two agree: the same result, and on success the same
 /// `upto` frames, so every byte of a decoded frame comes from the input and none is left
 /// from the buffer. Returns the decoded chunk (its first `upto` frames are meaningful).
 pub fn decode_twice(
     decoder: &mut ChunkDecoder,
+    codec: Codec,
     layout: &FrameLayout,
     n_frames: usize,
     compressed: &[u8],
@@ -86,8 +87,9 @@ pub fn decode_twice(
     let len = n_frames * layout.frame_bytes();
     let mut zeros = vec![0u8; len];
     let mut ones = vec![0xFFu8; len];
-    let a = decoder.decode_first(layout, n_frames, compressed, &mut zeros, upto);
-    let b = decoder.decode_first(layout, n_frames, compressed, &mut ones, upto);
+    let wanted: Vec<usize> = (0..upto.min(n_frames)).collect();
+    let a = decoder.decode_wanted(codec, layout, n_frames, compressed, &mut zeros, &wanted);
+    let b = decoder.decode_wanted(codec, layout, n_frames, compressed, &mut ones, &wanted);
     assert_eq!(a.is_ok(), b.is_ok(), "the decoder's verdict depends on the output buffer");
     a.ok()?;
     let n = upto.min(n_frames) * layout.frame_bytes();
@@ -122,7 +124,7 @@ pub fn decode_record(decoder: &mut ChunkDecoder, record: &[u8], h: &RecordHeader
         }
         let data = &record[c.offset as usize..(c.offset + u64::from(c.length)) as usize];
         if crc32c::crc32c(data) == c.crc32c {
-            decode_twice(decoder, &h.layout, n, data, n);
+            decode_twice(decoder, h.codec, &h.layout, n, data, n);
         }
     }
 }

@@ -76,6 +76,7 @@ assert crc32c(b"123456789") == 0xE3069283, "CRC-32C self-test"
 
 PIXEL_FORMATS = {1: "yuv420p", 2: "rgb24"}
 CODEC_PREDICTIVE_ZSTD = 1
+CODEC_PLAIN_ZSTD = 2
 U64_MAX = (1 << 64) - 1
 
 
@@ -167,7 +168,7 @@ def parse_record(shard_path: str, data: bytes, offset: int) -> dict:
         fail(f"{where}: the 4 bytes after the header CRC are not zero")
     if pix not in PIXEL_FORMATS:
         fail(f"{where}: unknown pixel format {pix}")
-    if codec != CODEC_PREDICTIVE_ZSTD:
+    if codec not in (CODEC_PREDICTIVE_ZSTD, CODEC_PLAIN_ZSTD):
         fail(f"{where}: unknown codec {codec}")
     pixel_format = PIXEL_FORMATS[pix]
     if not (1 <= width <= 8192 and 1 <= height <= 8192):
@@ -207,6 +208,7 @@ def parse_record(shard_path: str, data: bytes, offset: int) -> dict:
         "video_id": video_id, "record_len": record_len, "width": width, "height": height,
         "num_frames": num_frames, "fps_num": fps_num, "fps_den": fps_den,
         "pixel_format": pixel_format, "header_len": header_len, "chunks": chunks,
+        "codec": codec,
     }
 
 
@@ -492,6 +494,30 @@ def decompress_chunk(comp: bytes, cap: int) -> bytes:
     return data
 
 
+def plain_frames(comp: bytes, n: int, frame_bytes: int) -> list[bytes]:
+    """A codec 2 chunk (FORMAT.md §3.3): exactly `n` zstd frames back to back, each one
+    frame of `frame_bytes` bytes."""
+    frames = []
+    rest = comp
+    for k in range(n):
+        if not rest:
+            fail(f"chunk ends after {k} of its {n} frames")
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        try:
+            data = dobj.decompress(rest)
+        except zstandard.ZstdError as e:
+            fail(f"frame {k} does not decompress: {e}")
+        if not dobj.eof:
+            fail(f"frame {k} is a truncated zstd frame")
+        if len(data) != frame_bytes:
+            fail(f"frame {k} holds {len(data)} bytes, a frame is {frame_bytes}")
+        frames.append(data)
+        rest = dobj.unused_data
+    if rest:
+        fail("chunk has bytes after its last frame")
+    return frames
+
+
 # ---------------------------------------------------------------------------------------
 
 def read_frames(set_dir: str, video_id: str, start: int, count: int) -> bytes:
@@ -522,6 +548,11 @@ def read_frames(set_dir: str, video_id: str, start: int, count: int) -> bytes:
         comp = data[a:a + ch["length"]]
         if crc32c(comp) != ch["crc32c"]:
             fail(f"{video_id} in {shard_name}: chunk {ci} checksum (CRC-32C) mismatch: the data is damaged")
+        if rec["codec"] == CODEC_PLAIN_ZSTD:
+            for j, frame in enumerate(plain_frames(comp, n, frame_bytes)):
+                if start <= lo + j < start + count:
+                    out += frame
+            continue
         n_codes = sum((-(-W // (bs * S))) * (-(-H // bs)) for (W, H, S, bs) in shapes)
         # worst case per pixel: 3 bits (Z, O, S) and 1 byte (M), and a padding byte per bit stream
         cap = 2 * n * len(shapes) + n * n_codes + 132 + (n * frame_bytes * 11 + 7) // 8 + 25

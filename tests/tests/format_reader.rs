@@ -13,9 +13,14 @@ use std::process::{Command, Output};
 const SIDE: &str = "48";
 
 fn build(out: &Path) {
+    build_with(out, "adaptive");
+}
+
+fn build_with(out: &Path, predictor: &str) {
+    let videos = sample_videos().join("videos");
     let o = run(
         "cvrl-shard",
-        &[&"build", &sample_videos().join("videos"), &out, &"--short-side", &SIDE, &"--quiet"],
+        &[&"build", &videos, &out, &"--short-side", &SIDE, &"--predictor", &predictor, &"--quiet"],
     );
     assert!(o.status.success(), "{}", text(&o));
 }
@@ -90,6 +95,30 @@ fn the_python_reader_written_from_the_spec_returns_the_frames_of_the_rust_reader
     let mut rust = Vec::new();
     reader.read_frames(i, 13, 21, 1, &mut rust).unwrap();
     assert!(got == rust, "{id}: frames 13..34 differ");
+}
+
+#[test]
+fn the_python_reader_reads_plain_zstd_frames_as_the_rust_reader_does() {
+    let (adaptive, plain) = (tempdir(), tempdir());
+    build(adaptive.path());
+    build_with(plain.path(), "plain");
+    let a = ShardSet::open(adaptive.path()).unwrap();
+    let p = ShardSet::open(plain.path()).unwrap();
+    assert_eq!(p.manifest().params.predictor.to_string(), "plain");
+    let (mut ra, mut rp) = (a.reader().unwrap(), p.reader().unwrap());
+    for id in ["archery/testsrc2_h264", "juggling/long_640x360"] {
+        let (ia, ip) = (a.find(id).unwrap(), p.find(id).unwrap());
+        let n = p.videos()[ip].num_frames;
+        let (mut fa, mut fp) = (Vec::new(), Vec::new());
+        ra.read_frames(ia, 0, n, 1, &mut fa).unwrap();
+        rp.read_frames(ip, 0, n, 1, &mut fp).unwrap();
+        assert!(fa == fp, "{id}: plain and adaptive shards hold different frames");
+        // A window that starts and ends inside chunks, through the spec's reader.
+        let (o, got) = python_read(plain.path(), id, 5, 19);
+        assert!(o.status.success(), "{id}: {}", text(&o));
+        let fb = fp.len() / n as usize;
+        assert!(got == fp[5 * fb..24 * fb], "{id}: the Python reader's plain frames differ");
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use super::bits::{Fault, Readers};
 use super::context::{N_BIT_STREAMS, N_STREAMS};
 use super::error::CodecError;
-use super::mode::Predictor;
+use super::mode::{Codec, Predictor};
 use super::plane::{geoms, Geom};
 use super::residuals::{decode_residuals, RowScratch};
 use super::unpredict::unpredict_plane;
@@ -19,6 +19,8 @@ pub struct ChunkDecoder {
     rows: RowScratch,
     refrows: [Vec<u8>; 3],
     runs: Vec<(usize, usize, Predictor)>,
+    /// Where each zstd frame of a plain chunk starts.
+    offsets: Vec<usize>,
     /// The CPU has AVX2 (checked once): decode with the AVX2 build of the residual pass.
     avx2: bool,
 }
@@ -31,6 +33,7 @@ impl ChunkDecoder {
             rows: RowScratch::default(),
             refrows: [Vec::new(), Vec::new(), Vec::new()],
             runs: Vec::new(),
+            offsets: Vec::new(),
             avx2: has_avx2(),
         })
     }
@@ -117,6 +120,56 @@ impl ChunkDecoder {
             return Err(CodecError::StreamTrailing { stream });
         }
         Ok(())
+    }
+
+    /// Decodes at least the frames `wanted` (numbers within the chunk) of a chunk stored
+    /// with `codec` into `out` (exactly `n_frames * frame_bytes` long; the frames not
+    /// decoded hold garbage) and returns how many frames it reconstructed. The predictive
+    /// codec codes frames in order, so it reconstructs every frame up to the last wanted one
+    /// ([`decode_first`](Self::decode_first)); plain frames are independent, so exactly the
+    /// wanted ones. Either way every check that needs only those frames is made; all of
+    /// them when every frame is wanted.
+    pub fn decode_wanted(
+        &mut self,
+        codec: Codec,
+        layout: &FrameLayout,
+        n_frames: usize,
+        compressed: &[u8],
+        out: &mut [u8],
+        wanted: &[usize],
+    ) -> Result<usize, CodecError> {
+        let fb = layout.frame_bytes();
+        if n_frames == 0 {
+            return Err(CodecError::NoFrames);
+        }
+        if out.len() != n_frames.saturating_mul(fb) {
+            let expected = n_frames.saturating_mul(fb);
+            let actual = out.len();
+            return Err(CodecError::BadLength { what: "output buffer", expected, actual });
+        }
+        let upto = wanted.iter().map(|&k| k + 1).max().unwrap_or(0).min(n_frames);
+        match codec {
+            Codec::Predictive => {
+                self.decode_first(layout, n_frames, compressed, out, upto)?;
+                Ok(upto)
+            }
+            Codec::Plain => {
+                super::plain::frame_offsets(compressed, n_frames, &mut self.offsets)?;
+                let mut done = 0;
+                for &k in wanted.iter().filter(|&&k| k < n_frames) {
+                    let dst = &mut out[k * fb..(k + 1) * fb];
+                    super::plain::decode_frame(
+                        &mut self.decompressor,
+                        compressed,
+                        &self.offsets,
+                        k,
+                        dst,
+                    )?;
+                    done += 1;
+                }
+                Ok(done)
+            }
+        }
     }
 
     /// Checks that `compressed` is exactly one zstd frame and decompresses it into the

@@ -64,7 +64,7 @@ impl ChunkEncoder {
     }
 
     /// `frames` is `n_frames * layout.frame_bytes()` bytes, frames back to back. Returns the
-    /// zstd frame.
+    /// chunk: one zstd frame, or one per frame for [`PredictorMode::Plain`].
     pub fn encode(&mut self, layout: &FrameLayout, frames: &[u8]) -> Result<Vec<u8>, CodecError> {
         let fb = layout.frame_bytes();
         if frames.is_empty() {
@@ -76,6 +76,9 @@ impl ChunkEncoder {
                 expected: frames.len().next_multiple_of(fb),
                 actual: frames.len(),
             });
+        }
+        if self.mode == PredictorMode::Plain {
+            return super::plain::encode(&mut self.compressor, frames, fb);
         }
         let n = frames.len() / fb;
         let gs = geoms(layout);

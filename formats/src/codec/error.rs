@@ -17,6 +17,9 @@ pub enum CodecError {
     #[error("compressed chunk is not exactly one zstd frame ({frame} of {total} bytes)")]
     NotOneFrame { frame: usize, total: usize },
 
+    #[error("a chunk of {expected} plain frames ends after {found}")]
+    MissingFrames { expected: usize, found: usize },
+
     #[error("decompressed payload is {actual} bytes, its header implies {expected}")]
     SizeMismatch { expected: usize, actual: usize },
 

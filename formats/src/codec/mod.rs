@@ -7,6 +7,10 @@
 //! `FORMAT.md#325-encoder-informative`). The files here implement it and hold
 //! implementation notes only.
 //!
+//! A second codec, plain zstd frames (`FORMAT.md#33-chunk-data-plain-zstd-frames`,
+//! `plain.rs`), stores each frame as its own zstd frame: [`PredictorMode::Plain`] selects
+//! it, and the same encoder and decoder handle it.
+//!
 //! [`ChunkEncoder`] turns `n >= 1` frames of one [`FrameLayout`](crate::FrameLayout) into one
 //! zstd frame; [`ChunkDecoder`] turns it back, rejecting every payload the specification
 //! rejects, without panicking on any input.
@@ -39,6 +43,7 @@ mod encode;
 mod error;
 mod mode;
 mod motion;
+mod plain;
 mod plane;
 mod predict;
 mod residuals;
@@ -50,4 +55,4 @@ mod tests;
 pub use decode::ChunkDecoder;
 pub use encode::ChunkEncoder;
 pub use error::CodecError;
-pub use mode::{Predictor, PredictorMode};
+pub use mode::{Codec, Predictor, PredictorMode};

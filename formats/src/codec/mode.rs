@@ -1,4 +1,5 @@
-//! Predictor modes (what an encoder may choose from, `FORMAT.md#325-encoder-informative`)
+//! Predictor modes (what an encoder may choose from, `FORMAT.md#325-encoder-informative`),
+//! the chunk codecs they store with (the record's codec byte, `FORMAT.md#3-video-record`)
 //! and the block predictors with their on-disk codes (`FORMAT.md#322-predictors`).
 
 use std::fmt;
@@ -19,6 +20,33 @@ pub enum PredictorMode {
     /// Per block, the cheapest of all predictors, with one motion vector per plane.
     #[default]
     Adaptive,
+    /// No prediction and no residual streams: each frame its own zstd frame (codec 2,
+    /// [`Codec::Plain`]). About twice the disk; the fastest reads.
+    Plain,
+}
+
+/// A record's chunk codec, the record header's codec byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Codec {
+    /// `FORMAT.md#32-chunk-data-predictive-zstd`: one zstd frame of predicted frames.
+    Predictive = 1,
+    /// `FORMAT.md#33-chunk-data-plain-zstd-frames`: one zstd frame per frame.
+    Plain = 2,
+}
+
+impl Codec {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Codec::Predictive),
+            2 => Some(Codec::Plain),
+            _ => None,
+        }
+    }
 }
 
 impl PredictorMode {
@@ -29,6 +57,15 @@ impl PredictorMode {
             PredictorMode::Temporal => "temporal",
             PredictorMode::Med => "med",
             PredictorMode::Adaptive => "adaptive",
+            PredictorMode::Plain => "plain",
+        }
+    }
+
+    /// The codec its chunks are stored with.
+    pub fn codec(self) -> Codec {
+        match self {
+            PredictorMode::Plain => Codec::Plain,
+            _ => Codec::Predictive,
         }
     }
 }
@@ -47,8 +84,9 @@ impl FromStr for PredictorMode {
             "temporal" => Ok(PredictorMode::Temporal),
             "med" => Ok(PredictorMode::Med),
             "adaptive" => Ok(PredictorMode::Adaptive),
+            "plain" => Ok(PredictorMode::Plain),
             other => Err(format!(
-                "unknown predictor mode {other:?} (expected raw, temporal, med or adaptive)"
+                "unknown predictor mode {other:?} (expected raw, temporal, med, adaptive or plain)"
             )),
         }
     }
@@ -106,9 +144,14 @@ mod tests {
             PredictorMode::Temporal,
             PredictorMode::Med,
             PredictorMode::Adaptive,
+            PredictorMode::Plain,
         ] {
             assert_eq!(m.to_string().parse::<PredictorMode>().unwrap(), m);
+            assert_eq!(Codec::from_code(m.codec().code()), Some(m.codec()));
         }
+        assert_eq!(PredictorMode::Plain.codec(), Codec::Plain);
+        assert_eq!(PredictorMode::Raw.codec(), Codec::Predictive);
+        assert_eq!(Codec::from_code(3), None);
         assert_eq!(PredictorMode::default(), PredictorMode::Adaptive);
         assert!("fast".parse::<PredictorMode>().is_err());
         for p in Predictor::ALL {

@@ -42,7 +42,7 @@ pub(super) fn predict_plane(
     dst: &mut [u8],
 ) -> (i8, i8) {
     let mut cands: Vec<Predictor> = match (mode, prev) {
-        (PredictorMode::Raw, _) => vec![Predictor::Raw],
+        (PredictorMode::Raw | PredictorMode::Plain, _) => vec![Predictor::Raw],
         (PredictorMode::Med, _) | (PredictorMode::Temporal, None) => vec![Predictor::Med],
         (PredictorMode::Temporal, Some(_)) => vec![Predictor::Temporal],
         (PredictorMode::Adaptive, _) => {

@@ -89,7 +89,9 @@ struct BuildArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     zstd_level: i32,
     /// Predictor applied before zstd: adaptive (best per 16x16 block, with motion search), med,
-    /// temporal or raw.
+    /// temporal or raw; or plain: no prediction, each frame its own zstd frame, so a reader
+    /// decompresses only the frames a clip uses (about twice the disk of adaptive, the
+    /// cheapest reads: BENCHMARKS.md, Loader).
     #[arg(long, default_value = "adaptive")]
     predictor: cvrl_formats::codec::PredictorMode,
     /// Target shard size, e.g. 1GiB, 512MiB, 64M; a video is never split across shards.

@@ -1,0 +1,144 @@
+//! Codec 2, plain zstd frames (`FORMAT.md#33-chunk-data-plain-zstd-frames`): a chunk is one
+//! zstd frame per video frame, back to back, each the frame's bytes as they are. It trades
+//! about twice the disk of the predictive codec for a read path that is zstd alone, and for
+//! random access inside a chunk: no frame depends on another, so a reader decompresses
+//! exactly the frames a clip uses (a stride-2 clip reads half of each chunk).
+
+use super::error::CodecError;
+use std::io;
+
+/// Compresses `n` frames of `fb` bytes each (`frames`) into a chunk: one zstd frame each.
+pub(super) fn encode(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    frames: &[u8],
+    fb: usize,
+) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(frames.len() / 2);
+    for frame in frames.chunks_exact(fb) {
+        out.extend_from_slice(&compressor.compress(frame).map_err(CodecError::Zstd)?);
+    }
+    Ok(out)
+}
+
+/// Finds where each of the `n_frames` zstd frames of a chunk starts (and, last, where the
+/// chunk ends), checking that they tile `compressed` exactly.
+pub(super) fn frame_offsets(
+    compressed: &[u8],
+    n_frames: usize,
+    offsets: &mut Vec<usize>,
+) -> Result<(), CodecError> {
+    offsets.clear();
+    let mut at = 0;
+    for _ in 0..n_frames {
+        offsets.push(at);
+        if at == compressed.len() {
+            return Err(CodecError::MissingFrames { expected: n_frames, found: offsets.len() - 1 });
+        }
+        at += zstd::zstd_safe::find_frame_compressed_size(&compressed[at..]).map_err(|code| {
+            CodecError::Zstd(io::Error::other(zstd::zstd_safe::get_error_name(code)))
+        })?;
+    }
+    if at != compressed.len() {
+        return Err(CodecError::NotOneFrame { frame: at, total: compressed.len() });
+    }
+    offsets.push(at);
+    Ok(())
+}
+
+/// Decompresses frame `k` of a chunk whose frames start at `offsets` into `out` (exactly one
+/// frame's bytes), refusing a frame that holds more or fewer.
+pub(super) fn decode_frame(
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+    compressed: &[u8],
+    offsets: &[usize],
+    k: usize,
+    out: &mut [u8],
+) -> Result<(), CodecError> {
+    let src = &compressed[offsets[k]..offsets[k + 1]];
+    // `out` is exactly one frame: zstd refuses a frame that holds more.
+    let n = decompressor.decompress_to_buffer(src, out).map_err(CodecError::Zstd)?;
+    if n != out.len() {
+        return Err(CodecError::SizeMismatch { expected: out.len(), actual: n });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ChunkDecoder, ChunkEncoder, Codec, PredictorMode};
+    use crate::pixel::{FrameLayout, PixelFormat};
+
+    fn frames(layout: &FrameLayout, n: usize) -> Vec<u8> {
+        (0..n * layout.frame_bytes()).map(|i| ((i * 7) ^ (i >> 5)) as u8).collect()
+    }
+
+    fn encode(layout: &FrameLayout, frames: &[u8]) -> Vec<u8> {
+        ChunkEncoder::new(1, PredictorMode::Plain).unwrap().encode(layout, frames).unwrap()
+    }
+
+    #[test]
+    fn a_plain_chunk_is_standard_zstd_frames_and_any_subset_decodes_alone() {
+        for layout in [
+            FrameLayout::new(64, 48, PixelFormat::Yuv420p).unwrap(),
+            FrameLayout::new(41, 19, PixelFormat::Rgb24).unwrap(),
+            FrameLayout::new(2, 2, PixelFormat::Yuv420p).unwrap(),
+        ] {
+            let (fb, n) = (layout.frame_bytes(), 5);
+            let frames = frames(&layout, n);
+            let chunk = encode(&layout, &frames);
+            // zstd's own streaming decoder reads concatenated frames: the reference.
+            assert_eq!(zstd::stream::decode_all(&chunk[..]).unwrap(), frames);
+            let mut d = ChunkDecoder::new().unwrap();
+            let mut out = vec![0xA5; n * fb];
+            let done =
+                d.decode_wanted(Codec::Plain, &layout, n, &chunk, &mut out, &[3, 1]).unwrap();
+            assert_eq!(done, 2);
+            for k in 0..n {
+                let got = &out[k * fb..(k + 1) * fb];
+                if k == 1 || k == 3 {
+                    assert_eq!(got, &frames[k * fb..(k + 1) * fb]);
+                } else {
+                    assert!(got.iter().all(|&b| b == 0xA5), "frame {k} was decoded");
+                }
+            }
+            let all: Vec<usize> = (0..n).collect();
+            assert_eq!(
+                d.decode_wanted(Codec::Plain, &layout, n, &chunk, &mut out, &all).unwrap(),
+                n
+            );
+            assert_eq!(out, frames);
+        }
+    }
+
+    #[test]
+    fn damaged_plain_chunks_are_refused() {
+        let layout = FrameLayout::new(16, 8, PixelFormat::Yuv420p).unwrap();
+        let (fb, n) = (layout.frame_bytes(), 3);
+        let chunk = encode(&layout, &frames(&layout, n));
+        let other = FrameLayout::new(16, 10, PixelFormat::Yuv420p).unwrap();
+        let bigger = encode(&other, &frames(&other, n));
+        let mut d = ChunkDecoder::new().unwrap();
+        let mut out = vec![0; n * fb];
+        let all = [0, 1, 2];
+        let mut try_decode = |data: &[u8], frames: usize, out: &mut Vec<u8>| {
+            out.resize(frames * fb, 0);
+            d.decode_wanted(Codec::Plain, &layout, frames, data, out, &all[..frames.min(3)])
+        };
+        assert!(try_decode(&chunk, n, &mut out).is_ok());
+        let mut longer = chunk.clone();
+        longer.push(0);
+        let mut flipped = chunk.clone();
+        flipped[chunk.len() / 2] ^= 0x40;
+        for (what, data, frames) in [
+            ("truncated", &chunk[..chunk.len() - 3], n),
+            ("a trailing byte", &longer[..], n),
+            ("fewer frames than the table says", &chunk[..], n + 1),
+            ("more frames than the table says", &chunk[..], n - 1),
+            ("frames of another size", &bigger[..], n),
+            ("a flipped byte", &flipped[..], n),
+            ("garbage", &[0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3][..], 1),
+        ] {
+            assert!(try_decode(data, frames, &mut out).is_err(), "{what} was accepted");
+        }
+    }
+}
