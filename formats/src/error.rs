@@ -44,10 +44,14 @@ pub enum FormatError {
     #[error("video {video:?}: frames {start}..{end} requested but it has {num_frames}")]
     FrameOutOfRange { video: String, start: u64, end: u64, num_frames: u32 },
 
-    #[error("{path}: bad index: {reason}")]
+    /// An index or failures file that is not a readable Parquet file, lacks a column, holds
+    /// a wrong type or a null, or has a row that does not match its shard.
+    #[error("{path}: bad index: {reason}; {rebuild}", rebuild = REBUILD)]
     BadIndex { path: PathBuf, reason: String },
 
-    #[error("{path}: bad manifest: {reason}")]
+    /// A `manifest.json` that is not JSON, lacks a field, holds one of the wrong type or
+    /// names a file outside the set's folder.
+    #[error("{path}: bad manifest: {reason}; {rebuild}", rebuild = REBUILD)]
     BadManifest { path: PathBuf, reason: String },
 
     #[error("{path}: {error}")]
@@ -82,6 +86,10 @@ impl FormatError {
         }
     }
 }
+
+/// What to do about a damaged manifest or index, shown with the error.
+const REBUILD: &str =
+    "the set is damaged or not a cvrl shard set: copy it again, or rebuild it with `cvrl-shard build`";
 
 /// Result alias for this crate.
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;

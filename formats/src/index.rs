@@ -328,8 +328,9 @@ fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
 
 fn read_batches_unguarded(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).map_err(|error| FormatError::Io { path: path.into(), error })?;
-    let pq = |error| FormatError::Parquet { path: path.into(), error };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+    let unreadable =
+        |e: &dyn std::fmt::Display| bad_index(path, format!("not a readable Parquet file ({e})"));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
     let schema = builder.schema().clone();
     for field in expected.fields() {
         let Ok(found) = schema.field_with_name(field.name()) else {
@@ -345,8 +346,8 @@ fn read_batches_unguarded(path: &Path, expected: &Schema) -> Result<Vec<RecordBa
     }
     builder
         .build()
-        .map_err(pq)?
-        .map(|batch| batch.map_err(|error| FormatError::Arrow { path: path.into(), error }))
+        .map_err(|e| unreadable(&e))?
+        .map(|batch| batch.map_err(|e| unreadable(&e)))
         .collect()
 }
 
@@ -690,11 +691,17 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_a_parquet_error_naming_the_file() {
+    fn garbage_is_a_bad_index_naming_the_file_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.parquet");
         std::fs::write(&path, b"not parquet at all").unwrap();
-        let err = read_index(&path).unwrap_err().to_string();
-        assert!(err.contains("index.parquet"), "{err}");
+        let err = read_index(&path).unwrap_err();
+        assert!(matches!(err, FormatError::BadIndex { .. }), "{err:?}");
+        let err = err.to_string();
+        assert!(
+            err.contains("index.parquet: bad index: not a readable Parquet file")
+                && err.contains("rebuild it with `cvrl-shard build`"),
+            "{err}"
+        );
     }
 }

@@ -153,9 +153,9 @@ impl Manifest {
 
     /// Reads and checks a manifest: its format name and version must be ones this build reads.
     pub fn load(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let bytes = std::fs::read(path).at(path)?;
         let bad = |reason: String| FormatError::BadManifest { path: path.to_path_buf(), reason };
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if m.format != FORMAT_NAME {
             return Err(bad(format!("format {:?}, expected {FORMAT_NAME:?}", m.format)));
         }
@@ -165,6 +165,16 @@ impl Manifest {
                 found: m.format_version,
                 supported: crate::shard::FORMAT_VERSION,
             });
+        }
+        let names = [("index", &m.index), ("failures", &m.failures)]
+            .into_iter()
+            .chain(m.shards.iter().map(|s| ("shards[].file", &s.file)));
+        for (field, name) in names {
+            if Path::new(name).file_name().is_none_or(|n| n != name.as_str()) {
+                return Err(bad(format!(
+                    "{field} {name:?} is not a file name in the set's folder"
+                )));
+            }
         }
         Ok(m)
     }

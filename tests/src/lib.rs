@@ -2,6 +2,9 @@
 //! `scripts/make-test-videos.sh` with the ffmpeg CLI), the built `cvrl-*` binaries, and
 //! frame comparison.
 
+pub mod damage;
+pub mod json;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -42,6 +45,17 @@ pub fn run_ok(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
     let o = run(name, args);
     assert!(o.status.success(), "{name}: {}", text(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `cvrl-inspect ARGS --json`, which must exit with `code`; its output parsed by
+/// [`json::parse_strict`], which refuses a key repeated in one object.
+pub fn inspect_json(args: &[&dyn AsRef<std::ffi::OsStr>], code: i32) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push(&"--json");
+    let o = run("cvrl-inspect", &all);
+    assert_eq!(o.status.code(), Some(code), "{}", text(&o));
+    json::parse_strict(&o.stdout)
+        .unwrap_or_else(|e| panic!("cvrl-inspect --json: {e}\n{}", text(&o)))
 }
 
 /// The result JSON named on a `cvrl-eval` run's stdout (`wrote RESULT.json and ...`).

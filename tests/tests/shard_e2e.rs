@@ -1,7 +1,9 @@
 //! End to end: `cvrl-shard build` and `cvrl-inspect` on real generated videos, and the
 //! frames read back through `cvrl-formats` compared with the ffmpeg CLI's own decode.
 
-use cvrl_e2e::{bin, ffmpeg_raw, psnr, run, sample_videos, tempdir, text, venv_python};
+use cvrl_e2e::{
+    bin, ffmpeg_raw, inspect_json, psnr, run, sample_videos, tempdir, text, venv_python,
+};
 use cvrl_formats::ShardSet;
 use std::path::Path;
 use std::process::Command;
@@ -192,6 +194,8 @@ fn a_damaged_chunk_is_found_by_verify_and_the_reader_names_the_video() {
     bytes[at] ^= 0x40;
     std::fs::write(&shard, bytes).unwrap();
 
+    let j = inspect_json(&[&out.path(), &"--verify"], 3);
+    assert_eq!(j["damaged"][0][0], "bowling/smptebars_mpeg4", "{j}");
     let o = run("cvrl-inspect", &[&out.path(), &"--verify"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -215,8 +219,8 @@ fn a_damaged_chunk_is_found_by_verify_and_the_reader_names_the_video() {
         "{err}"
     );
 
-    let o = run("cvrl-inspect", &[&shard, &"--verify"]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let j = inspect_json(&[&shard, &"--verify"], 3);
+    assert!(j["records"].as_array().unwrap().iter().any(|r| !r["error"].is_null()), "{j}");
 }
 
 #[test]
@@ -276,11 +280,21 @@ fn a_kinetics_csv_is_matched_to_trimmed_and_untrimmed_files_and_missing_rows_are
 fn inspect_shows_a_set_a_video_a_shard_and_a_source_and_draws_a_contact_sheet() {
     let out = tempdir();
     assert!(build(&sample_videos().join("videos"), out.path(), &[]).status.success());
-    let o = run("cvrl-inspect", &[&out.path(), &"--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Every JSON report, parsed by a reader that refuses a key given twice in one object.
+    let j = inspect_json(&[&out.path()], 0);
     assert_eq!(j["videos"], 9);
     assert_eq!(j["classes"], 3);
+    let j = inspect_json(&[&out.path(), &"--verify"], 0);
+    assert_eq!(j["ok"], 9, "{j}");
+    let j = inspect_json(&[&out.path(), &"--video", &"archery/testsrc2_h264"], 0);
+    assert_eq!(
+        (&j["video_id"], &j["shard"]),
+        (&"archery/testsrc2_h264".into(), &"shard-00000.cvrs".into())
+    );
+    let j = inspect_json(&[&out.path().join("shard-00000.cvrs"), &"--verify"], 0);
+    assert_eq!(j["records"].as_array().map(Vec::len), Some(9), "{j}");
+    let j = inspect_json(&[&sample_videos().join("videos/juggling/rotated_90.mp4")], 0);
+    assert!(j.is_object(), "{j}");
 
     let sheet = out.path().join("sheet.png");
     let frames = out.path().join("frames");

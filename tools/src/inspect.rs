@@ -101,10 +101,10 @@ impl std::fmt::Display for SetReport {
     }
 }
 
-/// One video's metadata and chunk table.
+/// One video's metadata and chunk table; its shard is the row's `shard`, a file name in the
+/// set's folder.
 #[derive(Serialize)]
 pub struct VideoReport<'a> {
-    pub shard: String,
     #[serde(flatten)]
     pub row: &'a VideoRow,
 }
@@ -133,7 +133,7 @@ impl std::fmt::Display for VideoReport<'_> {
         writeln!(
             f,
             "  record      {} bytes {}..{}, crc32c {:#010x}",
-            self.shard,
+            r.shard,
             r.offset,
             r.offset + r.length,
             r.checksum

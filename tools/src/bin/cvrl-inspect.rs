@@ -120,11 +120,6 @@ fn run_set(cli: &Cli) -> Result<ExitCode> {
         inspect::contact_sheet(&set, video, cli.sheet_frames, 4, path)?;
         eprintln!("wrote {}", path.display());
     }
-    let shard = set
-        .shard_path(video)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    print(cli.json, &inspect::VideoReport { shard, row: &set.videos()[video] });
+    print(cli.json, &inspect::VideoReport { row: &set.videos()[video] });
     Ok(ExitCode::SUCCESS)
 }

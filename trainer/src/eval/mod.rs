@@ -130,7 +130,13 @@ impl Encoder {
                 })?;
                 checkpoint::load_backbone(&vs, &path).map_err(|e| EvalError::Run {
                     path: path.clone(),
-                    what: format!("does not match the run's model: {e}"),
+                    what: match e {
+                        checkpoint::CheckpointError::Torch { error, .. } => format!(
+                            "cannot be read as safetensors ({error}): the file is damaged \
+                             or not an encoder; copy the run directory again"
+                        ),
+                        e => format!("does not match the run's model: {e}"),
+                    },
                 })?;
                 (path.display().to_string(), digest(bytes))
             }
