@@ -83,10 +83,11 @@ declare -A SHARD_OPTS=(
   [default]=""
   [raw]="--predictor raw"
   [raw_l1]="--predictor raw --zstd-level 1"
+  [plain]="--predictor plain"
 )
 # (--zstd-level 1 with the default predictor costs the same CPU as level 3: the predictor and
 # stream split dominate; section 4's enc MB/s columns show it without another build here.)
-CONFIGS=(default raw raw_l1)
+CONFIGS=(default raw raw_l1 plain)
 log "throughput: $NVIDEOS videos, ffmpeg vs cvrl-shard (${CONFIGS[*]}), $REPS rounds"
 for rep in $(seq 1 "$REPS"); do
   timed ffmpeg "$rep" "$FFMPEG_CMD"
@@ -95,7 +96,16 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 SET=$B/out/default
-rm -rf "$B/out/raw" "$B/out/raw_l1" # only their timings are needed (about 300 MB)
+# The plain set's record bytes per video (copy 0), for the size table.
+"$PY" - "$B/out/plain" >"$R/plain_size.tsv" <<'EOF'
+import json, sys, pyarrow.parquet as pq
+d = sys.argv[1]
+m = json.load(open(f"{d}/manifest.json"))
+for r in pq.read_table(f"{d}/{m['index']}").to_pylist():
+    if r["video_id"].endswith("_0"):
+        print(f"{r['video_id']}\t{r['length']}")
+EOF
+rm -rf "$B/out/raw" "$B/out/raw_l1" "$B/out/plain" # only their timings and sizes are needed
 
 # Per video: id, source, width, height, frames, fps, record bytes (copy 0 of each video).
 "$PY" - "$SET" >"$R/videos.tsv" <<'EOF'

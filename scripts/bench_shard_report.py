@@ -5,7 +5,7 @@ target. bench-shard.sh runs it as
 
     python bench_shard_report.py RESULTS COPIES REPS CLIPS STARTS NVIDEOS SHARD_SET ELAPSED_S
 """
-import json, sys
+import json, os, sys
 from collections import defaultdict
 
 R, copies, reps, clips, starts, nvideos, set_dir, elapsed = sys.argv[1:]
@@ -32,11 +32,12 @@ names = {
     "shard_default": f"cvrl-shard, default ({params['predictor']}, zstd {params['zstd_level']}, chunk {params['chunk_frames']})",
     "shard_raw": "cvrl-shard --predictor raw",
     "shard_raw_l1": "cvrl-shard --predictor raw --zstd-level 1",
+    "shard_plain": "cvrl-shard --predictor plain (codec 2: zstd 1 per frame)",
 }
 print(f"## 1. Throughput ({nvideos} videos = {copies} copies of each, {total_frames} frames, short side 256, 2 cores)\n")
 print("| what | wall s | videos/s | frames/s | x ffmpeg (wall) | CPU s | frames per CPU s | x ffmpeg (CPU) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for k in ["ffmpeg", "shard_default", "shard_raw", "shard_raw_l1"]:
+for k in [k for k in ["ffmpeg", "shard_default", "shard_raw", "shard_raw_l1", "shard_plain"] if k in best]:
     w, c = best[k]
     print(f"| {names[k]} | {w:.2f} | {nvideos / w:.2f} | {total_frames / w:.0f} | {ff_wall / w:.2f} | {c:.2f} | {total_frames / c:.0f} | {ff_cpu / c:.2f} |")
 
@@ -68,8 +69,9 @@ evals = {v[0]: eval_rows(v[0].split("/")[-1][:-2]) for v in videos}
 
 # ---- size
 print("\n## 2. Size: bytes per stored frame, short side 256, yuv420p\n")
-print("| video | frames | size | source mp4 (own size) | raw yuv420p | JPEG q:v 2 | FFV1 level 3 | cvrl shards | shards / FFV1 |")
-print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+print("| video | frames | size | source mp4 (own size) | raw yuv420p | JPEG q:v 2 | FFV1 level 3 | cvrl shards | shards / FFV1 | plain shards | plain / FFV1 |")
+print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+plain_size = dict(tsv("plain_size.tsv")) if os.path.exists(f"{R}/plain_size.tsv") else {}
 size_ratio = {}
 for vid, w, h, n, rec, src, ffv1, ffv1_n, mjpeg in tsv("size.tsv"):
     w, h, n, ffv1_n = int(w), int(h), int(n), int(ffv1_n)
@@ -77,7 +79,9 @@ for vid, w, h, n, rec, src, ffv1, ffv1_n, mjpeg in tsv("size.tsv"):
     f = int(ffv1) / ffv1_n
     s = int(rec) / n
     size_ratio[vid] = (s, f)
-    print(f"| {short[vid]} | {n} | {w}x{h} | {int(src) / n:.0f} | {raw} | {int(mjpeg) / n:.0f} | {f:.0f} | {s:.0f} | {s / f:.2f} |")
+    pl = int(plain_size[vid]) / n if vid in plain_size else None
+    plain_cells = f"{pl:.0f} | {pl / f:.2f}" if pl else "- | -"
+    print(f"| {short[vid]} | {n} | {w}x{h} | {int(src) / n:.0f} | {raw} | {int(mjpeg) / n:.0f} | {f:.0f} | {s:.0f} | {s / f:.2f} | {plain_cells} |")
 print("\nJPEG: `-c:v mjpeg -q:v 2 -f mjpeg` (a raw MJPEG stream is the per-frame JPEG files back to back). "
       "FFV1: `-c:v ffv1 -level 3`, .mkv file size. Shards: the video's record (header, chunk table, chunks).")
 
@@ -133,6 +137,10 @@ r, rw = ff_cpu / sc, ff_wall / sw
 print(f"- throughput: {'MET' if r >= 0.8 else 'MISSED'}: cvrl-shard {total_frames / sc:.0f} vs ffmpeg decode+scale "
       f"{total_frames / ff_cpu:.0f} frames per CPU second = {r:.2f}x (target >= 0.8x; judged on CPU time, which other "
       f"processes on this shared machine disturb less; by wall time {total_frames / sw:.0f} vs {total_frames / ff_wall:.0f} frames/s = {rw:.2f}x)")
+if "shard_plain" in best:
+    pc = best["shard_plain"][1]
+    print(f"- throughput, --predictor plain: {'MET' if ff_cpu / pc >= 0.8 else 'MISSED'}: "
+          f"{total_frames / pc:.0f} frames per CPU second = {ff_cpu / pc:.2f}x ffmpeg's (target >= 0.8x)")
 ok = all(s <= f for s, f in size_ratio.values())
 print(f"- size: {'MET' if ok else 'MISSED'}: " + "; ".join(
     f"{short[v]} {s:.0f} vs FFV1 {f:.0f} B/frame ({s / f:.2f}x)" for v, (s, f) in size_ratio.items()) + " (target <= 1.0x FFV1)")
