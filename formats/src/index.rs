@@ -19,6 +19,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
@@ -309,7 +310,8 @@ pub fn write_failures(path: &Path, rows: &[FailureRow]) -> Result<()> {
 }
 
 /// Reads every batch of the Parquet file at `path` after checking its columns against
-/// `expected`. The parquet and arrow crates panic on some malformed files instead of
+/// `expected`. Counts in the file that parquet would allocate by are checked first
+/// ([`crate::parquet_guard`]), so no file makes it reserve gigabytes. The parquet and arrow crates panic on some malformed files instead of
 /// returning an error (a negative column chunk offset, a thrift struct missing a required
 /// field, an embedded Arrow schema naming a 6688-bit integer: FUZZING.md); such a panic is
 /// caught here and becomes [`FormatError::BadIndex`], so no file can panic a reader. The
@@ -327,7 +329,14 @@ fn read_batches(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
 }
 
 fn read_batches_unguarded(path: &Path, expected: &Schema) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|error| FormatError::Io { path: path.into(), error })?;
+    let io = |error| FormatError::Io { path: path.into(), error };
+    let mut file = File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    // Counts parquet would size allocations by, checked first (parquet_guard.rs).
+    crate::parquet_guard::check(&bytes)
+        .map_err(|e| bad_index(path, format!("malformed Parquet file ({e})")))?;
+    drop(bytes);
     let unreadable =
         |e: &dyn std::fmt::Display| bad_index(path, format!("not a readable Parquet file ({e})"));
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;

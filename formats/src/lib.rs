@@ -14,12 +14,14 @@ pub mod codec;
 pub mod error;
 pub mod index;
 pub mod manifest;
+mod parquet_guard;
 pub mod pixel;
 pub mod reader;
 pub mod sampler;
 pub mod set;
 pub mod shard;
 pub mod shard_file;
+mod thrift;
 
 pub use error::{FormatError, Result};
 pub use index::{FailureRow, VideoRow};

@@ -1,6 +1,6 @@
-//! Inputs with which the fuzz targets of `fuzz/` made a reader panic (FUZZING.md, Findings),
-//! each a test named after what it caught. The files are the minimised crash inputs,
-//! byte for byte; a reader must now refuse each with an error naming the file.
+//! Inputs with which the fuzz targets of `fuzz/` made a reader panic or run out of memory
+//! (FUZZING.md, Findings), each a test named after what it caught. The files are the crash
+//! inputs, byte for byte; a reader must now refuse each with an error naming the file.
 
 use cvrl_formats::index::read_index;
 use cvrl_formats::{BuildParams, FormatError, Manifest, PixelFormat, ShardSet};
@@ -44,7 +44,9 @@ fn refused_as_bad_index(name: &str, reason_has: &str) {
 fn an_index_with_a_negative_column_chunk_offset_is_refused_not_a_panic() {
     refused_as_bad_index(
         "index-negative-column-start.parquet",
-        "column start and length should not be negative",
+        // Refused by the page check (a header of another chunk declares a 6069-byte string)
+        // before parquet reaches the negative offset it panicked on.
+        "page header at byte 381: a string at byte 3 declares 6069 entries",
     );
 }
 
@@ -56,4 +58,14 @@ fn an_index_whose_footer_lacks_a_required_thrift_field_is_refused_not_a_panic() 
 #[test]
 fn an_index_whose_arrow_schema_names_a_6688_bit_integer_is_refused_not_a_panic() {
     refused_as_bad_index("index-arrow-schema-int-width.parquet", "bit width of 6688");
+}
+
+#[test]
+fn an_index_whose_footer_declares_a_thrift_list_of_67_gb_is_refused_before_parquet_allocates() {
+    refused_as_bad_index("index-thrift-list-67gb.parquet", "footer: a list at byte");
+}
+
+#[test]
+fn an_index_whose_dictionary_page_declares_3_gb_of_values_is_refused_before_parquet_fills_it() {
+    refused_as_bad_index("index-dictionary-page-3gb.parquet", "dictionary page declares");
 }

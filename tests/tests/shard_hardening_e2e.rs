@@ -3,9 +3,12 @@
 //! that do not belong together is refused, naming them, with nothing written; a second
 //! build of a folder is refused at once, naming the first; a build that runs out of space
 //! stops with an error naming the file, keeps what it committed, and a rerun finishes it;
-//! files that are not videos are named in the summary.
+//! files that are not videos are named in the summary; FFmpeg's own log lines are not
+//! printed but quoted in the failure of the file they concern, and shown by file with
+//! `--verbose`.
 
 use cvrl_e2e::{bin, ffmpeg_raw, run, run_ok, sample_videos, tempdir, text};
+use cvrl_formats::index::read_failures;
 use cvrl_formats::ShardSet;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -342,4 +345,38 @@ fn files_that_are_not_videos_are_counted_and_named_in_the_summary() {
     );
     assert!(stdout(&o).contains(&listed), "{listed:?} not in {}", text(&o));
     assert_eq!(ShardSet::open(out.path()).unwrap().len(), 2);
+}
+
+#[test]
+fn ffmpeg_prints_nothing_its_lines_explain_a_failure_and_verbose_shows_them_by_file() {
+    let d = tempdir();
+    let class = d.path().join("in/archery");
+    std::fs::create_dir_all(&class).unwrap();
+    let corrupt = class.join("corrupt.mp4");
+    std::fs::copy(sample_videos().join("broken/corrupt.mp4"), &corrupt).unwrap();
+    std::fs::copy(sample_videos().join("videos/archery/testsrc2_h264.mp4"), class.join("good.mp4"))
+        .unwrap();
+    let (quiet_out, verbose_out) = (d.path().join("quiet"), d.path().join("verbose"));
+    let quiet = shard_build(&d.path().join("in"), &quiet_out, &[]);
+    assert_eq!(quiet.status.code(), Some(3), "{}", text(&quiet));
+    assert!(!stderr(&quiet).contains("@ 0x"), "FFmpeg printed: {}", text(&quiet));
+    // The failure quotes the h264 decoder's own complaint, without its address.
+    let failures = read_failures(&quiet_out.join("failures.parquet")).unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let error = &failures[0].error;
+    assert!(error.contains("; FFmpeg said: [h264] "), "{error}");
+    assert!(!error.contains("@ 0x"), "{error}");
+    assert!(stdout(&quiet).contains(error.as_str()), "{error} not in {}", text(&quiet));
+
+    let verbose = shard_build(&d.path().join("in"), &verbose_out, &["--verbose"]);
+    assert_eq!(verbose.status.code(), Some(3), "{}", text(&verbose));
+    let shown = format!("{}: [h264 @ 0x", corrupt.display());
+    let err = stderr(&verbose);
+    assert!(err.lines().any(|l| l.starts_with(&shown)), "no {shown:?} line in {err}");
+    assert!(err.lines().all(|l| l.starts_with(&corrupt.display().to_string())), "{err}");
+    // The flag changes what is printed, not what is stored.
+    assert_eq!(read_failures(&verbose_out.join("failures.parquet")).unwrap(), failures);
+    let (a, b) = (ShardSet::open(&quiet_out).unwrap(), ShardSet::open(&verbose_out).unwrap());
+    assert_eq!(contents(&a), contents(&b));
+    assert_eq!(contents(&a).len(), 1);
 }

@@ -2,9 +2,11 @@
 //! Hidden when stderr is not a terminal or with `--quiet`.
 
 use crate::build::Reporter;
+use crate::decode::ffmpeg_log::LiveSink;
 use cvrl_formats::FailureRow;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// An indicatif bar implementing [`Reporter`].
@@ -26,6 +28,21 @@ impl Bar {
         .expect("valid template");
         bar.set_style(style);
         Bar { bar, frames: AtomicU64::new(0), started: Instant::now() }
+    }
+}
+
+impl Bar {
+    /// Prints whole lines above the bar (`--verbose` output); on plain stderr when the bar
+    /// is hidden (`--quiet`, or stderr is not a terminal), where the bar would drop them.
+    pub fn line_printer(&self) -> LiveSink {
+        let bar = self.bar.clone();
+        Arc::new(move |line: &str| {
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        })
     }
 }
 

@@ -110,6 +110,11 @@ struct BuildArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Show FFmpeg's own log lines (errors) as they come, each prefixed with its file.
+    /// Without it they are not printed; a file that fails has them in its failure reason
+    /// (failures.parquet and the summary).
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 #[derive(Args)]
@@ -338,6 +343,9 @@ fn run_build(args: BuildArgs) -> Result<ExitCode> {
         force: args.force,
     };
     let bar = cvrl_tools::progress::Bar::new(args.quiet);
+    if args.verbose {
+        cvrl_tools::decode::ffmpeg_log::set_live(Some(bar.line_printer()));
+    }
     let summary = build(&inputs, &cfg, lock, &bar)?;
     print_summary(&summary, &inputs, &args.out);
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })

@@ -19,7 +19,7 @@ use super::picture::{quarter_turns, Rotation, Sink};
 use super::timeline::{
     fps_rational, frame_ticks, rational_f64, Clock, DecodeState, OutputWindow, Timeline,
 };
-use super::{init, DecodeError, DecodeOptions, Stage, VideoInfo};
+use super::{ffmpeg_log, init, DecodeError, DecodeOptions, Stage, VideoInfo};
 
 /// Decoded output must reach this share of the container's duration, else the file is
 /// reported as truncated.
@@ -31,12 +31,24 @@ const MIN_DECODED_SHARE: f64 = 0.9;
 ///
 /// Frames are handed over as they are decoded, so an `Err` can follow some calls of
 /// `on_frame`: those frames belong to a video that failed and should be dropped.
+///
+/// FFmpeg's log lines about the file are kept (silent unless a live sink is set:
+/// [`set_live`](super::ffmpeg_log::set_live)); an error ends with them.
 pub fn decode_video(
     path: &Path,
     opts: &DecodeOptions,
     on_frame: impl FnMut(&FrameLayout, &[u8]) -> anyhow::Result<()>,
 ) -> Result<VideoInfo, DecodeError> {
     init();
+    let (result, said) = ffmpeg_log::capture(path, || decode_file(path, opts, on_frame));
+    result.map_err(|e| e.with_ffmpeg_log(&said))
+}
+
+fn decode_file(
+    path: &Path,
+    opts: &DecodeOptions,
+    on_frame: impl FnMut(&FrameLayout, &[u8]) -> anyhow::Result<()>,
+) -> Result<VideoInfo, DecodeError> {
     let window = OutputWindow::from_options(opts)?;
     let mut input = open(path)?;
     let (stream, mut decoder) = VideoStream::open(&input, opts)?;

@@ -50,6 +50,8 @@
 //! A file whose decoded frames end before 90% of the duration its container declares (a
 //! truncated download) fails the same way. Some damage cannot be seen: FFmpeg's VP9 decoder
 //! reports nothing for garbage inside a frame, so such a file decodes "fine".
+//! Every error ends with what FFmpeg logged about the file, if anything (`...; FFmpeg said:
+//! [h264] error while decoding MB 3 4, bytestream -5`); FFmpeg itself prints nothing.
 //!
 //! # Threads
 //! Each decoder runs on one thread. The caller decodes many videos at once with rayon (one
@@ -61,7 +63,9 @@
 //! `timeline.rs` holds the timestamp rules above as pure integer logic (which output frame
 //! shows which decoded frame, the trim window); `picture.rs` turns, scales and packs a
 //! decoded picture into the stored layout; `decoder.rs` is the FFmpeg read-and-decode loop
-//! that feeds one into the other; `probe.rs` describes a file without decoding it.
+//! that feeds one into the other; `probe.rs` describes a file without decoding it;
+//! `ffmpeg_log.rs` keeps FFmpeg's log lines per file (silent unless asked) so that errors
+//! can quote them.
 //!
 //! ```no_run
 //! use cvrl_tools::decode::{decode_video, init, DecodeOptions};
@@ -77,6 +81,7 @@
 //! ```
 
 mod decoder;
+pub mod ffmpeg_log;
 mod picture;
 mod probe;
 #[cfg(test)]
@@ -190,9 +195,15 @@ impl DecodeError {
     fn new(stage: Stage, message: impl Into<String>) -> Self {
         DecodeError { stage, message: message.into() }
     }
+
+    /// This error with what FFmpeg said about the file appended ([`ffmpeg_log::fold`]).
+    fn with_ffmpeg_log(self, said: &ffmpeg_log::Said) -> Self {
+        DecodeError { message: ffmpeg_log::fold(&self.message, said), ..self }
+    }
 }
 
-/// Initialises FFmpeg once and makes it quiet (errors only). Safe to call from many threads;
+/// Initialises FFmpeg once: errors only, and its log goes to [`ffmpeg_log`] (silent; each
+/// decode keeps the lines of its file) instead of stderr. Safe to call from many threads;
 /// [`decode_video`] and [`probe`] call it themselves.
 pub fn init() {
     static ONCE: Once = Once::new();
@@ -200,5 +211,6 @@ pub fn init() {
         // With FFmpeg >= 4 there is nothing to register; init only sets up error strings.
         let _ = ff::init();
         ff::log::set_level(ff::log::Level::Error);
+        ffmpeg_log::install();
     });
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::decoder::open;
 use super::picture::quarter_turns;
 use super::timeline::rational_f64;
-use super::{init, DecodeError};
+use super::{ffmpeg_log, init, DecodeError};
 
 /// A container and its streams, as [`probe`] finds them.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -85,9 +85,15 @@ impl fmt::Display for ProbeInfo {
     }
 }
 
-/// Describes the container and streams of `path` without decoding.
+/// Describes the container and streams of `path` without decoding. An error ends with what
+/// FFmpeg said about the file, if anything.
 pub fn probe(path: &Path) -> Result<ProbeInfo, DecodeError> {
     init();
+    let (result, said) = ffmpeg_log::capture(path, || probe_file(path));
+    result.map_err(|e| e.with_ffmpeg_log(&said))
+}
+
+fn probe_file(path: &Path) -> Result<ProbeInfo, DecodeError> {
     let input = open(path)?;
     let format = input.format();
     let streams = input
