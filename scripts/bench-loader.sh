@@ -21,8 +21,9 @@
 # Knobs (environment): BENCH_ROUNDS (default 2), BENCH_PAIRS (pairs per loader/floor
 # measurement, default 96), BENCH_PEER_PAIRS (per peer measurement, default 48),
 # BENCH_WORKERS (the "all cores" worker count, default nproc), BENCH_VARIANTS (default
-# "adaptive:16 adaptive:8 adaptive:4 raw:16 raw:8"; empty for none), BENCH_PEERS (0 skips
-# the Python peers, whose rows then read "not measured"), BENCH_BASELINE_BIN (an older build
+# "adaptive:16 adaptive:4 raw:8 plain:8 plain:16"; empty for none), BENCH_PEERS (0 skips
+# the Python peers, whose rows then read "not measured"; BENCH_TORCH=0 skips only the cvrl
+# Python package's rows, which need a release build of the wheel), BENCH_BASELINE_BIN (an older build
 # of examples/bench_loader, e.g. a copy made before a codec change: it reads the default
 # shards too, as the row "baseline build (BENCH_BASELINE_LABEL)", so a before/after lands in
 # one run). About 10 minutes on 2 shared cores after the build (BENCHMARKS.md, Loader).
@@ -34,7 +35,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 PAIRS=${BENCH_PAIRS:-96}
 PEER_PAIRS=${BENCH_PEER_PAIRS:-48}
 ALL=${BENCH_WORKERS:-$(nproc)}
-read -r -a VARIANTS <<<"${BENCH_VARIANTS-adaptive:16 adaptive:8 adaptive:4 raw:16 raw:8}"
+read -r -a VARIANTS <<<"${BENCH_VARIANTS-adaptive:16 adaptive:4 raw:8 plain:8 plain:16}"
 PEERS=${BENCH_PEERS:-1}
 BASELINE=${BENCH_BASELINE_BIN:-}
 [ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "bench-loader: error: BENCH_BASELINE_BIN=$BASELINE is not executable" >&2; exit 1; }
@@ -129,4 +130,4 @@ print(';'.join(f'{p}=={v(p)}' for p in ('decord', 'av', 'torchcodec', 'torch')))
 log "done; the table follows (also in $B/report.md)"
 "$PY" scripts/bench_loader_report.py "$R" "$ALL" "${#VIDEOS[@]}" "$SRC_BYTES" "$SHARD_MS" "$INDEX_ONE" "$MACHINE" "$VERSIONS" \
   "$ROUNDS" "$B" | tee "$B/report.md"
-[ "$PEERS" = 0 ] || { bash scripts/python-package.sh release && "$PY" scripts/bench_loader_torch.py "$B/shards" "$R" --pairs "$PAIRS" --workers 1 "$ALL" --rounds "$ROUNDS" | tee -a "$B/report.md"; } # the cvrl Python package's rows (scripts/bench_loader_torch.py); BENCH_PEERS=0 skips them too
+[ "$PEERS" = 0 ] || [ "${BENCH_TORCH:-1}" = 0 ] || { bash scripts/python-package.sh release && "$PY" scripts/bench_loader_torch.py "$B/shards" "$R" --pairs "$PAIRS" --workers 1 "$ALL" --rounds "$ROUNDS" | tee -a "$B/report.md"; } # the cvrl Python package's rows (scripts/bench_loader_torch.py); BENCH_PEERS=0 skips them too
