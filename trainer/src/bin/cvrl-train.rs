@@ -221,7 +221,8 @@ struct Cli {
     #[arg(long, value_name = "BOOL")]
     sync_bn: Option<bool>,
     /// Several ranks: seconds a rank waits for the others in a collective before the run
-    /// stops with an error (a rank that died stops the others at once).
+    /// stops with an error naming the rank that stopped answering (a rank that died stops
+    /// the others at once).
     #[arg(long, value_name = "SECONDS")]
     dist_timeout: Option<u64>,
     /// No progress bar or status lines.
