@@ -1,6 +1,7 @@
 //! `cvrl-train` as several processes on localhost (Gloo), started as torchrun starts them
 //! (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): two ranks with the global batch
-//! split between them train the same model as one process with the whole batch, a resume
+//! split between them train the same model as one process with the whole batch, and so
+//! does one rank through the data-parallel path (`--dist-always`), a resume
 //! of a two-rank run is exact, a two-rank checkpoint resumes in one process with a warning,
 //! and a rank killed or hung mid-run stops the other with an error naming it instead of a
 //! hang.
@@ -119,6 +120,25 @@ fn two_ranks_train_the_same_model_as_one_process_with_the_whole_batch() {
             serde_json::from_slice(&std::fs::read(two.join("run.json")).unwrap()).unwrap();
         assert_eq!(run["world_size"], 2);
     }
+}
+
+#[test]
+fn a_world_of_one_through_the_data_parallel_path_trains_as_the_plain_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let flags = ["--steps", "3", "--temperature", "0.5"];
+    let plain = dir.path().join("plain");
+    let o = cvrl_train(&shards, &plain, &flags).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // As `torchrun --nproc-per-node 1 cvrl-train --dist-always` starts it.
+    let dist = dir.path().join("dist");
+    let mut args = flags.to_vec();
+    args.push("--dist-always");
+    let outputs = wait_all(spawn_ranks(1, || cvrl_train(&shards, &dist, &args)));
+    ok(&outputs);
+    let err = String::from_utf8_lossy(&outputs[0].stderr);
+    assert!(err.contains("rank 0 of 1 (Torchrun launch)"), "{err}");
+    assert_same_training(&plain, &dist, "ckpt-00000003");
 }
 
 #[test]
