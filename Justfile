@@ -50,10 +50,10 @@ bench-train: setup
     cargo build --release -p cvrl-trainer --example bench_step --bin cvrl-train
     bash scripts/bench-train.sh
 
-# Data-parallel benchmark: R3D-50's gradient bytes per step and their all-reduce time over 2 local Gloo ranks (flat, GradSync, GradReducer).
-bench-dist: setup
+# Data-parallel benchmark (a few minutes on 2 cores): world size 1 through the distributed path against the plain path, 2 ranks x 1 thread against 1 process x 2 threads (proxy-cpu model), R3D-50's all-reduce bytes per step and their time over 2 local Gloo ranks, the step time on paper at 8 and 64 GPUs. Flags go to bench_dist (--help).
+bench-dist *flags: setup
     cargo build --release -p cvrl-trainer --example bench_dist
-    ./target/release/examples/bench_dist
+    ./target/release/examples/bench_dist {{flags}}
 
 # Loader benchmark: clip pairs/s of the shard loader against decord, PyAV and torchcodec decoding the source mp4s, and against plain zstd (the floor).
 bench-loader: setup

@@ -12,7 +12,8 @@
 #      clips/s, data wait, the loader's host CPU, GPU memory; with the augmentation on the
 #      device (the default on CUDA) and on the host (--augment-on host);
 #   3. device against host augmentation (examples/bench_augment): ms per batch;
-#   4. the data-parallel path with NCCL at world size 1 (torchrun), against step 2;
+#   4. the data-parallel path with NCCL at world size 1 (torchrun, --dist-always: without it
+#      a world of one trains as a single process), against step 2;
 #   5. experiment 1's CVRL run at SIZE=gpu (--preset proxy-gpu), its first 300 steps, when
 #      PROXY names the proxy's train shards.
 #
@@ -97,7 +98,7 @@ step "cvrl-train with the real loader, augmentation on the host" 150 \
 step "device against host augmentation" 120 "$bin/examples/bench_augment" --shards "$shards"
 step "data-parallel path, NCCL, world size 1" 150 \
     "$torchrun" --no-python --standalone --nproc-per-node 1 "$bin/cvrl-train" "${train[@]}" \
-    --out "$out/train-dist"
+    --dist-always --out "$out/train-dist"
 if [[ -n $proxy ]]; then
     step "experiment 1, CVRL at SIZE=gpu, first 300 steps" 240 \
         "$bin/cvrl-train" --preset proxy-gpu --shards "$proxy" --steps 300 --out "$out/exp1" \

@@ -38,6 +38,10 @@ fn the_dry_run_lists_every_step_and_refuses_missing_inputs() {
     }
     assert!(report.contains("--nproc-per-node 1"), "{report}");
     assert!(report.contains("--augment-on host"), "{report}");
+    // A world of one goes through the data-parallel path (NCCL) only when asked.
+    let dist = report.split("## data-parallel path, NCCL, world size 1").nth(1).unwrap();
+    let dist = dist.split("## ").next().unwrap();
+    assert!(dist.contains("--nproc-per-node 1") && dist.contains("--dist-always"), "{dist}");
 
     let missing = dir.path().join("no-such-set");
     let o = gpu_check(&missing, &out).output().unwrap();

@@ -4,8 +4,10 @@
 // NCCL for CUDA tensors when built with USE_C10D_NCCL), the collectives the trainer uses
 // (all-reduce sum, all-gather of equal shapes, broadcast, barrier), two differentiable
 // collectives written as torch::autograd::Function (all-gather and all-reduce with gradient),
-// a way to give a parameter a zero gradient so every rank buckets the same tensors, and
-// c10d::Reducer, DDP's engine, which averages gradients bucket by bucket during backward.
+// a way to give a parameter a zero gradient so every rank buckets the same tensors,
+// c10d::Reducer, DDP's engine, which averages gradients bucket by bucket during backward, and
+// a heartbeat through the store, so that a rank whose collective failed can tell which peer
+// stopped answering.
 //
 // Why C++: c10d has no C API and tch exposes none of it; the Rust side (trainer/src/dist/ffi.rs)
 // declares exactly the functions below.
@@ -21,13 +23,19 @@
 //   by cvrl_c10d_group_free; autograd nodes that need the group in backward hold their own, so
 //   a graph outliving the Rust handle still has a live group.
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -45,6 +53,143 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// Milliseconds since the Unix epoch: a heartbeat's value, comparable between hosts whose
+// clocks are synchronised (NTP keeps them within milliseconds; the diagnosis also looks at
+// whether a value moves, which needs no common clock).
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string heartbeat_key(int rank) { return "cvrl/heartbeat/" + std::to_string(rank); }
+
+// A client connection of its own to the TCPStore at host:port. `timeout` bounds the
+// connection attempts and waits for keys, but not every read: a client's handshake with a
+// server whose process is stopped (SIGSTOP, a hung host) blocks in recv for good. Hence
+// the heartbeat thread below is never joined unboundedly, and readers go through
+// `bounded`.
+c10::intrusive_ptr<c10d::Store> store_client(const std::string& host, uint16_t port,
+                                              std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions opts;
+  opts.port = port;
+  opts.isServer = false;
+  opts.waitWorkers = false;
+  opts.timeout = timeout;
+  return c10::make_intrusive<c10d::TCPStore>(host, opts);
+}
+
+// `work()`'s result if it comes within `timeout`, else an exception. The work runs on a
+// thread of its own, detached, which owns everything it touches: if the store never answers,
+// that thread stays blocked until the process exits, and nothing else waits for it.
+template <typename T>
+T bounded(std::function<T()> work, std::chrono::milliseconds timeout, const std::string& what) {
+  auto promise = std::make_shared<std::promise<T>>();
+  std::future<T> result = promise->get_future();
+  std::thread([promise, work = std::move(work)] {
+    try {
+      promise->set_value(work());
+    } catch (...) {
+      promise->set_exception(std::current_exception());
+    }
+  }).detach();
+  if (result.wait_for(timeout) != std::future_status::ready) {
+    throw std::runtime_error(what + " did not answer within " + std::to_string(timeout.count()) +
+                             " ms");
+  }
+  return result.get();
+}
+
+// Writes this rank's wall-clock time under cvrl/heartbeat/<rank> every `kInterval`, from a
+// thread and a store connection of its own: the training thread may be blocked in a
+// collective, and the group's own store connection belongs to the backends. A value written
+// once `stopping` is set carries the prefix "stopping ": this rank is leaving on an error of
+// its own and is not a lost peer. A failed write (the store's host is gone) is retried at the
+// next beat; the readers notice the store is gone themselves.
+class Heartbeat {
+ public:
+  static constexpr std::chrono::milliseconds kInterval{1000};
+
+  Heartbeat(const std::string& host, uint16_t port, int rank, std::chrono::milliseconds timeout)
+      : state_(std::make_shared<State>()), timeout_(timeout) {
+    state_->store = store_client(host, port, timeout);
+    state_->key = heartbeat_key(rank);
+    beat(*state_);  // before the backends' rendezvous: once it completes, every rank has a value
+    thread_ = std::thread([state = state_] { run(*state); });
+  }
+
+  // Stops the thread; if a write of its hangs on a stopped store past the timeout, leaves it
+  // behind (it owns its state) rather than hang this rank's exit.
+  ~Heartbeat() {
+    bool finished = false;
+    {
+      std::unique_lock<std::mutex> lock(state_->mutex);
+      state_->stop = true;
+      state_->wake.notify_all();
+      finished = state_->wake.wait_for(lock, timeout_ + kInterval,
+                                       [this] { return state_->finished; });
+    }
+    if (finished) {
+      thread_.join();
+    } else {
+      thread_.detach();
+    }
+  }
+
+  // From now on this rank's heartbeat says it is stopping on its own; written at once.
+  void mark_stopping() {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stopping = true;
+    state_->wake.notify_all();
+  }
+
+ private:
+  struct State {
+    c10::intrusive_ptr<c10d::Store> store;
+    std::string key;
+    std::mutex mutex;
+    std::condition_variable wake;
+    bool stop = false;
+    bool stopping = false;
+    bool finished = false;
+  };
+
+  static void beat(State& state) {
+    bool stopping = false;
+    {
+      std::lock_guard<std::mutex> lock(state.mutex);
+      stopping = state.stopping;
+    }
+    const std::string value = (stopping ? "stopping " : "") + std::to_string(now_ms());
+    state.store->set(state.key, std::vector<uint8_t>(value.begin(), value.end()));
+  }
+
+  static void run(State& state) {
+    std::unique_lock<std::mutex> lock(state.mutex);
+    bool was_stopping = state.stopping;
+    while (!state.stop) {
+      state.wake.wait_for(lock, kInterval,
+                          [&] { return state.stop || state.stopping != was_stopping; });
+      if (state.stop) {
+        break;
+      }
+      was_stopping = state.stopping;
+      lock.unlock();
+      try {
+        beat(state);
+      } catch (...) {
+      }
+      lock.lock();
+    }
+    state.finished = true;
+    state.wake.notify_all();
+  }
+
+  std::shared_ptr<State> state_;
+  std::chrono::milliseconds timeout_;
+  std::thread thread_;
+};
+
 // One rank's membership of a group: the store it met the others through, a Gloo backend, and
 // an NCCL backend when one was asked for. A CustomClassHolder so an autograd context can keep
 // it alive in an IValue capsule.
@@ -54,6 +199,10 @@ struct Group : torch::CustomClassHolder {
   c10::intrusive_ptr<c10d::Backend> nccl;  // null unless created with NCCL
   int rank = 0;
   int size = 1;
+  // Where the store listens, for the heartbeat readers' own connections.
+  std::string host;
+  uint16_t port = 0;
+  std::unique_ptr<Heartbeat> heartbeat;
   // The ProcessGroup front end over the same backends, which c10d::Reducer takes; made on
   // first use.
   c10::intrusive_ptr<c10d::ProcessGroup> front;
@@ -303,7 +452,13 @@ char* cvrl_c10d_group_new(const char* host, uint16_t port, int rank, int size,
     auto group = c10::make_intrusive<Group>();
     group->rank = rank;
     group->size = size;
-    group->store = c10::make_intrusive<c10d::TCPStore>(std::string(host), store_opts);
+    group->host = host;
+    group->port = port;
+    group->store = c10::make_intrusive<c10d::TCPStore>(group->host, store_opts);
+    // A beat's write waits at most a few seconds, so that leaving the group (which joins the
+    // heartbeat thread) never waits long on a store whose host hangs.
+    group->heartbeat = std::make_unique<Heartbeat>(
+        group->host, port, rank, std::min(timeout, std::chrono::milliseconds(5000)));
 
     auto gloo_opts = c10d::ProcessGroupGloo::Options::create(timeout);
     gloo_opts->devices.push_back(
@@ -358,6 +513,45 @@ char* cvrl_c10d_broadcast(Group* group, at::Tensor* t, int root) {
 
 char* cvrl_c10d_barrier(Group* group) {
   return guarded([&] { checked(group)->barrier(); });
+}
+
+// Every rank's last heartbeat, read through a new store connection within `timeout_ms`:
+// out_ms[r] is rank r's wall-clock time at its last beat (ms since the Unix epoch) and
+// out_stopping[r] is 1 when rank r said it is stopping on an error of its own. `n` must be
+// the world size. Fails when the store does not answer within the timeout.
+char* cvrl_c10d_heartbeats(Group* group, int64_t timeout_ms, int64_t* out_ms,
+                           int* out_stopping, size_t n) {
+  return guarded([&] {
+    Group* g = checked(group);
+    if (out_ms == nullptr || out_stopping == nullptr || n != static_cast<size_t>(g->size)) {
+      throw std::invalid_argument("heartbeats need two arrays of the world size");
+    }
+    const std::chrono::milliseconds timeout(timeout_ms);
+    std::vector<std::string> keys;
+    for (int r = 0; r < g->size; ++r) {
+      keys.push_back(heartbeat_key(r));
+    }
+    const std::string host = g->host;
+    const uint16_t port = g->port;
+    std::vector<std::vector<uint8_t>> values = bounded<std::vector<std::vector<uint8_t>>>(
+        [=] { return store_client(host, port, timeout)->multiGet(keys); }, timeout,
+        "the store at " + host + ":" + std::to_string(port));
+    const std::string prefix = "stopping ";
+    for (size_t r = 0; r < n; ++r) {
+      std::string v(values.at(r).begin(), values.at(r).end());
+      out_stopping[r] = v.rfind(prefix, 0) == 0 ? 1 : 0;
+      if (out_stopping[r] != 0) {
+        v = v.substr(prefix.size());
+      }
+      out_ms[r] = std::stoll(v);
+    }
+  });
+}
+
+// From now on this rank's heartbeat says it is stopping on an error of its own, so that the
+// other ranks do not take its silence after it exits for a lost peer.
+char* cvrl_c10d_mark_stopping(Group* group) {
+  return guarded([&] { checked(group)->heartbeat->mark_stopping(); });
 }
 
 char* cvrl_c10d_all_gather_with_grad(Group* group, const at::Tensor* t, at::Tensor** out) {

@@ -185,7 +185,8 @@ fn rank_process() {
         "sync_bn" => rank_sync_bn(&group, &dir),
         "step_sync" => rank_step(&group, &dir, false),
         "step_reducer" => rank_step(&group, &dir, true),
-        "lost_peer" => rank_lost_peer(&group, &dir),
+        "lost_peer" => rank_lost_peer(&group, &dir, 1),
+        "lost_store" => rank_lost_peer(&group, &dir, 0),
         other => panic!("unknown scenario {other:?}"),
     }
 }
@@ -338,18 +339,22 @@ fn rank_step(group: &ProcessGroup, dir: &Path, reducer: bool) {
     }
 }
 
-/// Rank 1 announces it has joined, then waits to be killed or stopped by the test; rank 0
-/// runs an all-reduce that rank 1 never joins and reports how it ended.
-fn rank_lost_peer(group: &ProcessGroup, dir: &Path) {
+/// Both ranks announce they have joined; then the `victim` waits to be killed or stopped by
+/// the test, and the other rank runs an all-reduce that the victim never joins, reports how
+/// it ended, and asks the heartbeats which rank was lost.
+fn rank_lost_peer(group: &ProcessGroup, dir: &Path, victim: usize) {
     group.barrier().unwrap();
     std::fs::write(dir.join(format!("joined_{}", group.rank())), b"").unwrap();
-    if group.rank() == 1 {
+    if group.rank() == victim {
         std::thread::sleep(DEADLINE);
         return;
     }
     let mut x = Tensor::ones([4], (Kind::Float, Device::Cpu));
     let err = group.all_reduce_sum_(&mut x).expect_err("the peer is gone");
     std::fs::write(dir.join("error"), err.to_string()).unwrap();
+    let lost = group.find_lost();
+    let ranks: Vec<String> = lost.ranks().iter().map(usize::to_string).collect();
+    std::fs::write(dir.join("lost"), format!("{}\n{lost}", ranks.join(","))).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -689,47 +694,80 @@ fn compare_step(dir: &Path, vs: &mut nn::VarStore, head: &ProjectionHead, how: &
     assert_eq!(checked, WORLD * (3 * 2 + 2 * 4));
 }
 
-/// Starts the `lost_peer` scenario, waits until both ranks joined, then does `act` to
-/// rank 1's process; returns rank 0's error message.
-fn lost_peer(timeout: Duration, act: impl FnOnce(&mut Child)) -> String {
+/// How the survivor of a lost-peer scenario ended: the collective's error, the ranks
+/// [`ProcessGroup::find_lost`] named, and its message.
+struct LostReport {
+    error: String,
+    ranks: String,
+    message: String,
+}
+
+/// Starts ranks 0 and 1 with collective timeout `timeout`, waits until both joined, then does
+/// `act` to the `victim`'s process; returns what the other rank reported, once it has
+/// finished (within [`DEADLINE`]).
+fn lost_peer(victim: usize, timeout: Duration, act: impl FnOnce(&mut Child)) -> LostReport {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let port = free_port();
     let timeout_ms = timeout.as_millis() as u64;
-    let rank0 = spawn_rank("lost_peer", dir, port, 0, timeout_ms);
-    let mut rank1 = spawn_rank("lost_peer", dir, port, 1, timeout_ms);
+    let scenario = if victim == 1 { "lost_peer" } else { "lost_store" };
+    let mut ranks: Vec<Child> =
+        (0..WORLD).map(|r| spawn_rank(scenario, dir, port, r, timeout_ms)).collect();
     let deadline = Instant::now() + DEADLINE;
     while !(dir.join("joined_0").exists() && dir.join("joined_1").exists()) {
         assert!(Instant::now() < deadline, "the ranks never joined");
         std::thread::sleep(Duration::from_millis(20));
     }
-    act(&mut rank1);
-    let out = wait_until(rank0, deadline, "rank 0 after losing rank 1");
-    let _ = rank1.kill();
-    let _ = rank1.wait();
-    assert_success(&out, "rank 0 after losing rank 1");
-    std::fs::read_to_string(dir.join("error")).expect("rank 0 wrote its error")
+    let mut lost = ranks.remove(victim);
+    act(&mut lost);
+    let survivor = format!("rank {} after losing rank {victim}", 1 - victim);
+    let out = wait_until(ranks.remove(0), deadline, &survivor);
+    // A stopped process still takes SIGKILL.
+    let _ = lost.kill();
+    let _ = lost.wait();
+    assert_success(&out, &survivor);
+    let error = std::fs::read_to_string(dir.join("error")).expect("the survivor wrote its error");
+    let lost = std::fs::read_to_string(dir.join("lost")).expect("the survivor wrote the lost");
+    let (ranks, message) = lost.split_once('\n').expect("ranks, then the message");
+    println!("rank {}: {error}; {message}", 1 - victim);
+    LostReport { error, ranks: ranks.to_owned(), message: message.to_owned() }
+}
+
+fn sigstop(child: &mut Child) {
+    let status = Command::new("kill").args(["-STOP", &child.id().to_string()]).status();
+    assert!(status.expect("run kill").success(), "SIGSTOP {}", child.id());
 }
 
 #[test]
-fn a_killed_rank_fails_the_other_ranks_collective() {
+fn a_killed_rank_fails_the_other_ranks_collective_and_its_heartbeat_names_it() {
     // A generous timeout: the failure must come from the closed connection, not the clock.
-    let message = lost_peer(Duration::from_secs(60), |rank1| {
+    let report = lost_peer(1, Duration::from_secs(60), |rank1| {
         rank1.kill().expect("SIGKILL rank 1");
     });
-    println!("rank 0: {message}");
-    assert!(message.starts_with("all_reduce failed on rank 0 of 2: "), "{message}");
+    assert!(report.error.starts_with("all_reduce failed on rank 0 of 2: "), "{}", report.error);
+    assert_eq!(report.ranks, "1", "{}", report.message);
+    assert!(report.message.starts_with("rank 1 of 2 stopped answering"), "{}", report.message);
 }
 
 #[test]
-fn a_stopped_rank_fails_the_other_ranks_collective_after_the_timeout() {
-    let message = lost_peer(Duration::from_secs(2), |rank1| {
-        let status = Command::new("kill").args(["-STOP", &rank1.id().to_string()]).status();
-        assert!(status.expect("run kill").success(), "SIGSTOP rank 1");
+fn a_stopped_rank_fails_the_other_ranks_collective_after_the_timeout_and_is_named() {
+    let report = lost_peer(1, Duration::from_secs(2), sigstop);
+    assert!(report.error.starts_with("all_reduce failed on rank 0 of 2: "), "{}", report.error);
+    assert!(report.error.to_lowercase().contains("timed out"), "{}", report.error);
+    assert_eq!(report.ranks, "1", "{}", report.message);
+}
+
+#[test]
+fn losing_rank_0_names_it_as_the_stores_host_whether_killed_or_stopped() {
+    let killed = lost_peer(0, Duration::from_secs(60), |rank0| {
+        rank0.kill().expect("SIGKILL rank 0");
     });
-    println!("rank 0: {message}");
-    assert!(message.starts_with("all_reduce failed on rank 0 of 2: "), "{message}");
-    assert!(message.to_lowercase().contains("timed out"), "{message}");
+    assert!(killed.error.starts_with("all_reduce failed on rank 1 of 2: "), "{}", killed.error);
+    assert_eq!(killed.ranks, "0", "{}", killed.message);
+    assert!(killed.message.contains("serves the group's store at 127.0.0.1"), "{}", killed.message);
+    // Stopped, its store still accepts connections but never answers: the reads time out.
+    let stopped = lost_peer(0, Duration::from_secs(2), sigstop);
+    assert_eq!(stopped.ranks, "0", "{}", stopped.message);
 }
 
 /// The switch in `model`: sync BN builds the same variables as tch's BatchNorm, and in a

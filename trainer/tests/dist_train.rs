@@ -1,8 +1,10 @@
 //! `cvrl-train` as several processes on localhost (Gloo), started as torchrun starts them
 //! (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): two ranks with the global batch
-//! split between them train the same model as one process with the whole batch, a resume
+//! split between them train the same model as one process with the whole batch, and so
+//! does one rank through the data-parallel path (`--dist-always`), a resume
 //! of a two-rank run is exact, a two-rank checkpoint resumes in one process with a warning,
-//! and a rank killed mid-run stops the other with an error instead of a hang.
+//! and a rank killed or hung mid-run stops the other with an error naming it instead of a
+//! hang.
 
 mod common;
 
@@ -121,6 +123,25 @@ fn two_ranks_train_the_same_model_as_one_process_with_the_whole_batch() {
 }
 
 #[test]
+fn a_world_of_one_through_the_data_parallel_path_trains_as_the_plain_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let flags = ["--steps", "3", "--temperature", "0.5"];
+    let plain = dir.path().join("plain");
+    let o = cvrl_train(&shards, &plain, &flags).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // As `torchrun --nproc-per-node 1 cvrl-train --dist-always` starts it.
+    let dist = dir.path().join("dist");
+    let mut args = flags.to_vec();
+    args.push("--dist-always");
+    let outputs = wait_all(spawn_ranks(1, || cvrl_train(&shards, &dist, &args)));
+    ok(&outputs);
+    let err = String::from_utf8_lossy(&outputs[0].stderr);
+    assert!(err.contains("rank 0 of 1 (Torchrun launch)"), "{err}");
+    assert_same_training(&plain, &dist, "ckpt-00000003");
+}
+
+#[test]
 fn a_two_rank_run_resumes_exactly_and_in_one_process_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let shards = shards(dir.path());
@@ -161,27 +182,65 @@ fn a_two_rank_run_resumes_exactly_and_in_one_process_with_a_warning() {
     }
 }
 
-#[test]
-fn a_killed_rank_stops_the_other_with_an_error() {
+/// Starts two ranks with collective timeout `timeout_s` that would train for a long time,
+/// waits until training runs (rank 0's log has a line), does `act` to rank 1, and returns
+/// rank 0's output and how long after `act` it ended. Rank 1 is killed afterwards in any case.
+fn lose_rank_1(timeout_s: &str, act: impl FnOnce(&mut Child)) -> (Output, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let shards = shards(dir.path());
     let run = dir.path().join("run");
-    let mut children = spawn_ranks(2, || cvrl_train(&shards, &run, &["--steps", "100000"]));
-    // Once training runs (rank 0's log has a line), rank 1 dies.
+    let flags = ["--dist-timeout", timeout_s, "--steps", "100000"];
+    let mut children = spawn_ranks(2, || cli::cvrl_train(&shards, &run, &flags));
     let deadline = Instant::now() + Duration::from_secs(90);
     while losses_so_far(&run) == 0 {
         assert!(Instant::now() < deadline, "training never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    children[1].kill().unwrap();
-    let killed_at = Instant::now();
-    let outputs = wait_all(children);
-    let o = &outputs[0];
+    act(&mut children[1]);
+    let acted_at = Instant::now();
+    let mut rank1 = children.pop().unwrap();
+    let rank0 = wait_all(children).pop().unwrap();
+    let took = acted_at.elapsed();
+    // A stopped process still takes SIGKILL; nothing is left running.
+    let _ = rank1.kill();
+    let _ = rank1.wait();
+    (rank0, took)
+}
+
+/// Rank 0 failed, named rank 1 as the rank that stopped answering, and did not panic.
+fn assert_names_rank_1(o: &Output) {
     assert!(!o.status.success(), "rank 0 went on: {}", text(o));
-    assert!(killed_at.elapsed() < Duration::from_secs(60), "not within --dist-timeout");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("rank 0 of 2"), "{err}");
+    eprintln!("rank 0: {}", err.lines().last().unwrap_or_default());
+    assert!(err.contains("rank 1 of 2 stopped answering (its last heartbeat was"), "{err}");
+    assert!(err.contains("rank 0 of 2 stops too"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_killed_rank_stops_the_other_with_an_error_naming_it() {
+    let (o, took) = lose_rank_1("60", |rank1| rank1.kill().unwrap());
+    eprintln!("rank 0 ended {took:?} after rank 1 was killed");
+    assert_names_rank_1(&o);
+    // Gloo sees the closed connection at once; the heartbeats are watched for a few seconds.
+    assert!(took < Duration::from_secs(60), "not within --dist-timeout: {took:?}");
+}
+
+#[test]
+fn a_hung_rank_stops_the_other_within_the_timeout_with_an_error_naming_it() {
+    let timeout = Duration::from_secs(10);
+    let (o, took) = lose_rank_1("10", |rank1| {
+        let status = Command::new("kill").args(["-STOP", &rank1.id().to_string()]).status();
+        assert!(status.unwrap().success(), "SIGSTOP rank 1");
+    });
+    eprintln!("rank 0 ended {took:?} after rank 1 was stopped");
+    assert_names_rank_1(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.to_lowercase().contains("timed out"), "{err}");
+    // The collective's timeout, the heartbeat watch (a few seconds), and slack for a loaded
+    // machine to tear the run down; a hang would take until wait_all's two minutes.
+    let bound = timeout + cvrl_trainer::dist::WATCH + Duration::from_secs(30);
+    assert!(took < bound, "rank 0 took {took:?}, more than {bound:?}");
 }
 
 fn losses_so_far(run: &Path) -> usize {

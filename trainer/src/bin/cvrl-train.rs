@@ -227,9 +227,15 @@ struct Cli {
     #[arg(long, value_name = "BOOL")]
     sync_bn: Option<bool>,
     /// Several ranks: seconds a rank waits for the others in a collective before the run
-    /// stops with an error (a rank that died stops the others at once).
+    /// stops with an error naming the rank that stopped answering (a rank that died stops
+    /// the others at once).
     #[arg(long, value_name = "SECONDS")]
     dist_timeout: Option<u64>,
+    /// Join a process group even when the launcher starts one process (`torchrun
+    /// --nproc-per-node 1`): the data-parallel path, NCCL on a GPU, in a world of one, to
+    /// check or time it. Without it a world of one trains as a single process.
+    #[arg(long)]
+    dist_always: bool,
     /// No progress bar or status lines.
     #[arg(long, short)]
     quiet: bool,
@@ -467,7 +473,12 @@ fn run() -> Result<()> {
     let matches = Cli::command().after_long_help(presets_help()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let mut cfg = cli.config();
-    let launch = Launch::from_env()?;
+    let launch = if cli.dist_always {
+        let launch = Launch::from_env_any()?;
+        Some(launch.context("--dist-always: no torchrun or Slurm variables are set")?)
+    } else {
+        Launch::from_env()?
+    };
     let group = match &launch {
         Some(launch) => Some(join(launch, &mut cfg)?),
         None => None,

@@ -52,6 +52,14 @@ extern "C" {
     ) -> *mut c_char;
     fn cvrl_c10d_broadcast(group: *mut CGroup, t: *mut C_tensor, root: c_int) -> *mut c_char;
     fn cvrl_c10d_barrier(group: *mut CGroup) -> *mut c_char;
+    fn cvrl_c10d_heartbeats(
+        group: *mut CGroup,
+        timeout_ms: i64,
+        out_ms: *mut i64,
+        out_stopping: *mut c_int,
+        n: usize,
+    ) -> *mut c_char;
+    fn cvrl_c10d_mark_stopping(group: *mut CGroup) -> *mut c_char;
     fn cvrl_c10d_all_gather_with_grad(
         group: *mut CGroup,
         t: *const C_tensor,
@@ -202,6 +210,37 @@ impl RawGroup {
     pub(crate) fn barrier(&self) -> Result<(), String> {
         // SAFETY: live group handle.
         check(unsafe { cvrl_c10d_barrier(self.raw()) })
+    }
+
+    /// Every rank's last heartbeat, read through a new store connection that waits at most
+    /// `timeout`: per rank, its wall-clock time at that beat in ms since the Unix epoch, and
+    /// whether it said it is stopping on an error of its own.
+    pub(crate) fn heartbeats(
+        &self,
+        size: usize,
+        timeout: Duration,
+    ) -> Result<Vec<(i64, bool)>, String> {
+        let mut ms = vec![0i64; size];
+        let mut stopping = vec![0 as c_int; size];
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        // SAFETY: live group handle; both arrays hold `size` elements, which the shim checks
+        // against the world size before writing that many.
+        check(unsafe {
+            cvrl_c10d_heartbeats(
+                self.raw(),
+                timeout_ms,
+                ms.as_mut_ptr(),
+                stopping.as_mut_ptr(),
+                size,
+            )
+        })?;
+        Ok(ms.into_iter().zip(stopping).map(|(t, s)| (t, s != 0)).collect())
+    }
+
+    /// Makes this rank's heartbeat say, from now on, that it is stopping on its own error.
+    pub(crate) fn mark_stopping(&self) -> Result<(), String> {
+        // SAFETY: live group handle.
+        check(unsafe { cvrl_c10d_mark_stopping(self.raw()) })
     }
 
     /// [`RawGroup::all_gather`] recorded for autograd: backward sums the gradient over ranks

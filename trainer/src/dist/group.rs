@@ -5,7 +5,8 @@
 //! Every rank must issue the same collectives in the same order, on tensors of the same shape
 //! and kind (for [`ProcessGroup::all_gather`]: the same shape on every rank). A collective
 //! whose peer died fails as soon as the transport notices (Gloo: at once, the connection
-//! closes); one whose peer hangs fails after [`GroupOptions::timeout`].
+//! closes); one whose peer hangs fails after [`GroupOptions::timeout`]. Which peer it was,
+//! the error cannot say: [`ProcessGroup::find_lost`] (in `lost.rs`) asks the heartbeats.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,9 @@ pub struct ProcessGroup {
     raw: Arc<RawGroup>,
     rank: usize,
     world_size: usize,
+    master_addr: Arc<str>,
+    master_port: u16,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for ProcessGroup {
@@ -117,7 +121,14 @@ impl ProcessGroup {
             world_size: launch.world_size,
             message,
         })?;
-        Ok(ProcessGroup { raw: Arc::new(raw), rank: launch.rank, world_size: launch.world_size })
+        Ok(ProcessGroup {
+            raw: Arc::new(raw),
+            rank: launch.rank,
+            world_size: launch.world_size,
+            master_addr: launch.master_addr.as_str().into(),
+            master_port: launch.master_port,
+            timeout: options.timeout,
+        })
     }
 
     /// The shim's handle, for the other modules of `dist`.
@@ -133,6 +144,21 @@ impl ProcessGroup {
     /// Number of ranks.
     pub fn world_size(&self) -> usize {
         self.world_size
+    }
+
+    /// Where rank 0 serves the group's store.
+    pub fn master_addr(&self) -> &str {
+        &self.master_addr
+    }
+
+    /// The store's port.
+    pub fn master_port(&self) -> u16 {
+        self.master_port
+    }
+
+    /// The limit of every collective ([`GroupOptions::timeout`]).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     fn failed(&self, op: &'static str) -> impl FnOnce(String) -> DistError + '_ {

@@ -44,7 +44,7 @@ pub struct Launch {
     pub rank: usize,
     /// Rank on this node: the GPU index to use.
     pub local_rank: usize,
-    /// Number of processes in the run (at least 2).
+    /// Number of processes in the run (at least 2, except from [`Launch::from_env_any`]).
     pub world_size: usize,
     /// Host of rank 0, where the rendezvous store listens.
     pub master_addr: String,
@@ -110,14 +110,27 @@ impl Launch {
 
     /// As [`Launch::from_env`], reading variables through `var` (tests pass a map).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Launch>, LaunchError> {
-        let launch = if var("RANK").is_some() || var("WORLD_SIZE").is_some() {
-            Self::torchrun(&var)?
+        Ok(Self::from_vars_any(var)?.filter(|launch| launch.world_size > 1))
+    }
+
+    /// The launcher's description of this process, a world of one included (`cvrl-train
+    /// --dist-always`: the data-parallel path with one rank); `Ok(None)` without launcher
+    /// variables.
+    pub fn from_env_any() -> Result<Option<Launch>, LaunchError> {
+        Self::from_vars_any(|name| std::env::var(name).ok())
+    }
+
+    /// As [`Launch::from_env_any`], reading variables through `var`.
+    pub fn from_vars_any(
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Launch>, LaunchError> {
+        if var("RANK").is_some() || var("WORLD_SIZE").is_some() {
+            Self::torchrun(&var).map(Some)
         } else if var("SLURM_PROCID").is_some() {
-            Self::slurm(&var)?
+            Self::slurm(&var).map(Some)
         } else {
-            return Ok(None);
-        };
-        Ok((launch.world_size > 1).then_some(launch))
+            Ok(None)
+        }
     }
 
     fn torchrun(var: &impl Fn(&str) -> Option<String>) -> Result<Launch, LaunchError> {
@@ -290,9 +303,14 @@ mod tests {
     }
 
     #[test]
-    fn a_world_of_one_is_a_single_process() {
+    fn a_world_of_one_is_a_single_process_unless_asked_for() {
         let vars = [("RANK", "0"), ("WORLD_SIZE", "1"), TORCHRUN[3], TORCHRUN[4]];
         assert_eq!(launch(&vars), Ok(None));
+        let map: HashMap<&str, &str> = vars.into_iter().collect();
+        let any = Launch::from_vars_any(|name| map.get(name).map(|v| v.to_string()));
+        let one = any.unwrap().expect("a launch of one");
+        assert_eq!((one.rank, one.world_size, one.master_port), (0, 1, 29500));
+        assert_eq!(Launch::from_vars_any(|_| None), Ok(None));
     }
 
     #[test]

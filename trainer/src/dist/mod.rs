@@ -11,6 +11,7 @@
 //!   [`GradSync`]: the same after backward, bucket by bucket; [`broadcast_variables`]: equal
 //!   weights on every rank at the start.
 //! - [`SyncBatchNorm`]: BatchNorm over the group's batch (`crate::model::Norm::SyncBatch`).
+//! - [`Lost`]: which rank stopped answering, from the heartbeats, after a collective failed.
 //!
 //! One step of a rank, in order:
 //!
@@ -50,17 +51,21 @@
 //!
 //! Every rank runs the same steps with the same batch size: collectives pair up by order.
 //! A rank that dies makes the others' next collective fail at once (Gloo notices the closed
-//! connection); one that hangs makes them fail after [`GroupOptions::timeout`].
+//! connection); one that hangs makes them fail after [`GroupOptions::timeout`]. Every rank
+//! writes a heartbeat to the group's store once a second, and [`ProcessGroup::find_lost`]
+//! reads them after such a failure to name the rank that stopped ([`Lost`]).
 
 mod ffi;
 mod grad;
 mod group;
 mod launch;
 mod loss;
+mod lost;
 mod sync_bn;
 
 pub use grad::{broadcast_variables, GradReducer, GradSync, DEFAULT_BUCKET_BYTES};
 pub use group::{nccl_available, DistError, GroupOptions, ProcessGroup, DEFAULT_TIMEOUT};
 pub use launch::{first_host, slurm_default_port, Launch, LaunchError, Launcher};
 pub use loss::info_nce_global;
+pub use lost::{Lost, READ_TIMEOUT, WATCH};
 pub use sync_bn::{sync_batch_norm, SyncBatchNorm};

@@ -9,7 +9,7 @@ use tch::TchError;
 
 use crate::checkpoint::CheckpointError;
 use crate::device::NoCuda;
-use crate::dist::DistError;
+use crate::dist::{DistError, Lost};
 use crate::model::ModelError;
 use crate::tensorboard::TensorBoardError;
 
@@ -61,11 +61,11 @@ pub enum TrainError {
              clips = 2 * micro_batch)]
     OutOfMemory { step: u64, device: String, micro_batch: usize, accumulate: usize, detail: String },
     #[error(
-        "rank {rank} of {ranks}: another rank stopped (it died, was killed or hung past \
-             --dist-timeout) at step {step}, so this one stops too; see the other ranks' output \
-             for why, then --resume from the last checkpoint. The collective said: {detail}"
+        "at step {step}, {lost}; rank {rank} of {ranks} stops too. Look at the output of the \
+         rank named for why (it died, was killed, or hung past --dist-timeout), then --resume \
+         from the last checkpoint. The collective said: {detail}"
     )]
-    LostRank { step: u64, rank: usize, ranks: usize, detail: String },
+    LostRank { step: u64, rank: usize, ranks: usize, lost: Lost, detail: String },
     #[error("libtorch failed at step {step}: {message}")]
     TorchFailure { step: u64, message: String },
     #[error("--supervised needs labelled videos, but the shard set {} {reason}", show_dirs(dirs))]

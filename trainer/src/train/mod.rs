@@ -281,7 +281,7 @@ pub fn train_with(
     let config_json = serde_json::to_value(cfg).expect("the configuration serialises");
     let (start_step, last_checkpoint) =
         restore(cfg, resume, &run, &mut stepper, &config_json, reporter, (rank, ranks))?;
-    stepper.sync_weights()?;
+    stepper.sync_weights(start_step)?;
     let log = if rank == 0 {
         let run_json = serde_json::json!({ "config": &config_json, "plan": plan,
             "model": cfg.model_description(), "device": crate::device::describe(stepper.device()),

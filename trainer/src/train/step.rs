@@ -18,7 +18,8 @@ use super::{is_out_of_memory, TrainConfig, TrainError};
 use crate::augment::device::{PackedBatch, Stager};
 use crate::device::{cuda_autocast, enable_bf16_autocast, pick_device};
 use crate::dist::{
-    broadcast_variables, info_nce_global, GradReducer, ProcessGroup, DEFAULT_BUCKET_BYTES,
+    broadcast_variables, info_nce_global, DistError, GradReducer, ProcessGroup,
+    DEFAULT_BUCKET_BYTES,
 };
 use crate::loader::Clips;
 use crate::loss::{cross_entropy, info_nce};
@@ -68,6 +69,18 @@ fn build_model(
 /// layout by its strides.
 fn to_channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 4, 1]).contiguous().permute([0, 4, 1, 2, 3])
+}
+
+/// The error of a rank whose collective failed because a peer is gone, naming the peer the
+/// heartbeats say stopped (a few seconds' look, see [`ProcessGroup::find_lost`]).
+fn lost_rank(group: &ProcessGroup, step: u64, message: &str) -> TrainError {
+    TrainError::LostRank {
+        step,
+        rank: group.rank(),
+        ranks: group.world_size(),
+        lost: group.find_lost(),
+        detail: message.to_owned(),
+    }
 }
 
 /// Whether a failed collective's message says a peer went away or never answered.
@@ -257,10 +270,16 @@ impl Stepper {
         })
     }
 
-    /// Gives every rank rank 0's variables (after building or resuming: the same start).
-    pub fn sync_weights(&self) -> Result<(), TrainError> {
+    /// Gives every rank rank 0's variables (after building or resuming at `step`: the same
+    /// start).
+    pub fn sync_weights(&self, step: u64) -> Result<(), TrainError> {
         match &self.replicas {
-            Some(r) => Ok(broadcast_variables(&self.vs, &r.group, 0)?),
+            Some(r) => broadcast_variables(&self.vs, &r.group, 0).map_err(|e| match e {
+                DistError::Collective { message, .. } if is_lost_rank(&message) => {
+                    lost_rank(&r.group, step, &message)
+                }
+                e => e.into(),
+            }),
             None => Ok(()),
         }
     }
@@ -300,12 +319,7 @@ impl Stepper {
                 detail: torch_detail(message),
             }
         } else if let Some(r) = self.replicas.as_ref().filter(|_| is_lost_rank(message)) {
-            TrainError::LostRank {
-                step,
-                rank: r.group.rank(),
-                ranks: r.group.world_size(),
-                detail: message.to_owned(),
-            }
+            lost_rank(&r.group, step, message)
         } else {
             TrainError::TorchFailure { step, message: message.to_owned() }
         }
