@@ -771,9 +771,9 @@ fn losing_rank_0_names_it_as_the_stores_host_whether_killed_or_stopped() {
 }
 
 /// The switch in `model`: sync BN builds the same variables as tch's BatchNorm, and in a
-/// world of one rank computes the same outputs, running statistics and gradients. In f64:
-/// through a whole R3D the two f32 computations (fused `batch_norm` and sync BN's formula)
-/// drift apart by ~1e-5 relative in the gradients, rounding that f64 shrinks to ~1e-12.
+/// world of one rank computes the same outputs, running statistics and gradients (there it
+/// takes libtorch's fused kernel; sync BN's own formula is checked against one process at
+/// two ranks by the step tests). In f64, so that a formula that drifted would show.
 #[test]
 fn sync_norm_builds_the_same_model_and_matches_it_on_one_rank() {
     let solo = Launch {

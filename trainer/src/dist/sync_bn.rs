@@ -13,7 +13,8 @@
 //! Variables are tch's: `weight`, `bias`, `running_mean`, `running_var`, created in the same
 //! order with the same initialisers as `nn::batch_norm*d`, so a checkpoint loads into either
 //! and the model builds the same. tch keeps no `num_batches_tracked` and neither does this.
-//! Without a group, or in evaluation, the forward is tch's exactly (`Tensor::batch_norm`).
+//! Without a group, in a group of one, or in evaluation, the forward is tch's exactly
+//! (`Tensor::batch_norm`).
 
 use std::borrow::Borrow;
 
@@ -80,7 +81,10 @@ impl SyncBatchNorm {
         let ok = if self.nd == 1 { dim == 2 || dim == 3 } else { dim == self.nd + 2 };
         assert!(ok, "as nd={}, got an input with {dim} dims ({:?})", self.nd, xs.size());
         match (&self.group, train) {
-            (Some(group), true) => self.synced(xs, group),
+            // A world of one holds the whole batch: libtorch's fused kernel gives the same
+            // statistics without two all-reduces (PyTorch's SyncBatchNorm falls back the
+            // same way).
+            (Some(group), true) if group.world_size() > 1 => self.synced(xs, group),
             _ => Ok(Tensor::batch_norm(
                 xs,
                 self.ws.as_ref(),
