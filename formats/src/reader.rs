@@ -9,7 +9,7 @@
 //! chunk's decoding is skipped), and of a plain chunk only those frames;
 //! [`FrameReader::frame`] decodes whole chunks.
 
-use crate::codec::{ChunkDecoder, Codec};
+use crate::codec::{ChunkDecoder, Codec, CodecError};
 use crate::error::{FormatError, Result};
 use crate::index::VideoRow;
 use crate::pixel::FrameLayout;
@@ -61,6 +61,8 @@ pub struct FrameReader<'s> {
     chunk: Vec<u8>,
     /// `(video, chunk)` in `chunk`, and which of its frames are decoded.
     cached: Option<(usize, usize)>,
+    /// The chunk whose CRC-32C was checked last.
+    checked: Option<(usize, usize)>,
     have: Vec<bool>,
     /// The frames of a chunk a call wants (reused).
     wanted: Vec<usize>,
@@ -79,6 +81,7 @@ impl<'s> FrameReader<'s> {
             decoder,
             chunk: Vec::new(),
             cached: None,
+            checked: None,
             have: Vec::new(),
             wanted: Vec::new(),
             decoded_frames: 0,
@@ -154,13 +157,9 @@ impl<'s> FrameReader<'s> {
             self.wanted.clear();
             self.wanted.extend(indices[k..k + run].iter().map(|&i| (i - first) as usize));
             let wanted = std::mem::take(&mut self.wanted);
-            let loaded = self.load_chunk(video, c, Some(&wanted));
+            let appended = self.append_frames(video, c, &wanted, out);
             self.wanted = wanted;
-            loaded?;
-            for &i in &indices[k..k + run] {
-                let at = (i - first) as usize * frame_bytes;
-                out.extend_from_slice(&self.chunk[at..at + frame_bytes]);
-            }
+            appended?;
             k += run;
         }
         Ok(())
@@ -189,27 +188,12 @@ impl<'s> FrameReader<'s> {
         Ok(())
     }
 
-    /// Decodes chunk `c` of `video` into the chunk buffer, at least its frames `wanted`
-    /// (numbers within the chunk; `None`: all, with every check of the codec), unless they
-    /// are already there. The predictive codec reconstructs every frame up to the last one
-    /// wanted, plain frames exactly the wanted ones.
-    fn load_chunk(&mut self, video: usize, c: usize, wanted: Option<&[usize]>) -> Result<()> {
+    /// The codec of `video`'s record and the bytes of its chunk `c`, whose CRC-32C is
+    /// checked unless this reader checked it last.
+    fn chunk_data(&mut self, video: usize, c: usize) -> Result<(Codec, &'s [u8])> {
         let set = self.set;
         let row = &set.videos[video];
         let entry = row.chunks[c];
-        let n = entry.num_frames as usize;
-        let all: Vec<usize>;
-        let wanted = match wanted {
-            Some(w) => w,
-            None => {
-                all = (0..n).collect();
-                &all
-            }
-        };
-        let cached = self.cached == Some((video, c));
-        if cached && wanted.iter().all(|&k| self.have.get(k).copied().unwrap_or(false)) {
-            return Ok(());
-        }
         let record = set.record(video);
         let path = set.shard_path(video);
         let bad_record = |reason: &str| FormatError::BadRecord {
@@ -227,9 +211,8 @@ impl<'s> FrameReader<'s> {
             .ok_or_else(|| bad_record("unknown codec"))?;
         let data =
             &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
-        let layout = set.layouts[video];
-        if !cached {
-            self.cached = None;
+        if self.checked != Some((video, c)) {
+            self.checked = None;
             let actual = crc32c::crc32c(data);
             if actual != entry.crc32c {
                 return Err(FormatError::ChunkChecksum {
@@ -240,6 +223,72 @@ impl<'s> FrameReader<'s> {
                     actual,
                 });
             }
+            self.checked = Some((video, c));
+        }
+        Ok((codec, data))
+    }
+
+    /// The error for chunk `c` of `video` that its codec refused.
+    fn decode_error(&self, video: usize, c: usize, error: CodecError) -> FormatError {
+        FormatError::ChunkDecode {
+            path: self.set.shard_path(video).into(),
+            video: self.set.videos[video].video_id.clone(),
+            chunk: c,
+            error,
+        }
+    }
+
+    /// Appends the frames `frames` (numbers within the chunk) of chunk `c` of `video` to
+    /// `out`: plain frames are decompressed straight into it, the predictive codec's through
+    /// the chunk buffer ([`FrameReader::load_chunk`]).
+    fn append_frames(
+        &mut self,
+        video: usize,
+        c: usize,
+        frames: &[usize],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let fb = self.set.layouts[video].frame_bytes();
+        let (codec, data) = self.chunk_data(video, c)?;
+        if codec == Codec::Predictive || self.cached == Some((video, c)) {
+            self.load_chunk(video, c, Some(frames))?;
+            for &k in frames {
+                out.extend_from_slice(&self.chunk[k * fb..(k + 1) * fb]);
+            }
+            return Ok(());
+        }
+        let n = self.set.videos[video].chunks[c].num_frames as usize;
+        let result = self
+            .decoder
+            .plain_frames(data, n)
+            .and_then(|mut plain| frames.iter().try_for_each(|&k| plain.append(k, fb, out)));
+        result.map_err(|e| self.decode_error(video, c, e))?;
+        self.decoded_frames += frames.len() as u64;
+        Ok(())
+    }
+
+    /// Decodes chunk `c` of `video` into the chunk buffer, at least its frames `wanted`
+    /// (numbers within the chunk; `None`: all, with every check of the codec), unless they
+    /// are already there. The predictive codec reconstructs every frame up to the last one
+    /// wanted, plain frames exactly the wanted ones.
+    fn load_chunk(&mut self, video: usize, c: usize, wanted: Option<&[usize]>) -> Result<()> {
+        let n = self.set.videos[video].chunks[c].num_frames as usize;
+        let all: Vec<usize>;
+        let wanted = match wanted {
+            Some(w) => w,
+            None => {
+                all = (0..n).collect();
+                &all
+            }
+        };
+        let cached = self.cached == Some((video, c));
+        if cached && wanted.iter().all(|&k| self.have.get(k).copied().unwrap_or(false)) {
+            return Ok(());
+        }
+        let (codec, data) = self.chunk_data(video, c)?;
+        let layout = self.set.layouts[video];
+        if !cached {
+            self.cached = None;
             self.chunk.resize(layout.frame_bytes() * n, 0);
             self.have.clear();
             self.have.resize(n, false);
@@ -249,18 +298,14 @@ impl<'s> FrameReader<'s> {
             Codec::Plain => wanted.iter().copied().filter(|&k| !self.have[k]).collect(),
             Codec::Predictive => wanted.to_vec(),
         };
-        let decoded = self
-            .decoder
-            .decode_wanted(codec, &layout, n, data, &mut self.chunk, &missing)
-            .map_err(|error| {
-                self.cached = None;
-                FormatError::ChunkDecode {
-                    path: path.into(),
-                    video: row.video_id.clone(),
-                    chunk: c,
-                    error,
+        let decoded =
+            match self.decoder.decode_wanted(codec, &layout, n, data, &mut self.chunk, &missing) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    self.cached = None;
+                    return Err(self.decode_error(video, c, e));
                 }
-            })?;
+            };
         match codec {
             Codec::Plain => missing.iter().for_each(|&k| self.have[k] = true),
             Codec::Predictive => self.have[..decoded].iter_mut().for_each(|h| *h = true),

@@ -371,8 +371,14 @@ fn a_missing_or_foreign_manifest_is_refused() {
 
 #[test]
 fn a_flipped_bit_in_any_chunk_is_a_checksum_error_naming_video_and_chunk() {
+    for predictor in [PredictorMode::Adaptive, PredictorMode::Plain] {
+        a_flipped_bit_is_a_checksum_error(predictor);
+    }
+}
+
+fn a_flipped_bit_is_a_checksum_error(predictor: PredictorMode) {
     let dir = tempfile::tempdir().unwrap();
-    write_set(dir.path(), &videos());
+    write_set_with(dir.path(), &videos(), predictor);
     let set = ShardSet::open(dir.path()).unwrap();
     let i = set.find("a/one").unwrap();
     let row = set.videos()[i].clone();

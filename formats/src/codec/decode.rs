@@ -172,6 +172,18 @@ impl ChunkDecoder {
         }
     }
 
+    /// The frames of a plain chunk (codec 2) of `n_frames` frames, for reading some of them
+    /// straight into a caller's buffer ([`PlainFrames::append`]): the reader's path for a
+    /// clip's frames. Finds the chunk's frame table and checks that it tiles the chunk.
+    pub fn plain_frames<'a>(
+        &'a mut self,
+        compressed: &'a [u8],
+        n_frames: usize,
+    ) -> Result<PlainFrames<'a>, CodecError> {
+        super::plain::frame_offsets(compressed, n_frames, &mut self.offsets)?;
+        Ok(PlainFrames { decompressor: &mut self.decompressor, offsets: &self.offsets, compressed })
+    }
+
     /// Checks that `compressed` is exactly one zstd frame and decompresses it into the
     /// payload buffer, refusing more than `limit` bytes. Returns the payload's length.
     fn decompress(&mut self, compressed: &[u8], limit: usize) -> Result<usize, CodecError> {
@@ -194,6 +206,37 @@ impl ChunkDecoder {
     #[cfg(test)]
     pub(super) fn without_avx2() -> Self {
         ChunkDecoder { avx2: false, ..ChunkDecoder::new().expect("zstd decoder") }
+    }
+}
+
+/// A plain chunk whose frame table is known ([`ChunkDecoder::plain_frames`]).
+pub struct PlainFrames<'a> {
+    decompressor: &'a mut zstd::bulk::Decompressor<'static>,
+    offsets: &'a [usize],
+    compressed: &'a [u8],
+}
+
+impl PlainFrames<'_> {
+    /// Appends frame `k` (of `frame_bytes` bytes) to `out`, decompressed straight into it; on
+    /// error `out` is left as it was.
+    pub fn append(
+        &mut self,
+        k: usize,
+        frame_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        if k + 1 >= self.offsets.len() {
+            let (expected, actual) = (self.offsets.len().saturating_sub(1), k);
+            return Err(CodecError::BadLength { what: "frame number", expected, actual });
+        }
+        super::plain::append_frame(
+            self.decompressor,
+            self.compressed,
+            self.offsets,
+            k,
+            frame_bytes,
+            out,
+        )
     }
 }
 

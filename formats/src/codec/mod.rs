@@ -52,7 +52,7 @@ mod unpredict;
 #[cfg(test)]
 mod tests;
 
-pub use decode::ChunkDecoder;
+pub use decode::{ChunkDecoder, PlainFrames};
 pub use encode::ChunkEncoder;
 pub use error::CodecError;
 pub use mode::{Codec, Predictor, PredictorMode};

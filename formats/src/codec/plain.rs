@@ -63,6 +63,33 @@ pub(super) fn decode_frame(
     Ok(())
 }
 
+/// Appends frame `k` of a chunk whose frames start at `offsets` to `out`, decompressing
+/// straight into its spare capacity (no zero fill, no copy), and refuses a frame that does
+/// not hold exactly `fb` bytes (leaving `out` as it was).
+pub(super) fn append_frame(
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+    compressed: &[u8],
+    offsets: &[usize],
+    k: usize,
+    fb: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let src = &compressed[offsets[k]..offsets[k + 1]];
+    let start = out.len();
+    out.reserve(fb);
+    let mut tail = std::io::Cursor::new(&mut *out);
+    tail.set_position(start as u64);
+    let n = decompressor.decompress_to_buffer(src, &mut tail).map_err(|e| {
+        out.truncate(start);
+        CodecError::Zstd(e)
+    })?;
+    if n != fb {
+        out.truncate(start);
+        return Err(CodecError::SizeMismatch { expected: fb, actual: n });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{ChunkDecoder, ChunkEncoder, Codec, PredictorMode};
