@@ -37,7 +37,7 @@ use cvrl_trainer::dist::{
     GradReducer, GradSync, GroupOptions, Launch, Launcher, ProcessGroup, DEFAULT_BUCKET_BYTES,
 };
 use cvrl_trainer::model::Model;
-use cvrl_trainer::train::{MicroBatch, Preset, RunLength, Stepper, TrainConfig};
+use cvrl_trainer::train::{MicroBatch, Preset, RunLength, Stepper, TrainConfig, Views};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -127,7 +127,7 @@ fn time_steps(
     for s in 0..args.warmup + args.steps {
         let t0 = Instant::now();
         stepper.zero_grad();
-        let micro = MicroBatch { view_a: &a, view_b: &b, labels: None };
+        let micro = MicroBatch { views: Views::Host { a: &a, b: &b }, labels: None };
         let loss = stepper.backward(s as u64, &micro)?;
         stepper.update(s as u64, 1e-3, &[loss])?;
         if let Device::Cuda(i) = stepper.device() {

@@ -241,6 +241,7 @@ fn time_loader(
     for _ in 0..batches {
         let batch = loader.next_batch().context("the loader stopped")?;
         std::hint::black_box(&batch.clips);
+        loader.recycle(batch);
     }
     let wall = t.elapsed().as_secs_f64();
     let cpu = process_cpu_s() - cpu;
@@ -293,14 +294,15 @@ fn breakdown(
     for p in pairs {
         let row = &set.videos()[p.video];
         let layout = set.layout(p.video);
-        let t = thread_cpu_s();
+        let (t, before) = (thread_cpu_s(), reader.decoded_frames());
         for (clip, buf) in p.clips.iter().zip(frames.iter_mut()) {
             buf.clear();
             reader.read_indices(p.video, clip, buf)?;
         }
         read_s += thread_cpu_s() - t;
-        // What the reader decoded: each run of a clip's frames in one chunk, up to the run's
-        // last frame, unless the chunk it keeps between calls already holds that far.
+        decoded += (reader.decoded_frames() - before) as usize * layout.frame_bytes();
+        // The chunks the reader touched: each run of a clip's frames in one chunk, unless the
+        // chunk it keeps between calls already holds the run.
         for clip in &p.clips {
             let mut k = 0;
             while k < clip.len() {
@@ -313,7 +315,6 @@ fn breakdown(
                 k += run.count();
                 if !matches!(cached, Some((v, cc, n)) if v == p.video && cc == c && n >= need) {
                     cached = Some((p.video, c, need));
-                    decoded += need as usize * layout.frame_bytes();
                     compressed += e.length as usize;
                     chunks += 1;
                 }

@@ -146,6 +146,11 @@ impl LoaderStats {
     }
 }
 
+/// Packed batches handed back by the consumer ([`Loader::recycle`]) for the workers to fill
+/// again: a batch of cut clips is megabytes, and a buffer that is reused keeps its pages
+/// instead of being allocated, grown and faulted in anew for every batch.
+type Spares = Arc<std::sync::Mutex<Vec<Box<PackedBatch>>>>;
+
 /// A running loader; dropping it stops the workers.
 pub struct Loader {
     queues: Vec<Receiver<Batch>>,
@@ -154,6 +159,7 @@ pub struct Loader {
     next_step: u64,
     stats: Arc<LoaderStats>,
     last_return: Option<Instant>,
+    spares: Spares,
 }
 
 /// SplitMix64, the one cvrl-formats' sampler (and the Python package) seed with.
@@ -196,16 +202,22 @@ impl Loader {
         }
         let workers = cfg.workers.max(1);
         let stats = Arc::new(LoaderStats::default());
+        let spares = Spares::default();
         let mut queues = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for w in 0..workers {
             let (tx, rx) = sync_channel(cfg.prefetch.max(1));
-            let (set, cfg, transform, stats) =
-                (set.clone(), cfg.clone(), transform.clone(), stats.clone());
+            let (set, cfg, transform, stats, spares) =
+                (set.clone(), cfg.clone(), transform.clone(), stats.clone(), spares.clone());
             let first = start_step + w as u64;
             let handle = std::thread::Builder::new()
                 .name(format!("cvrl-loader-{w}"))
-                .spawn(move || worker(&set, &cfg, &*transform, &stats, first, workers as u64, tx))
+                .spawn(move || {
+                    let pairs = PairMaker::new(&set, &cfg, &*transform, spares);
+                    if let Some(pairs) = pairs {
+                        worker(pairs, &stats, first, workers as u64, tx);
+                    }
+                })
                 .map_err(|e| format!("cannot start loader thread: {e}"))?;
             queues.push(rx);
             handles.push(handle);
@@ -217,6 +229,7 @@ impl Loader {
             next_step: start_step,
             stats,
             last_return: None,
+            spares,
         })
     }
 
@@ -240,6 +253,17 @@ impl Loader {
     pub fn stats(&self) -> &LoaderStats {
         &self.stats
     }
+
+    /// Hands a used batch back, so that a worker fills its buffers again instead of
+    /// allocating new ones (only batches of cut clips are kept; a few at most).
+    pub fn recycle(&self, batch: Batch) {
+        if let Clips::Cut(packed) = batch.clips {
+            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            if spares.len() < self.queues.len() + 2 {
+                spares.push(packed);
+            }
+        }
+    }
 }
 
 impl Drop for Loader {
@@ -253,16 +277,13 @@ impl Drop for Loader {
 
 /// Builds batches `first, first + every, ...` until the consumer hangs up.
 fn worker(
-    set: &ShardSet,
-    cfg: &LoaderConfig,
-    transform: &dyn ClipTransform,
+    mut pairs: PairMaker<'_>,
     stats: &LoaderStats,
     first: u64,
     every: u64,
     tx: SyncSender<Batch>,
 ) {
-    let Ok(reader) = set.reader() else { return };
-    let mut pairs = PairMaker { set, cfg, transform, reader, scratch: Scratch::default() };
+    let (set, cfg) = (pairs.set, pairs.cfg);
     let per_epoch = (set.len() / cfg.batch_size) as u64;
     let mut order = (u64::MAX, Vec::new());
     let mut step = first;
@@ -345,13 +366,30 @@ struct PairMaker<'a> {
     transform: &'a dyn ClipTransform,
     reader: cvrl_formats::FrameReader<'a>,
     scratch: Scratch,
+    spares: Spares,
 }
 
-impl PairMaker<'_> {
+impl<'a> PairMaker<'a> {
+    /// `None` when the set's shards cannot be mapped for reading.
+    fn new(
+        set: &'a ShardSet,
+        cfg: &'a LoaderConfig,
+        transform: &'a dyn ClipTransform,
+        spares: Spares,
+    ) -> Option<Self> {
+        let reader = set.reader().ok()?;
+        Some(PairMaker { set, cfg, transform, reader, scratch: Scratch::default(), spares })
+    }
+
     /// An empty batch of `videos` pairs, in the form the loader makes.
     fn empty(&self, videos: usize) -> Clips {
         match self.transform.views().filter(|_| self.cfg.on_device) {
-            Some(views) => Clips::Cut(Box::new(PackedBatch::new(views[0].out_size))),
+            Some(views) => {
+                let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let mut packed = spare.unwrap_or_default();
+                packed.clear(views[0].out_size);
+                Clips::Cut(packed)
+            }
             None => {
                 let len = self.transform.output_len(self.cfg.clip.frames as usize) * videos;
                 Clips::Host { a: vec![0; len], b: vec![0; len] }

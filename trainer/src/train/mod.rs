@@ -533,6 +533,8 @@ impl Training<'_, '_> {
                 labels: self.labels.is_some().then_some(batch_labels.as_slice()),
             };
             losses.push(self.stepper.backward(step, &micro)?);
+            // The clips are on the device now: the batch's buffers can be filled again.
+            self.loader.recycle(batch);
         }
         Ok((self.stepper.update(step, lr, &losses)?, wait, skipped))
     }
