@@ -77,6 +77,11 @@ exp1 *seeds: setup
     cargo build --release -p cvrl-trainer
     bash scripts/experiment.sh exp1 {{seeds}}
 
+# The transfer probe: CVRL, random init and supervised (all pretrained on the proxy in DATA) linear-probed on TARGET, a proxy of object x motion pairs DATA never shows (`just proxy-data easy data/proxy-transfer 0 --diagonal-offset 2`); or with DATA_SEEDS, on proxies it makes itself.
+exp-transfer *seeds: setup
+    cargo build --release -p cvrl-trainer
+    bash scripts/experiment.sh exp-transfer {{seeds}}
+
 # Experiment 2: decreasing vs uniform vs increasing interval distributions, same budget.
 exp2 *seeds: setup
     cargo build --release -p cvrl-trainer
