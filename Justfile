@@ -68,10 +68,19 @@ proxy-data preset="easy" out="data/proxy" seed="0" *synth_flags: setup
     ./target/release/cvrl-shard build {{out}}/videos/val {{out}}/shards/val --short-side 0 --predictor raw --force
     @echo "proxy data done: videos in {{out}}/videos, shards in {{out}}/shards/train and {{out}}/shards/val"
 
+# The photographs `cvrl-shard synth --textures DIR` cuts realistic backgrounds from: scikit-image's bundled colour sample photographs as PNGs in OUT. E.g. `just textures && just proxy-data easy data/proxy-photo 1 --textures data/textures`.
+textures out="data/textures": setup
+    .venv/bin/python scripts/export-textures.py {{out}}
+
 # Experiment 1 and 4 of EXPERIMENTS.md on the proxy data (`just proxy-data` first): CVRL vs random init vs supervised, probed on class, object and motion. SIZE=cpu|gpu env, EPOCHS the budget, JOBS the runs trained at once (cpu default 2, each on half the cores), seeds default 0 1 2.
 exp1 *seeds: setup
     cargo build --release -p cvrl-trainer
     bash scripts/experiment.sh exp1 {{seeds}}
+
+# The transfer probe: CVRL, random init and supervised (all pretrained on the proxy in DATA) linear-probed on TARGET, a proxy of object x motion pairs DATA never shows (`just proxy-data easy data/proxy-transfer 0 --diagonal-offset 2`); or with DATA_SEEDS, on proxies it makes itself.
+exp-transfer *seeds: setup
+    cargo build --release -p cvrl-trainer
+    bash scripts/experiment.sh exp-transfer {{seeds}}
 
 # Experiment 2: decreasing vs uniform vs increasing interval distributions, same budget.
 exp2 *seeds: setup

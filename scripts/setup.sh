@@ -36,11 +36,12 @@ fi
 # just, pyarrow and duckdb (the index must open in them), numpy + zstandard (the reader
 # written from FORMAT.md alone), tensorboard (reads back the trainer's event files), the
 # CUDA 13.0 headers that torch's wheels leave out but ProcessGroupNCCL.hpp needs (crt/, libcu++):
-# with them the trainer's c10d shim gets its NCCL backend, and maturin (builds the cvrl
-# Python package, below).
+# with them the trainer's c10d shim gets its NCCL backend, maturin (builds the cvrl
+# Python package, below) and scikit-image (its bundled sample photographs are the proxy's
+# realistic backgrounds: scripts/export-textures.py).
 PY_PKGS=("torch==$TORCH_VERSION" "rust-just==$JUST_VERSION" "pyarrow==26.0.1" "duckdb==2.0.0"
   "zstandard==0.25.0" "numpy==2.4.6" "tensorboard==2.21.0" "nvidia-cuda-crt==13.0.88"
-  "nvidia-cuda-cccl==13.0.85" "maturin==1.16.0")
+  "nvidia-cuda-cccl==13.0.85" "maturin==1.16.0" "scikit-image==0.26.0")
 mapfile -t need < <("$VENV/bin/python" - "${PY_PKGS[@]}" <<'PY'
 import sys
 from importlib.metadata import PackageNotFoundError, version

@@ -3,7 +3,9 @@
 //! its `cpu` preset at 2 steps a run trains the CVRL and supervised runs two at a time,
 //! probes them and a random encoder on the class and on each factor, and writes the report
 //! table and plots; run again, it trains and probes nothing; and it refuses bad settings
-//! and runs made from other shards before it trains anything.
+//! and runs made from other shards before it trains anything. With DATA_SEEDS it makes
+//! each data seed's proxy (and exp-transfer's target of unseen classes) and reports over
+//! all of them.
 
 use cvrl_e2e::{proxy_shards, root, target_dir, tempdir, text};
 use std::fs;
@@ -21,7 +23,7 @@ const TARGETS: [&str; 3] = ["class", "object", "motion"];
 fn experiment(exp: &str, data: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new("bash");
     cmd.arg(root().join("scripts/experiment.sh")).args([exp, "0"]);
-    for setting in ["SIZE", "AUG", "JOBS", "ARMS"] {
+    for setting in ["SIZE", "AUG", "JOBS", "ARMS", "DATA_SEEDS", "SYNTH_FLAGS", "TRAIN_FLAGS"] {
         cmd.env_remove(setting);
     }
     cmd.env("BIN", target_dir()).env("DATA", data).env("OUT", out).env("EPOCHS", "2");
@@ -101,6 +103,75 @@ fn exp1_trains_probes_and_reports_then_skips_what_is_done() {
     let other = experiment("exp1", &copy, &out, &[]);
     assert_eq!(other.status.code(), Some(1), "{}", text(&other));
     assert!(text(&other).contains("was trained on other shards"), "{}", text(&other));
+}
+
+#[test]
+fn data_seeds_make_their_own_proxies_and_exp_transfer_probes_classes_never_pretrained_on() {
+    let dir = tempdir();
+    let (proxies, out) = (dir.path().join("proxies"), dir.path().join("out"));
+    let tiny = "--classes 10 --videos 6 --val 2 --min-seconds 2 --max-seconds 2";
+    let env =
+        [("DATA_SEEDS", "4 5"), ("PROXIES", proxies.to_str().unwrap()), ("SYNTH_FLAGS", tiny)];
+    let first = experiment("exp-transfer", &dir.path().join("unused"), &out, &env);
+    assert!(first.status.success(), "{}", text(&first));
+
+    let labels = ["cvrl", "random-init", "supervised-source"];
+    let mut cvrl_class = Vec::new();
+    for d in ["4", "5"] {
+        let (source, target) =
+            (proxies.join(format!("easy-d{d}")), proxies.join(format!("easy-d{d}-transfer")));
+        let classes =
+            |p: &Path| fs::read_to_string(p.join("videos/synth.json")).expect("synth.json");
+        assert!(
+            classes(&source).contains("\"disc_horizontal\"")
+                && !classes(&source).contains("disc_spin")
+        );
+        assert!(
+            classes(&target).contains("\"disc_spin\"")
+                && !classes(&target).contains("disc_horizontal")
+        );
+        assert!(classes(&target).contains(&format!("\"seed\": {d}")));
+        let run =
+            fs::read_to_string(out.join(format!("d{d}/runs-cpu-v3-light-e2/cvrl-s0/run.json")));
+        assert!(run.expect("run.json").contains(&format!("easy-d{d}/shards/train")));
+        let results = out.join(format!("d{d}/exp-transfer-cpu-v3-light-e2/results"));
+        for label in labels {
+            for t in TARGETS {
+                let file = results.join(format!("{label}-linear-{t}-seed0.json"));
+                let json: serde_json::Value =
+                    serde_json::from_str(&fs::read_to_string(&file).expect("result"))
+                        .expect("json");
+                let val = json["report"]["data"]["val"][0].as_str().expect("val set");
+                assert!(
+                    val.ends_with(&format!("easy-d{d}-transfer/shards/val")),
+                    "{label} {t}: {val}"
+                );
+                if (label, t) == ("cvrl", "class") {
+                    cvrl_class.push(json["report"]["scores"]["top1"].as_f64().expect("top1"));
+                }
+            }
+        }
+    }
+    // The summary pools both data seeds and keeps each beside the pool.
+    let report = fs::read_to_string(out.join("exp-transfer-cpu-v3-light-e2.md")).expect("report");
+    assert!(report.contains("| label | target | all | data 4 | data 5 |"), "{report}");
+    let (a, b) = (cvrl_class[0], cvrl_class[1]);
+    let std = (a - b).abs() / 2f64.sqrt();
+    let row = format!("| cvrl | class | {:.1} ± {std:.1} (2) | {a:.1} | {b:.1} |", (a + b) / 2.0);
+    assert!(report.contains(&row), "no row {row} in\n{report}");
+    for label in labels {
+        assert!(report.contains(&format!("| {label} | motion |")), "{label}: {report}");
+    }
+
+    let again = experiment("exp-transfer", &dir.path().join("unused"), &out, &env);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(stdout(&again).matches(": made before").count(), 4, "{}", stdout(&again));
+    assert!(!stdout(&again).contains("== pretraining"), "{}", stdout(&again));
+    // Other synth flags must not reuse these proxies.
+    let other = [env[0], env[1], ("SYNTH_FLAGS", "--classes 10 --videos 7 --val 2")];
+    let refused = experiment("exp-transfer", &dir.path().join("unused"), &out, &other);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("give these SYNTH_FLAGS a PROXY_TAG"), "{}", text(&refused));
 }
 
 /// An experiment, its environment, and the exit code and message it must be refused with.

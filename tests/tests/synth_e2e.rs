@@ -301,3 +301,78 @@ fn decoded_videos_drift_over_time_and_their_object_moves() {
         );
     }
 }
+
+/// Runs `cvrl-shard synth` on a tiny easy-preset dataset (4 classes x 1 train video of 1 s)
+/// with `extra` flags, returning its output.
+fn synth_with(out: &Path, extra: &[&str]) -> std::process::Output {
+    let flags = ["--preset", "easy", "--classes", "4", "--videos", "1", "--val", "0"];
+    let flags = [&flags[..], &["--min-seconds", "1", "--max-seconds", "1", "--seed", "2"]];
+    let flags = [&flags.concat()[..], extra, &["--quiet"]].concat();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"synth", &out];
+    args.extend(flags.iter().map(|f| f as &dyn AsRef<std::ffi::OsStr>));
+    run("cvrl-shard", &args)
+}
+
+/// The share of a video's first frame within 10 levels of `rgb` in every channel, as the
+/// ffmpeg CLI decodes it.
+fn share_near(video: &Path, rgb: [u8; 3]) -> f64 {
+    let raw = ffmpeg_raw(video, "select=eq(n\\,0)", "rgb24");
+    let near = raw.chunks_exact(3).filter(|p| (0..3).all(|c| p[c].abs_diff(rgb[c]) <= 10));
+    near.count() as f64 / (raw.len() / 3) as f64
+}
+
+#[test]
+fn textures_put_the_photographs_pixels_behind_the_object_deterministically() {
+    let dir = tempdir();
+    // One flat photograph, made by the ffmpeg CLI: every background pixel must take its
+    // colour (the object covers at most a quarter of the frame).
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let colour = [200u8, 60, 90];
+    let png = photos.join("flat.png");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=0xC83C5A:s=96x80", "-frames:v", "1"])
+        .arg(&png)
+        .status()
+        .expect("run ffmpeg");
+    assert!(made.success());
+    let tex = photos.to_str().unwrap();
+    let (a, b, plain) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("plain"));
+    for (out, extra) in [(&a, &["--textures", tex][..]), (&b, &["--textures", tex]), (&plain, &[])]
+    {
+        let o = synth_with(out, extra);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let (fa, fb) = (files(&a), files(&b));
+    assert_eq!(fa, fb, "the same seed and photographs must give the same bytes");
+    let videos = mp4s(&fa);
+    assert_eq!(videos.len(), 4);
+    for v in videos {
+        let photo = share_near(&a.join(v), colour);
+        let procedural = share_near(&plain.join(v), colour);
+        assert!(
+            photo > 0.7,
+            "{}: {photo:.2} of the frame has the photograph's colour",
+            v.display()
+        );
+        assert!(
+            procedural < 0.05,
+            "{}: procedural background near it: {procedural:.2}",
+            v.display()
+        );
+    }
+    let params = String::from_utf8(fa[Path::new("synth.json")].clone()).unwrap();
+    assert!(params.contains("\"flat.png\""), "{params}");
+
+    // A file that is not a PNG is named, and nothing is written.
+    std::fs::write(photos.join("broken.png"), b"GIF89a").unwrap();
+    let out = dir.path().join("refused");
+    let o = synth_with(&out, &["--textures", tex]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("broken.png") && text(&o).contains("not a readable PNG"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+}

@@ -6,7 +6,7 @@ use cvrl_formats::{BuildParams, Part, PixelFormat};
 use cvrl_tools::build::{build, describe_failure, BuildConfig, BuildSummary};
 use cvrl_tools::inputs::{Inputs, FACTORS_FILE};
 use cvrl_tools::lock::OutputLock;
-use cvrl_tools::synth::{synth, Preset, SynthConfig};
+use cvrl_tools::synth::{synth, Photos, Preset, SynthConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -171,6 +171,17 @@ struct SynthArgs {
     /// around it, so that clips far apart may disagree on the class, as in real footage.
     #[arg(long)]
     presence: Option<f32>,
+    /// Cut every video's backgrounds from random crops of the PNG photographs in this
+    /// folder instead of procedural textures (`scripts/export-textures.py` writes
+    /// scikit-image's sample photographs there); every other random choice stays as
+    /// without it. Their hue does not turn; --clutter still sets the distractors.
+    #[arg(long, value_name = "DIR")]
+    textures: Option<PathBuf>,
+    /// Take the classes this many diagonals further along the object x motion grid: with 10
+    /// classes, 2 gives ten object x motion pairs that offset 0 never shows (the transfer
+    /// probe's target; its videos are other draws than offset 0's).
+    #[arg(long, default_value_t = 0)]
+    diagonal_offset: usize,
     /// Videos encoded in parallel (default: all cores).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
@@ -274,6 +285,8 @@ fn run_synth(args: SynthArgs) -> Result<ExitCode> {
         object_scale: args.object_scale.unwrap_or(p.object_scale),
         clutter: args.clutter.unwrap_or(p.clutter),
         presence: args.presence.unwrap_or(p.presence),
+        diagonal_offset: args.diagonal_offset,
+        textures: args.textures.as_deref().map(Photos::load).transpose()?,
     };
     let bar = cvrl_tools::progress::Bar::new(args.quiet);
     let s = synth(&cfg, &args.out, args.force, &bar)?;

@@ -1,11 +1,15 @@
-//! The background: procedural textures (value noise, stripes, checker) larger than the
-//! frame, each panning across it, and their bilinear sampling at a frame's offset.
+//! The background: textures larger than the frame, procedural (value noise, stripes,
+//! checker) or cut from photographs (`photo.rs`), each panning across it, and their
+//! bilinear sampling at a frame's offset.
 
 use std::f32::consts::TAU;
 
 use super::raster::{hsv, lerp3, smoothstep, Rgb};
-use super::rng::{lattice, Rng};
+use super::rng::{lattice, mix, Rng};
 use super::SynthConfig;
+
+/// Salt of a photo background's random stream (drawn from the layer's procedural recipe).
+const PHOTO_STREAM: u64 = 0x9407_0000_7E87;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum TextureKind {
@@ -14,7 +18,7 @@ enum TextureKind {
     Checker,
 }
 
-/// A procedural texture, larger than the frame by the distance it pans.
+/// A texture, larger than the frame by the distance it pans.
 #[derive(Clone, Debug)]
 pub(super) struct Texture {
     w: usize,
@@ -26,16 +30,25 @@ fn background_colour(rng: &mut Rng) -> Rgb {
     hsv(rng.unit(), rng.range(0.15, 0.7), rng.range(0.25, 0.9))
 }
 
-impl Texture {
+/// The random choices of a procedural texture, drawn whether or not it is rendered, so that
+/// a photo background (which takes its own choices from `noise_seed`) leaves every later
+/// random choice of the video as it was.
+struct Recipe {
+    kind: TextureKind,
+    c1: Rgb,
+    c2: Rgb,
+    noise_seed: u64,
+    cell: f32,
+    sin: f32,
+    cos: f32,
+    period: f32,
+    shift: f32,
+    grain: f32,
+}
+
+impl Recipe {
     /// `contrast` (0-1) pulls the second colour and the grain towards the first.
-    fn new(
-        kind: TextureKind,
-        w: usize,
-        h: usize,
-        scale: f32,
-        contrast: f32,
-        rng: &mut Rng,
-    ) -> Texture {
+    fn draw(kind: TextureKind, scale: f32, contrast: f32, rng: &mut Rng) -> Recipe {
         let (c1, c2) = (background_colour(rng), background_colour(rng));
         let c2 = lerp3(c1, c2, contrast);
         let noise_seed = rng.next_u64();
@@ -45,6 +58,11 @@ impl Texture {
         let shift = rng.range(0.0, TAU);
         // Every kind gets some fractal noise in its brightness, so no region is flat.
         let grain = contrast * if kind == TextureKind::Noise { 0.0 } else { rng.range(0.1, 0.25) };
+        Recipe { kind, c1, c2, noise_seed, cell, sin, cos, period, shift, grain }
+    }
+
+    fn render(&self, w: usize, h: usize) -> Texture {
+        let Recipe { kind, c1, c2, noise_seed, cell, sin, cos, period, shift, grain } = *self;
         let mut rgb = Vec::with_capacity(w * h * 3);
         for y in 0..h {
             for x in 0..w {
@@ -119,7 +137,14 @@ impl Layer {
             if velocity.0 < 0.0 { travel.0 } else { 0.0 },
             if velocity.1 < 0.0 { travel.1 } else { 0.0 },
         );
-        let texture = Texture::new(kind, tw, th, w.min(h) as f32, cfg.clutter, rng);
+        let recipe = Recipe::draw(kind, w.min(h) as f32, cfg.clutter, rng);
+        let texture = match &cfg.textures {
+            None => recipe.render(tw, th),
+            Some(photos) => {
+                let mut own = Rng::new(mix(recipe.noise_seed ^ PHOTO_STREAM));
+                Texture { w: tw, h: th, rgb: photos.crop(tw, th, &mut own) }
+            }
+        };
         Layer { texture, start, velocity }
     }
 

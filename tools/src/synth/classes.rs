@@ -119,6 +119,15 @@ pub const MAX_CLASSES: usize = 36;
 /// counts (7, 11...) take the smallest grid that holds them and fill the last diagonal
 /// partly: balanced except for that diagonal.
 pub fn classes(count: usize) -> Result<Vec<ClassSpec>> {
+    classes_from(count, 0)
+}
+
+/// The `count` classes of [`classes`], starting `offset` diagonals further along the same
+/// grid: with an offset of at least the diagonals `count` fills, no class is an object x
+/// motion pair of the classes at offset 0, though every object and motion is (10 classes at
+/// offset 2 are diagonals 2 and 3 of the 5x5 grid: `disc_spin`, `square_orbit`...). The
+/// transfer probe's target classes (EXPERIMENTS.md).
+pub fn classes_from(count: usize, offset: usize) -> Result<Vec<ClassSpec>> {
     ensure!(
         (2..=MAX_CLASSES).contains(&count),
         "{count} classes: synth makes 2 to {MAX_CLASSES} (6 object kinds x 6 motions)"
@@ -127,9 +136,16 @@ pub fn classes(count: usize) -> Result<Vec<ClassSpec>> {
         (2..=6).rev().find(|&n| count.is_multiple_of(n) && (2..=n).contains(&(count / n)));
     let n = balanced
         .unwrap_or_else(|| (2..=6).find(|&n| n * n >= count).expect("count <= 36 fits 6 x 6"));
+    let diagonals = count.div_ceil(n);
+    ensure!(
+        offset + diagonals <= n,
+        "--diagonal-offset {offset}: {count} classes fill {diagonals} diagonals of a {n}x{n} \
+         grid, so the offset can be at most {}",
+        n - diagonals
+    );
     Ok((0..count)
         .map(|c| {
-            let (d, i) = (c / n, c % n);
+            let (d, i) = (c / n + offset, c % n);
             ClassSpec { object: ObjectKind::ALL[i], motion: Motion::ALL[(i + d) % n] }
         })
         .collect())
@@ -176,6 +192,26 @@ mod tests {
         }
         assert!(classes(1).is_err() && classes(37).is_err());
         assert_eq!(classes(7).unwrap().len(), 7);
+    }
+
+    #[test]
+    fn offset_classes_share_objects_and_motions_but_no_pair() {
+        let seen = classes(10).unwrap();
+        let unseen = classes_from(10, 2).unwrap();
+        assert_eq!(unseen[0].to_string(), "disc_spin");
+        assert_eq!(unseen[5].to_string(), "disc_orbit");
+        for c in &unseen {
+            assert!(!seen.contains(c), "{c} is also a class at offset 0");
+            assert!(seen.iter().any(|s| s.object == c.object), "{c}: object never seen");
+            assert!(seen.iter().any(|s| s.motion == c.motion), "{c}: motion never seen");
+            assert_eq!(unseen.iter().filter(|u| u.object == c.object).count(), 2, "{c}");
+            assert_eq!(unseen.iter().filter(|u| u.motion == c.motion).count(), 2, "{c}");
+        }
+        assert_eq!(classes_from(10, 0).unwrap(), seen);
+        assert!(classes_from(10, 3).is_ok());
+        let err = classes_from(10, 4).unwrap_err().to_string();
+        assert!(err.contains("at most 3"), "{err}");
+        assert!(classes_from(20, 2).is_err() && classes_from(20, 1).is_ok());
     }
 
     #[test]

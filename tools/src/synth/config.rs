@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
-use super::classes;
+use super::{classes_from, ClassSpec, Photos};
 
 /// A named size of dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -72,6 +72,15 @@ pub struct SynthConfig {
     /// after. Below 1, clips far apart are more likely to disagree on the class, as in
     /// real footage where the action fills only part of the video.
     pub presence: f32,
+    /// The classes start this many diagonals along the object x motion grid
+    /// ([`classes_from`]): 2 gives ten classes that share no object x motion pair with the
+    /// default ten (the transfer probe's target).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub diagonal_offset: usize,
+    /// Backgrounds cut from these photographs instead of procedural textures (`synth
+    /// --textures DIR`); every other random choice stays as without them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub textures: Option<Photos>,
 }
 
 impl SynthConfig {
@@ -90,6 +99,8 @@ impl SynthConfig {
             object_scale: 1.0,
             clutter: 1.0,
             presence: 1.0,
+            diagonal_offset: 0,
+            textures: None,
         }
     }
 
@@ -126,9 +137,20 @@ impl SynthConfig {
         }
     }
 
+    /// The classes, in order ([`classes_from`]).
+    pub fn class_specs(&self) -> Result<Vec<ClassSpec>> {
+        classes_from(self.classes, self.diagonal_offset)
+    }
+
+    /// The number that keys a class's random stream in [`super::VideoPlan::new`]: its place
+    /// in the grid, so the classes of another diagonal offset are other videos.
+    pub fn class_stream(&self, class_index: usize) -> usize {
+        class_index + self.diagonal_offset * super::MAX_CLASSES
+    }
+
     /// Checks every field once; after this the generator trusts them.
     pub fn validate(&self) -> Result<()> {
-        classes(self.classes)?;
+        self.class_specs()?;
         ensure!(self.videos_per_class >= 1, "--videos must be at least 1");
         ensure!(
             self.val_per_class <= self.videos_per_class,
@@ -167,6 +189,10 @@ impl SynthConfig {
         );
         Ok(())
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::path::Path;
 
 use super::encode::{fill_fresh_memory, write_video};
-use super::{classes, Canvas, ClassSpec, SynthConfig, VideoPlan, FACTORS_FILE, PARAMS_FILE};
+use super::{Canvas, ClassSpec, SynthConfig, VideoPlan, FACTORS_FILE, PARAMS_FILE};
 use crate::build::Reporter;
 
 /// One video of the dataset: where it goes and how it looks.
@@ -23,7 +23,7 @@ pub struct SynthVideo {
 /// Every video of `cfg`, in a fixed order (class by class). Validates `cfg`.
 pub fn plan_dataset(cfg: &SynthConfig) -> Result<Vec<SynthVideo>> {
     cfg.validate()?;
-    let specs = classes(cfg.classes)?;
+    let specs = cfg.class_specs()?;
     let train = cfg.videos_per_class - cfg.val_per_class;
     let mut out = Vec::with_capacity(specs.len() * cfg.videos_per_class);
     for (c, &class) in specs.iter().enumerate() {
@@ -33,7 +33,7 @@ pub fn plan_dataset(cfg: &SynthConfig) -> Result<Vec<SynthVideo>> {
                 rel_path: format!("{split}/{class}/{class}_{v:03}.mp4"),
                 split,
                 class,
-                plan: VideoPlan::new(cfg, class, c, v),
+                plan: VideoPlan::new(cfg, class, cfg.class_stream(c), v),
             });
         }
     }
@@ -73,7 +73,7 @@ pub fn synth(
     prepare_out(out, force)?;
     crate::decode::init();
     fill_fresh_memory();
-    let specs = classes(cfg.classes)?;
+    let specs = cfg.class_specs()?;
     let train = cfg.videos_per_class - cfg.val_per_class;
     let splits = [("train", train), ("val", cfg.val_per_class)];
     for split in splits.iter().filter(|s| s.1 > 0).map(|s| s.0) {

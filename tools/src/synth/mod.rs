@@ -48,14 +48,16 @@ mod config;
 mod dataset;
 mod distractor;
 mod encode;
+mod photo;
 mod raster;
 mod rng;
 mod scene;
 
-pub use classes::{classes, ClassSpec, Motion, ObjectKind, MAX_CLASSES};
+pub use classes::{classes, classes_from, ClassSpec, Motion, ObjectKind, MAX_CLASSES};
 pub use config::{Preset, SynthConfig};
 pub use dataset::{plan_dataset, synth, SynthSummary, SynthVideo};
 pub use encode::write_video;
+pub use photo::{Photos, TextureError};
 pub use raster::Canvas;
 pub use scene::{Pose, Rect, VideoPlan};
 

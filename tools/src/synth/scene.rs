@@ -133,6 +133,9 @@ impl VideoPlan {
             Layer::new(cfg, seconds, pan(&mut rng), &mut rng),
         ];
         let hue_rate = rng.sign() * rng.range(0.6, 1.4) / seconds;
+        // Photographs keep their colours (footage does not turn its hue); drawn all the same,
+        // so the rest of the video is as with procedural textures.
+        let hue_rate = if cfg.textures.is_some() { 0.0 } else { hue_rate };
         let count = 1 + rng.below(2 + (seconds / 2.0) as usize);
         let mut distractors: Vec<_> =
             (0..count).map(|_| Distractor::new(w, h, seconds, &mut rng)).collect();
