@@ -423,7 +423,7 @@ impl<'a> PairMaker<'a> {
             match clips {
                 Clips::Host { a, b } => {
                     let out = if v == 0 { a } else { b };
-                    let len = out.len() / self.cfg.slots().len();
+                    let len = self.transform.output_len(t);
                     let out = &mut out[slot * len..(slot + 1) * len];
                     self.transform.apply(view, rng, &layout, &s.frames[v], t, out);
                 }

@@ -39,18 +39,7 @@ fn clips(set: &Arc<ShardSet>, augmentation: Augmentation, on_device: bool) -> Ve
                 &[Tensor::from_slice(&a).view(shape), Tensor::from_slice(&b).view(shape)],
                 0,
             ),
-            Clips::Cut(packed) => {
-                let pairs = stager.upload(&packed).augment();
-                let mut s = vec![shape[0], 2];
-                s.extend_from_slice(&shape[1..]);
-                pairs.view(s.as_slice()).transpose(0, 1).reshape([
-                    2 * shape[0],
-                    3,
-                    shape[2],
-                    shape[3],
-                    shape[4],
-                ])
-            }
+            Clips::Cut(packed) => stager.upload(&packed).augment_views(),
         })
         .collect()
 }

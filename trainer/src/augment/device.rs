@@ -141,6 +141,17 @@ impl StagedBatch {
         self.frames().to_kind(Kind::Uint8)
     }
 
+    /// The augmented clips of a batch packed pair by pair (each video's first clip, then
+    /// its second: the loader's order), regrouped as the training step takes them: every
+    /// first clip, then every second clip, `u8` `[B, 3, T, S, S]`.
+    pub fn augment_views(&self) -> Tensor {
+        let x = self.augment();
+        let size = x.size();
+        let mut pairs = vec![size[0] / 2, 2];
+        pairs.extend_from_slice(&size[1..]);
+        x.view(pairs.as_slice()).transpose(0, 1).reshape(size.as_slice())
+    }
+
     /// The augmented clips as the model's input: `f32` `[B, 3, T, S, S]` in `[0, 1]`, the
     /// same values as [`crate::model::clips_to_input`] makes of [`StagedBatch::augment`].
     pub fn augment_float(&self) -> Tensor {

@@ -343,11 +343,7 @@ impl Stepper {
         let [c, t, s, _] = self.clip;
         let (view_a, view_b) = match views {
             Views::Host { a, b } => (a, b),
-            Views::Cut(packed) => {
-                let m = self.micro_batch as i64;
-                let pairs = self.stager.upload(packed).augment();
-                return pairs.view([m, 2, c, t, s, s]).transpose(0, 1).reshape([2 * m, c, t, s, s]);
-            }
+            Views::Cut(packed) => return self.stager.upload(packed).augment_views(),
         };
         let m = (view_a.len() / (c * t * s * s) as usize) as i64;
         let Device::Cuda(index) = self.device else {
