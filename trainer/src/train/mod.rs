@@ -301,8 +301,13 @@ pub fn train_with(
     };
     if start_step >= plan.total_steps {
         reporter.note(&format!("the run is already complete ({} steps)", plan.total_steps));
-        if rank == 0 && !summary.encoder.exists() {
-            checkpoint::export_encoder(&stepper.vs, &summary.encoder)?;
+        if rank == 0 {
+            // A run killed while exporting its encoder after the last checkpoint left a
+            // half-written export: finish the export and clear what the kill left.
+            if !summary.encoder.exists() {
+                checkpoint::export_encoder(&stepper.vs, &summary.encoder)?;
+            }
+            checkpoint::prune(&cfg.out, cfg.keep_checkpoints)?;
         }
         return Ok(summary);
     }
