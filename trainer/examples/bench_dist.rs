@@ -84,6 +84,20 @@ struct Args {
     /// 8-GPU node is 50 GB/s per GPU; 80 % of it.
     #[arg(long, default_value_t = 40.0)]
     ib_gbs: f64,
+    /// Run only these tables (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Table>,
+}
+
+/// The tables this program prints, for `--only`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Table {
+    /// World size 1: the data-parallel path against the plain path.
+    WorldOfOne,
+    /// 2 ranks x 1 thread against 1 process x 2 threads.
+    Ranks,
+    /// R3D-50's gradient all-reduce, and the step on paper at 8 and 64 GPUs.
+    AllReduce,
 }
 
 fn device(args: &Args, local_rank: usize) -> Result<Device> {
@@ -440,9 +454,16 @@ fn main() -> Result<()> {
     }
     let started = Instant::now();
     println!("bench_dist: {} ranks on 127.0.0.1, {}", args.ranks, args.device);
-    world_of_one(&args)?;
-    ranks_against_threads(&args)?;
-    all_reduce_tables(&args)?;
+    let wanted = |t: Table| args.only.is_empty() || args.only.contains(&t);
+    if wanted(Table::WorldOfOne) {
+        world_of_one(&args)?;
+    }
+    if wanted(Table::Ranks) {
+        ranks_against_threads(&args)?;
+    }
+    if wanted(Table::AllReduce) {
+        all_reduce_tables(&args)?;
+    }
     println!("\nbench_dist: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
