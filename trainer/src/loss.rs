@@ -46,13 +46,7 @@ pub const REFERENCE_TEMPERATURE: f64 = 0.1;
 ///
 /// If `z_a` and `z_b` are not both `[N, D]` with the same N and D, or τ is not positive.
 pub fn info_nce(z_a: &Tensor, z_b: &Tensor, temperature: f64) -> Tensor {
-    assert!(temperature > 0.0, "temperature must be positive, got {temperature}");
-    assert!(
-        z_a.dim() == 2 && z_a.size() == z_b.size(),
-        "embeddings must both be [N, D], got {:?} and {:?}",
-        z_a.size(),
-        z_b.size()
-    );
+    check_pair(z_a, z_b, temperature);
     crate::device::cuda_autocast(false, || {
         let a = l2_normalize(&z_a.to_kind(Kind::Float));
         let b = l2_normalize(&z_b.to_kind(Kind::Float));
@@ -104,6 +98,18 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
     crate::device::cuda_autocast(false, || {
         logits.to_kind(Kind::Float).cross_entropy_for_logits(labels)
     })
+}
+
+/// The preconditions of both InfoNCE forms: paired `[N, D]` embeddings of one shape and a
+/// positive temperature. Broken only by a programming error, hence a panic.
+pub(crate) fn check_pair(z_a: &Tensor, z_b: &Tensor, temperature: f64) {
+    assert!(temperature > 0.0, "temperature must be positive, got {temperature}");
+    assert!(
+        z_a.dim() == 2 && z_a.size() == z_b.size(),
+        "embeddings must both be [N, D], got {:?} and {:?}",
+        z_a.size(),
+        z_b.size()
+    );
 }
 
 /// Rows scaled to unit L2 norm, as TF's `l2_normalize`: `x / sqrt(max(‖x‖², 1e-12))`, so a

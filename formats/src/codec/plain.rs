@@ -62,13 +62,8 @@ pub(super) fn decode_frame(
     k: usize,
     out: &mut [u8],
 ) -> Result<(), CodecError> {
-    let src = &compressed[offsets[k]..offsets[k + 1]];
-    // `out` is exactly one frame: zstd refuses a frame that holds more.
-    let n = decompressor.decompress_to_buffer(src, out).map_err(CodecError::Zstd)?;
-    if n != out.len() {
-        return Err(CodecError::SizeMismatch { expected: out.len(), actual: n });
-    }
-    Ok(())
+    let fb = out.len();
+    decompress_frame(decompressor, compressed, offsets, k, out, fb)
 }
 
 /// Appends frame `k` of a chunk whose frames start at `offsets` to `out`, decompressing
@@ -82,17 +77,30 @@ pub(super) fn append_frame(
     fb: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let src = &compressed[offsets[k]..offsets[k + 1]];
     let start = out.len();
     out.reserve(fb);
-    let mut tail = std::io::Cursor::new(&mut *out);
+    let mut tail = io::Cursor::new(&mut *out);
     tail.set_position(start as u64);
-    let n = decompressor.decompress_to_buffer(src, &mut tail).map_err(|e| {
+    let done = decompress_frame(decompressor, compressed, offsets, k, &mut tail, fb);
+    if done.is_err() {
         out.truncate(start);
-        CodecError::Zstd(e)
-    })?;
+    }
+    done
+}
+
+/// Decompresses frame `k` into `out`, which must take at most `fb` bytes (zstd refuses a
+/// frame that holds more), and refuses a frame that holds fewer.
+fn decompress_frame<B: zstd::zstd_safe::WriteBuf + ?Sized>(
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+    compressed: &[u8],
+    offsets: &[usize],
+    k: usize,
+    out: &mut B,
+    fb: usize,
+) -> Result<(), CodecError> {
+    let src = &compressed[offsets[k]..offsets[k + 1]];
+    let n = decompressor.decompress_to_buffer(src, out).map_err(CodecError::Zstd)?;
     if n != fb {
-        out.truncate(start);
         return Err(CodecError::SizeMismatch { expected: fb, actual: n });
     }
     Ok(())

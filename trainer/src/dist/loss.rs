@@ -12,7 +12,7 @@
 use tch::{Kind, Tensor};
 
 use super::{DistError, ProcessGroup};
-use crate::loss::{l2_normalize, nt_xent};
+use crate::loss::{check_pair, l2_normalize, nt_xent};
 
 /// NT-Xent loss of this rank's paired embeddings `z_a`, `z_b` (`[N, D]`, the same N on every
 /// rank) against the whole group's: a scalar f32 tensor, `loss_a + loss_b` over the local
@@ -31,13 +31,7 @@ pub fn info_nce_global(
     temperature: f64,
     group: &ProcessGroup,
 ) -> Result<Tensor, DistError> {
-    assert!(temperature > 0.0, "temperature must be positive, got {temperature}");
-    assert!(
-        z_a.dim() == 2 && z_a.size() == z_b.size(),
-        "embeddings must both be [N, D], got {:?} and {:?}",
-        z_a.size(),
-        z_b.size()
-    );
+    check_pair(z_a, z_b, temperature);
     crate::device::cuda_autocast(false, || {
         let a = l2_normalize(&z_a.to_kind(Kind::Float));
         let b = l2_normalize(&z_b.to_kind(Kind::Float));
