@@ -8,7 +8,8 @@
 //! of their standard deviations, and at least by one val video: by more than random
 //! encoders differ among themselves. The pretraining is cvrl-train's `proxy-cpu` preset
 //! (`scripts/experiment.sh`'s), shortened to 600 steps (about 2 minutes on 2 cores), on one
-//! fixed seed. The scores it gives are in EXPERIMENTS.md ("A tiny experiment 1 in CI").
+//! fixed seed. The proxy is synth seed [`DATA_SEED`], not seed 0 on which the preset was
+//! tuned. The scores it gives are in EXPERIMENTS.md ("A tiny experiment 1 in CI").
 
 use cvrl_e2e::{cvrl_eval, proxy_shards, run_ok, tempdir};
 use std::ffi::OsStr;
@@ -20,6 +21,9 @@ const VAL_PER_CLASS: u32 = 20;
 const TRAIN_PER_CLASS: u32 = 40;
 /// Pretraining steps: at 400 (with 10 val videos per class) CVRL was 1 point below the bar.
 const STEPS: &str = "600";
+/// The proxy's synth seed: the first one the `proxy-cpu` preset was not tuned on (it was
+/// tuned on seed 0), so the test checks learning on data nobody tuned on.
+const DATA_SEED: &str = "1";
 /// Random-init seeds whose spread sets the bar.
 const RANDOM_SEEDS: [u32; 3] = [0, 1, 2];
 
@@ -27,7 +31,7 @@ const RANDOM_SEEDS: [u32; 3] = [0, 1, 2];
 fn proxy(dir: &Path) -> (PathBuf, PathBuf) {
     let total = (TRAIN_PER_CLASS + VAL_PER_CLASS).to_string();
     let (classes, val) = (CLASSES.to_string(), VAL_PER_CLASS.to_string());
-    let flags = ["--classes", &classes, "--videos", &total, "--val", &val, "--seed", "0"];
+    let flags = ["--classes", &classes, "--videos", &total, "--val", &val, "--seed", DATA_SEED];
     proxy_shards(dir, &flags)
 }
 
