@@ -223,16 +223,18 @@ fn fill(
     let convert = rgb && layout.format() == PixelFormat::Yuv420p;
     let mut frames = Vec::new();
     for (indices, out) in clips.iter().zip(outs.iter_mut()) {
-        frames.clear();
-        reader.read_indices(video, indices, &mut frames)?;
         if convert {
+            // One frame at a time, converted while it is still in cache (the reader keeps
+            // its chunk between calls, so nothing is decoded twice).
             let rgb_bytes = out_frame_bytes(&layout, true);
-            for (src, dst) in
-                frames.chunks_exact(layout.frame_bytes()).zip(out.chunks_exact_mut(rgb_bytes))
-            {
-                yuv420p_to_rgb24(&layout, src, dst);
+            for (&i, dst) in indices.iter().zip(out.chunks_exact_mut(rgb_bytes)) {
+                frames.clear();
+                reader.read_indices(video, &[i], &mut frames)?;
+                yuv420p_to_rgb24(&layout, &frames, dst);
             }
         } else {
+            frames.clear();
+            reader.read_indices(video, indices, &mut frames)?;
             out.copy_from_slice(&frames);
         }
     }
