@@ -10,7 +10,8 @@ would, per pair:
   4. per clip: draw a crop box (area 0.3-1 of the frame, aspect 0.5-2, up to 10 tries,
      else the whole frame, as torchvision's RandomResizedCrop), one bilinear resize of the
      box to 224x224 (torch's uint8 kernel, antialias off, like the shard loader; the same
-     calls as cvrl.torch.resize_clip), horizontal flip with p = 0.5: uint8 [3, 16, 224, 224].
+     calls as cvrl.torch.resize_clip), horizontal flip with p = 0.5: uint8 [3, 16, 224, 224]
+     (frame-major memory, as resize_clip returns it).
 Steps 1-4 are timed together. Step 4 is identical for every peer (torch, 1 intra-op thread).
 
 Workers: W processes (spawned, like DataLoader workers), pairs split round-robin; each does
@@ -64,9 +65,9 @@ def crop_box(rng, h, w):
 
 
 def augment(torch, rng, frames):
-    """frames: uint8 tensor [T, H, W, 3] -> uint8 [3, T, 224, 224]. The resize is
-    ``cvrl.torch.resize_clip``'s (torch's uint8 bilinear kernel on channels-last frames),
-    written out here so that the peers do not import cvrl."""
+    """frames: uint8 tensor [T, H, W, 3] -> uint8 [3, T, 224, 224] (a view of frame-major
+    memory). The resize is ``cvrl.torch.resize_clip``'s (torch's uint8 bilinear kernel on
+    channels-last frames), written out here so that the peers do not import cvrl."""
     import torch.nn.functional as F
 
     t, h, w, _ = frames.shape
@@ -74,7 +75,7 @@ def augment(torch, rng, frames):
     box = frames[:, y : y + ch, x : x + cw, :].permute(0, 3, 1, 2)
     box = box.contiguous(memory_format=torch.channels_last)
     out = F.interpolate(box, size=(OUT, OUT), mode="bilinear", align_corners=False, antialias=False)
-    out = out.permute(1, 0, 2, 3).contiguous()
+    out = out.permute(1, 0, 2, 3)
     return out.flip(-1) if rng.random() < 0.5 else out
 
 

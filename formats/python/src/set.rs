@@ -224,13 +224,25 @@ fn fill(
     let mut frames = Vec::new();
     for (indices, out) in clips.iter().zip(outs.iter_mut()) {
         if convert {
-            // One frame at a time, converted while it is still in cache (the reader keeps
-            // its chunk between calls, so nothing is decoded twice).
-            let rgb_bytes = out_frame_bytes(&layout, true);
-            for (&i, dst) in indices.iter().zip(out.chunks_exact_mut(rgb_bytes)) {
+            // One chunk's frames at a time, converted while they are still in cache; each
+            // chunk is still decoded once.
+            let (chunks, rgb_bytes) = (&set.videos()[video].chunks, out_frame_bytes(&layout, true));
+            let mut k = 0;
+            while k < indices.len() {
+                let c = chunks.partition_point(|e| e.first_frame + e.num_frames <= indices[k]);
+                let in_chunk = |i: u32| {
+                    chunks
+                        .get(c)
+                        .is_some_and(|e| i >= e.first_frame && i - e.first_frame < e.num_frames)
+                };
+                let run = indices[k..].iter().take_while(|&&i| in_chunk(i)).count().max(1);
                 frames.clear();
-                reader.read_indices(video, &[i], &mut frames)?;
-                yuv420p_to_rgb24(&layout, &frames, dst);
+                reader.read_indices(video, &indices[k..k + run], &mut frames)?;
+                let dst = out[k * rgb_bytes..(k + run) * rgb_bytes].chunks_exact_mut(rgb_bytes);
+                for (src, dst) in frames.chunks_exact(layout.frame_bytes()).zip(dst) {
+                    yuv420p_to_rgb24(&layout, src, dst);
+                }
+                k += run;
             }
         } else {
             frames.clear();
