@@ -23,7 +23,8 @@
 # BENCH_WORKERS (the "all cores" worker count, default nproc), BENCH_VARIANTS (default
 # "adaptive:16 adaptive:4 raw:8 plain:8 plain:16"; empty for none), BENCH_PEERS (0 skips
 # the Python peers, whose rows then read "not measured"; BENCH_TORCH=0 skips only the cvrl
-# Python package's rows, which need a release build of the wheel), BENCH_BASELINE_BIN (an older build
+# Python package's rows, which need a release build of the wheel and run on the default
+# shards and on each plain variant, beside the Rust crop + flip row), BENCH_BASELINE_BIN (an older build
 # of examples/bench_loader, e.g. a copy made before a codec change: it reads the default
 # shards too, as the row "baseline build (BENCH_BASELINE_LABEL)", so a before/after lands in
 # one run). About 10 minutes on 2 shared cores after the build (BENCHMARKS.md, Loader).
@@ -107,8 +108,12 @@ for round in $(seq 1 "$ROUNDS"); do
   "$BENCH" "$B/shards" --pairs "$PAIRS" --workers "$ALL" --reps 1 >"$R/rust_$round.tsv"
   for v in "${VARIANTS[@]}"; do
     name="${v%%:*}-c${v##*:}"
-    log "round $round/$ROUNDS: loader on the $name shards"
-    "$BENCH" "$B/shards-$name" --pairs "$PAIRS" --workers "$ALL" --reps 1 --only loader,cut,breakdown \
+    # plain shard sets also get the crop + flip row: the Python package's rows run on them
+    # and compare with it (scripts/bench_loader_torch.py).
+    only=loader,cut,breakdown
+    [ "${v%%:*}" != plain ] || only+=,cropflip
+    log "round $round/$ROUNDS: loader on the $name shards ($only)"
+    "$BENCH" "$B/shards-$name" --pairs "$PAIRS" --workers "$ALL" --reps 1 --only "$only" \
       >"$R/variant_${name}_$round.tsv"
   done
   if [ -n "$BASELINE" ]; then
@@ -130,4 +135,16 @@ print(';'.join(f'{p}=={v(p)}' for p in ('decord', 'av', 'torchcodec', 'torch')))
 log "done; the table follows (also in $B/report.md)"
 "$PY" scripts/bench_loader_report.py "$R" "$ALL" "${#VIDEOS[@]}" "$SRC_BYTES" "$SHARD_MS" "$INDEX_ONE" "$MACHINE" "$VERSIONS" \
   "$ROUNDS" "$B" | tee "$B/report.md"
-[ "$PEERS" = 0 ] || [ "${BENCH_TORCH:-1}" = 0 ] || { bash scripts/python-package.sh release && "$PY" scripts/bench_loader_torch.py "$B/shards" "$R" --pairs "$PAIRS" --workers 1 "$ALL" --rounds "$ROUNDS" | tee -a "$B/report.md"; } # the cvrl Python package's rows (scripts/bench_loader_torch.py); BENCH_PEERS=0 skips them too
+# The cvrl Python package's rows (scripts/bench_loader_torch.py) on the default shards and
+# on each plain variant; BENCH_PEERS=0 skips them too.
+TORCH_SETS=("$B/shards")
+for v in "${VARIANTS[@]}"; do
+  [ "${v%%:*}" != plain ] || TORCH_SETS+=("$B/shards-${v%%:*}-c${v##*:}")
+done
+if [ "$PEERS" != 0 ] && [ "${BENCH_TORCH:-1}" != 0 ]; then
+  bash scripts/python-package.sh release
+  log "the cvrl Python package on ${TORCH_SETS[*]}"
+  "$PY" scripts/bench_loader_torch.py "$R" "${TORCH_SETS[@]}" --pairs "$PAIRS" --workers 1 "$ALL" \
+    --rounds "$ROUNDS" | tee -a "$B/report.md"
+  echo "bench-loader: load average at the end of the Python package's rows: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+fi

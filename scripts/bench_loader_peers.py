@@ -9,8 +9,9 @@ would, per pair:
   3. decode the 2 x 16 needed frames to RGB24 (the peer's own seeking);
   4. per clip: draw a crop box (area 0.3-1 of the frame, aspect 0.5-2, up to 10 tries,
      else the whole frame, as torchvision's RandomResizedCrop), one bilinear resize of the
-     box to 224x224 (torch, antialias off, like the shard loader), horizontal flip with
-     p = 0.5, back to uint8 [3, 16, 224, 224].
+     box to 224x224 (torch's uint8 kernel, antialias off, like the shard loader; the same
+     calls as cvrl.torch.resize_clip), horizontal flip with p = 0.5: uint8 [3, 16, 224, 224]
+     (frame-major memory, as resize_clip returns it).
 Steps 1-4 are timed together. Step 4 is identical for every peer (torch, 1 intra-op thread).
 
 Workers: W processes (spawned, like DataLoader workers), pairs split round-robin; each does
@@ -64,16 +65,18 @@ def crop_box(rng, h, w):
 
 
 def augment(torch, rng, frames):
-    """frames: uint8 tensor [T, H, W, 3] -> uint8 [3, T, 224, 224]."""
+    """frames: uint8 tensor [T, H, W, 3] -> uint8 [3, T, 224, 224] (a view of frame-major
+    memory). The resize is ``cvrl.torch.resize_clip``'s (torch's uint8 bilinear kernel on
+    channels-last frames), written out here so that the peers do not import cvrl."""
     import torch.nn.functional as F
 
     t, h, w, _ = frames.shape
     y, x, ch, cw = crop_box(rng, h, w)
-    box = frames[:, y : y + ch, x : x + cw, :].permute(0, 3, 1, 2).float()
+    box = frames[:, y : y + ch, x : x + cw, :].permute(0, 3, 1, 2)
+    box = box.contiguous(memory_format=torch.channels_last)
     out = F.interpolate(box, size=(OUT, OUT), mode="bilinear", align_corners=False, antialias=False)
-    if rng.random() < 0.5:
-        out = out.flip(-1)
-    return out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3).contiguous()
+    out = out.permute(1, 0, 2, 3)
+    return out.flip(-1) if rng.random() < 0.5 else out
 
 
 # --- peers: open(path) -> (frame count, reader); reader(indices) -> uint8 tensor [T,H,W,3] ---

@@ -1,24 +1,29 @@
 """``cvrl.torch.CvrlPairs`` in a PyTorch DataLoader, for ``just bench-loader``
 (scripts/bench-loader.sh runs this after its rounds, with the release wheel installed).
 
-    bench_loader_torch.py SHARDS RESULTS --pairs N --workers 1 W --rounds R
+    bench_loader_torch.py RESULTS SHARDS [SHARDS ...] --pairs N --workers 1 W --rounds R
 
-Per pair, the peers' work on the bench's shards: ``CvrlPairs(SHARDS, frames=16, stride=2,
+Per pair, the peers' work on each shard set: ``CvrlPairs(SHARDS, frames=16, stride=2,
 interval="decreasing")`` reads the two clips (cvrl's reader, RGB), then
 ``RandomResizedCropFlip(224, attempts=10)`` crops each (area 0.3-1, aspect 0.5-2, else the
-whole frame), resizes it bilinearly to 224x224 (torch, antialias off) and flips it with
-p = 0.5: uint8 ``[3, 16, 224, 224]``, as scripts/bench_loader_peers.py does after decoding.
-A DataLoader with W forked worker processes (torch 1 thread each), batches of 4, one warm-up
-batch per worker, then N pairs timed. Wall: from the first timed batch's request to the
-last's arrival. CPU: user + system time of the workers (/proc) and of the main process over
-the same window; with prefetching, the work a worker does ahead at the end roughly offsets
-what it did ahead at the start. Best of R rounds per row.
+whole frame), resizes it bilinearly to 224x224 (``resize_clip``: torch's uint8 kernel,
+antialias off) and flips it with p = 0.5: uint8 ``[3, 16, 224, 224]``, as
+scripts/bench_loader_peers.py does after decoding. A DataLoader with W forked worker
+processes (torch 1 thread each), batches of 4, one warm-up batch per worker, then N pairs
+timed. Wall: from the first timed batch's request to the last's arrival. CPU: user + system
+time of the workers (/proc) and of the main process over the same window; with prefetching,
+the work a worker does ahead at the end roughly offsets what it did ahead at the start. Best
+of R rounds per row. Then, per shard set, where one pair's CPU goes (one process, no
+DataLoader, 24 pairs): reading the clips as stored planes, as RGB, the transform, and
+``__getitem__`` in all.
 
 Prints a markdown section comparing these rows with the rows of the same run in RESULTS
-(scripts/bench-loader.sh's rust_*.tsv and peers_*.tsv): the peers (decord, PyAV, torchcodec
-decoding the source mp4s) and the Rust loader with crop + flip only (the same work in
-Rust), with two verdicts: >= 5x the best peer, and within 1.5x of the Rust loader. Also
-writes RESULTS/torch_R.tsv rows in the peers' format.
+(scripts/bench-loader.sh's rust_*.tsv, variant_*.tsv and peers_*.tsv): the peers (decord,
+PyAV, torchcodec decoding the source mp4s) and, per shard set, the Rust loader with crop +
+flip only on the same shards (the same work in Rust; ``shards`` is read from rust_*.tsv,
+``shards-NAME`` from variant_NAME_*.tsv, which need the ``cropflip`` part), with two
+verdicts per shard set: >= 5x the best peer, and within 1.5x of the Rust loader. Also writes
+RESULTS/torch_R.tsv rows in the peers' format (the name ``cvrl_torch@SET``).
 """
 
 import argparse
@@ -69,15 +74,56 @@ def measure(shards, pairs, workers, seed):
     return done, wall, cpu
 
 
+def profile(shards, pairs, seed):
+    """Milliseconds of CPU per pair in this process: ``(planes, rgb, transform, getitem)``."""
+    torch.set_num_threads(1)
+    ds = CvrlPairs(shards, frames=16, stride=2, interval="decreasing", seed=seed,
+                   transform=RandomResizedCropFlip(224, attempts=10))
+    sset = ds.shards
+    rng = random.Random(seed)
+    items = [rng.randrange(len(ds)) for _ in range(pairs)]
+    ds[items[0]]
+    t = [0.0] * 4
+    for i in items:
+        v = sset.video(i)
+        clips = [list(c) for c in ds._indices(sset, v)]
+        c = time.process_time()
+        sset._set.read(v, clips, False)
+        t[0] += time.process_time() - c
+        c = time.process_time()
+        a, b = sset.read_clips(v, clips)
+        t[1] += time.process_time() - c
+        a, b = torch.from_numpy(a).permute(3, 0, 1, 2), torch.from_numpy(b).permute(3, 0, 1, 2)
+        g = torch.Generator().manual_seed(i)
+        c = time.process_time()
+        ds.transform(a, g), ds.transform(b, g)
+        t[2] += time.process_time() - c
+        c = time.process_time()
+        ds[i]
+        t[3] += time.process_time() - c
+    return [1e3 * x / pairs for x in t]
+
+
+def set_name(shards):
+    """``shards`` -> ``shards``; ``.../shards-plain-c8`` -> ``plain-c8`` (bench-loader.sh's
+    names)."""
+    base = os.path.basename(os.path.normpath(shards))
+    return base[len("shards-"):] if base.startswith("shards-") else base
+
+
 def read_rows(results):
-    """``(name, workers) -> (best pairs/s wall, best pairs per CPU second)`` of the run."""
+    """``(name, workers) -> (best pairs/s wall, best pairs per CPU second)`` of the run; the
+    Rust rows of a variant shard set are named ``NAME@SET``."""
     best = {}
-    for path in glob.glob(f"{results}/rust_*.tsv") + glob.glob(f"{results}/peers_*.tsv"):
+    files = [(p, "") for p in glob.glob(f"{results}/rust_*.tsv") + glob.glob(f"{results}/peers_*.tsv")]
+    files += [(p, "@" + os.path.basename(p)[len("variant_"):].rsplit("_", 1)[0])
+              for p in glob.glob(f"{results}/variant_*.tsv")]
+    for path, suffix in files:
         for line in open(path):
             f = line.rstrip("\n").split("\t")
             if f[0] != "row":
                 continue
-            key, pairs, wall_rate, cpu = (f[1], int(f[2])), int(f[3]), float(f[5]), float(f[7])
+            key, pairs, wall_rate, cpu = (f[1] + suffix, int(f[2])), int(f[3]), float(f[5]), float(f[7])
             w, c = best.get(key, (0.0, 0.0))
             best[key] = (max(w, wall_rate), max(c, pairs / cpu if cpu > 0 else 0.0))
     return best
@@ -85,57 +131,83 @@ def read_rows(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("shards")
     ap.add_argument("results")
+    ap.add_argument("shards", nargs="+")
     ap.add_argument("--pairs", type=int, default=96)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--profile-pairs", type=int, default=24)
     args = ap.parse_args()
     ws = sorted(set(args.workers))
+    sets = [(set_name(d), d) for d in args.shards]
     ours = {}
     for r in range(1, args.rounds + 1):
         with open(os.path.join(args.results, f"torch_{r}.tsv"), "w") as tsv:
-            for w in ws:
-                n, wall, cpu = measure(args.shards, args.pairs, w, args.seed + r)
-                print(f"row\tcvrl_torch\t{w}\t{n}\t{wall:.4f}\t{n / wall:.2f}\t{wall:.3f}\t{cpu:.3f}",
-                      file=tsv, flush=True)
-                old = ours.get(w, (0.0, 0.0))
-                ours[w] = (max(old[0], n / wall), max(old[1], n / cpu))
+            for name, d in sets:
+                for w in ws:
+                    n, wall, cpu = measure(d, args.pairs, w, args.seed + r)
+                    print(f"row\tcvrl_torch@{name}\t{w}\t{n}\t{wall:.4f}\t{n / wall:.2f}\t{wall:.3f}"
+                          f"\t{cpu:.3f}", file=tsv, flush=True)
+                    old = ours.get((name, w), (0.0, 0.0))
+                    ours[(name, w)] = (max(old[0], n / wall), max(old[1], n / cpu))
+    prof = {name: profile(d, args.profile_pairs, args.seed) for name, d in sets}
 
     best = read_rows(args.results)
     wn = lambda w: f"{w} worker{'s' if w > 1 else ''}"
     fmt = lambda x: f"{x:.2f}" if x else "-"
+    label = lambda name: "defaults" if name == "shards" else name
     print("\n### The cvrl Python package in a PyTorch DataLoader\n")
     print(f"`scripts/bench_loader_torch.py`: `CvrlPairs` + `RandomResizedCropFlip(224)` (crop, "
           f"resize and flip in torch, as the peers) in a DataLoader of W forked worker "
           f"processes, {args.pairs} pairs timed, best of {args.rounds} rounds, after the rounds "
           f"above on the same machine. Other rows: the same run's.\n")
-    print("| what | " + " | ".join(f"pairs/s wall, {wn(w)}" for w in ws) + " | "
+    print("| what | reads | " + " | ".join(f"pairs/s wall, {wn(w)}" for w in ws) + " | "
           + " | ".join(f"pairs per CPU s, {wn(w)}" for w in ws) + " |")
-    print("|---|" + "---:|" * (2 * len(ws)))
-    rows = [("`cvrl.torch.CvrlPairs` in a DataLoader", {w: ours[w] for w in ws})]
-    labels = {"loader_cropflip": "cvrl `Loader` (Rust), crop + flip only", "decord": "decord",
-              "pyav": "PyAV", "torchcodec": "torchcodec"}
-    for name, label in labels.items():
-        rows.append((label, {w: best.get((name, w), (None, None)) for w in ws}))
-    for label, cells in rows:
-        print(f"| {label} | " + " | ".join(fmt(cells[w][0]) for w in ws) + " | "
+    print("|---|---|" + "---:|" * (2 * len(ws)))
+    rows = []
+    for name, _ in sets:
+        suffix = "" if name == "shards" else f"@{name}"
+        shards = f"shards ({label(name)})"
+        rows.append(("`cvrl.torch.CvrlPairs` in a DataLoader", shards,
+                     {w: ours[(name, w)] for w in ws}))
+        rows.append(("cvrl `Loader` (Rust), crop + flip only", shards,
+                     {w: best.get((f"loader_cropflip{suffix}", w), (None, None)) for w in ws}))
+    peer_labels = {"decord": "decord", "pyav": "PyAV", "torchcodec": "torchcodec"}
+    for p, lab in peer_labels.items():
+        rows.append((lab, "source mp4", {w: best.get((p, w), (None, None)) for w in ws}))
+    for lab, reads, cells in rows:
+        print(f"| {lab} | {reads} | " + " | ".join(fmt(cells[w][0]) for w in ws) + " | "
               + " | ".join(fmt(cells[w][1]) for w in ws) + " |")
 
+    print(f"\nWhere a pair's CPU goes in `CvrlPairs` (one process, {args.profile_pairs} pairs, "
+          f"ms per pair; the DataLoader's share is the 1-worker row's CPU per pair less "
+          f"`__getitem__`):\n")
+    print("| shards | read as planes | read as RGB | crop + resize + flip | `__getitem__` | "
+          "DataLoader, 1 worker |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, _ in sets:
+        planes, rgb, tf, item = prof[name]
+        per = 1e3 / ours[(name, ws[0])][1]
+        print(f"| {label(name)} | {planes:.1f} | {rgb:.1f} | {tf:.1f} | {item:.1f} | {per:.1f} |")
+
     print("\nVerdicts (pairs per CPU second, 1 worker):\n")
-    mine = ours[ws[0]][1]
-    peers = [(best[(p, ws[0])][1], labels[p]) for p in ("decord", "pyav", "torchcodec")
+    peers = [(best[(p, ws[0])][1], peer_labels[p]) for p in peer_labels
              if best.get((p, ws[0]), (0, 0))[1]]
-    if peers:
-        bp, bn = max(peers)
-        verdict = "MET" if mine >= 5 * bp else "MISSED"
-        print(f"- >= 5x the best peer: {verdict}: {mine:.2f} vs {bn} {bp:.2f} = {mine / bp:.2f}x")
-    rust = best.get(("loader_cropflip", ws[0]), (0, 0))[1]
-    if rust:
-        verdict = "MET" if rust <= 1.5 * mine else "MISSED"
-        print(f"- within 1.5x of the Rust loader doing the same work: {verdict}: Rust "
-              f"{rust:.2f} vs {mine:.2f} = {rust / mine:.2f}x")
+    for name, _ in sets:
+        mine = ours[(name, ws[0])][1]
+        if peers:
+            bp, bn = max(peers)
+            verdict = "MET" if mine >= 5 * bp else "MISSED"
+            print(f"- {label(name)} shards, >= 5x the best peer: {verdict}: {mine:.2f} vs {bn} "
+                  f"{bp:.2f} = {mine / bp:.2f}x")
+        suffix = "" if name == "shards" else f"@{name}"
+        rust = best.get((f"loader_cropflip{suffix}", ws[0]), (0, 0))[1]
+        if rust:
+            verdict = "MET" if rust <= 1.5 * mine else "MISSED"
+            print(f"- {label(name)} shards, within 1.5x of the Rust loader doing the same work "
+                  f"on the same shards: {verdict}: Rust {rust:.2f} vs {mine:.2f} = "
+                  f"{rust / mine:.2f}x")
 
 
 if __name__ == "__main__":

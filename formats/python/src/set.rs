@@ -223,16 +223,30 @@ fn fill(
     let convert = rgb && layout.format() == PixelFormat::Yuv420p;
     let mut frames = Vec::new();
     for (indices, out) in clips.iter().zip(outs.iter_mut()) {
-        frames.clear();
-        reader.read_indices(video, indices, &mut frames)?;
         if convert {
-            let rgb_bytes = out_frame_bytes(&layout, true);
-            for (src, dst) in
-                frames.chunks_exact(layout.frame_bytes()).zip(out.chunks_exact_mut(rgb_bytes))
-            {
-                yuv420p_to_rgb24(&layout, src, dst);
+            // One chunk's frames at a time, converted while they are still in cache; each
+            // chunk is still decoded once.
+            let (chunks, rgb_bytes) = (&set.videos()[video].chunks, out_frame_bytes(&layout, true));
+            let mut k = 0;
+            while k < indices.len() {
+                let c = chunks.partition_point(|e| e.first_frame + e.num_frames <= indices[k]);
+                let in_chunk = |i: u32| {
+                    chunks
+                        .get(c)
+                        .is_some_and(|e| i >= e.first_frame && i - e.first_frame < e.num_frames)
+                };
+                let run = indices[k..].iter().take_while(|&&i| in_chunk(i)).count().max(1);
+                frames.clear();
+                reader.read_indices(video, &indices[k..k + run], &mut frames)?;
+                let dst = out[k * rgb_bytes..(k + run) * rgb_bytes].chunks_exact_mut(rgb_bytes);
+                for (src, dst) in frames.chunks_exact(layout.frame_bytes()).zip(dst) {
+                    yuv420p_to_rgb24(&layout, src, dst);
+                }
+                k += run;
             }
         } else {
+            frames.clear();
+            reader.read_indices(video, indices, &mut frames)?;
             out.copy_from_slice(&frames);
         }
     }

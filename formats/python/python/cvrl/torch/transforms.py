@@ -18,11 +18,19 @@ import torch.nn.functional as F
 def resize_clip(clip: torch.Tensor, size: int) -> torch.Tensor:
     """Resizes every frame of ``clip`` (``uint8`` ``[C, T, H, W]``) to ``size x size``,
     bilinear with half-pixel centres and no antialiasing (TF's ``resize``, which cvrl's
-    augmentation follows), rounded to ``uint8``."""
-    frames = clip.permute(1, 0, 2, 3).float()
+    augmentation follows): ``uint8`` ``[C, T, size, size]``, a view of frame-major
+    ``[T, size, size, C]`` memory like the datasets' clips (a DataLoader's collate copies
+    it into the batch; ``.contiguous()`` makes a channel-major copy).
+
+    The resize runs in torch's ``uint8`` kernel on channels-last frames: its fixed-point
+    weights put every pixel within one grey level of the exact resize rounded to ``uint8``
+    (about one in five is one off, on random clips; formats/python/tests/test_transforms.py),
+    at about 4x the speed of resizing in float.
+    """
+    frames = clip.permute(1, 0, 2, 3).contiguous(memory_format=torch.channels_last)
     out = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False,
                         antialias=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3).contiguous()
+    return out.permute(1, 0, 2, 3)
 
 
 class RandomResizedCropFlip:
