@@ -18,6 +18,12 @@ use std::sync::OnceLock;
 
 /// Runs `tests/python/SCRIPT` with the venv's python, once the package is known to import.
 fn python(script: &str, args: &[&dyn AsRef<OsStr>]) -> Output {
+    python_file(&Path::new("tests/python").join(script), args)
+}
+
+/// Runs the script at `path` (from the repository root) with the venv's python, once the
+/// package is known to import.
+fn python_file(path: &Path, args: &[&dyn AsRef<OsStr>]) -> Output {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let o = Command::new(venv_python()).args(["-c", "import cvrl.torch"]).output();
@@ -30,11 +36,11 @@ fn python(script: &str, args: &[&dyn AsRef<OsStr>]) -> Output {
         );
     });
     let mut cmd = Command::new(venv_python());
-    cmd.arg(root().join("tests/python").join(script));
+    cmd.arg(root().join(path));
     for a in args {
         cmd.arg(a);
     }
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {script}: {e}"))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()))
 }
 
 /// Shards the sample videos at a short side of 48 pixels with `flags`.
@@ -258,4 +264,12 @@ fn a_damaged_chunk_raises_a_python_exception_naming_the_video() {
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("chunk 1"), "the message should name the chunk: {stdout}");
+}
+
+/// The package's own transform tests (`formats/python/tests/test_transforms.py`):
+/// `resize_clip` within one grey level of TF's resize, written there in numpy.
+#[test]
+fn the_clip_transforms_match_tf_resize_within_one_level() {
+    let o = python_file(Path::new("formats/python/tests/test_transforms.py"), &[]);
+    assert!(o.status.success(), "test_transforms.py failed: {}", text(&o));
 }
