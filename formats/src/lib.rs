@@ -26,7 +26,7 @@ mod thrift;
 pub use error::{FormatError, Result};
 pub use index::{FailureRow, VideoRow};
 pub use manifest::{BuildParams, Manifest, Part, SetFiles};
-pub use pixel::{FrameLayout, PixelFormat, Plane};
+pub use pixel::{Crop, FrameLayout, PixelFormat, Plane};
 pub use set::{merge_parts, write_set, FrameReader, SetPath, ShardSet};
 pub use shard::{ChunkEntry, EncodedRecord, RecordBuilder, ShardWriter, VideoSpec};
 pub use shard_file::ShardFile;

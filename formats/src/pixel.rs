@@ -210,30 +210,160 @@ fn convert_frame(w: usize, h: usize, yuv: &[u8], rgb: &mut [u8]) {
     for (((y2, u), v), out2) in rows {
         let (y0, y1) = y2.split_at(w);
         let (o0, o1) = out2.split_at_mut(3 * w);
-        let whole = cw / BLOCK * BLOCK;
-        for b in (0..whole).step_by(BLOCK) {
-            let (ys, os) = (2 * b..2 * b + 2 * BLOCK, 6 * b..6 * b + 6 * BLOCK);
-            convert_block(
-                [&y0[ys.clone()], &y1[ys]],
-                &u[b..b + BLOCK],
-                &v[b..b + BLOCK],
-                [&mut o0[os.clone()], &mut o1[os]],
-            );
+        convert_rows([y0, y1], u, v, [o0, o1]);
+    }
+}
+
+/// A box in stored pixels: columns `x..x + w`, rows `y..y + h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+impl Crop {
+    /// The whole `layout` frame.
+    pub fn full(layout: &FrameLayout) -> Self {
+        Crop { x: 0, y: 0, w: layout.width(), h: layout.height() }
+    }
+
+    /// Whether the box is non-empty and lies inside `layout`'s frames.
+    pub fn fits(&self, layout: &FrameLayout) -> bool {
+        self.w > 0
+            && self.h > 0
+            && u64::from(self.x) + u64::from(self.w) <= u64::from(layout.width())
+            && u64::from(self.y) + u64::from(self.h) <= u64::from(layout.height())
+    }
+
+    /// Bytes of the box as packed `rgb24`.
+    pub fn rgb_bytes(&self) -> usize {
+        3 * self.w as usize * self.h as usize
+    }
+}
+
+/// [`yuv420p_to_rgb24`] of the box `crop` only: `crop.w * crop.h * 3` bytes into `rgb`,
+/// byte for byte the whole frame's conversion cut to the box (and mirrored left to right
+/// when `flip`), at the cost of the box's pixels (plus at most one column and row around
+/// it, for an odd edge).
+///
+/// # Panics
+/// If the box does not [`fit`](Crop::fits) the frame, `yuv` is shorter than
+/// [`FrameLayout::frame_bytes`] or `rgb` than [`Crop::rgb_bytes`].
+pub fn yuv420p_to_rgb24_crop(
+    layout: &FrameLayout,
+    yuv: &[u8],
+    crop: Crop,
+    flip: bool,
+    rgb: &mut [u8],
+) {
+    assert!(
+        crop.fits(layout) && yuv.len() >= layout.frame_bytes() && rgb.len() >= crop.rgb_bytes(),
+        "yuv420p_to_rgb24_crop: {crop:?} of a {}x{} frame into {} rgb bytes from {} yuv bytes",
+        layout.width(),
+        layout.height(),
+        rgb.len(),
+        yuv.len()
+    );
+    let (w, h) = (layout.width() as usize, layout.height() as usize);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked on the line above).
+        unsafe { convert_crop_avx2(w, h, yuv, crop, flip, rgb) };
+        return;
+    }
+    convert_crop(w, h, yuv, crop, flip, rgb);
+}
+
+/// [`convert_crop`] compiled for AVX2, as [`convert_frame_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn convert_crop_avx2(
+    w: usize,
+    h: usize,
+    yuv: &[u8],
+    crop: Crop,
+    flip: bool,
+    rgb: &mut [u8],
+) {
+    convert_crop(w, h, yuv, crop, flip, rgb)
+}
+
+/// The body of [`yuv420p_to_rgb24_crop`]: each pair of rows the box touches is converted
+/// over the chroma columns the box touches into a scratch pair of rows, whose rows and
+/// columns inside the box are copied out (the copy runs in cache).
+#[inline(always)]
+fn convert_crop(w: usize, h: usize, yuv: &[u8], crop: Crop, flip: bool, rgb: &mut [u8]) {
+    let cw = w / 2;
+    let (y_plane, rest) = yuv.split_at(w * h);
+    let (u_plane, v_plane) = rest.split_at(cw * (h / 2));
+    let [x, y, bw, bh] = [crop.x, crop.y, crop.w, crop.h].map(|v| v as usize);
+    let (c0, c1) = (x / 2, (x + bw).div_ceil(2));
+    let n = c1 - c0;
+    // Bytes of the scratch rows left of the box: 3 when it starts on an odd column.
+    let skip = 3 * (x - 2 * c0);
+    let out_row = 3 * bw;
+    let (mut s0, mut s1) = (vec![0u8; 6 * n], vec![0u8; 6 * n]);
+    for cy in y / 2..(y + bh).div_ceil(2) {
+        let luma = |r: usize| &y_plane[r * w + 2 * c0..r * w + 2 * c1];
+        let chroma = cy * cw + c0..cy * cw + c1;
+        let (u, v) = (&u_plane[chroma.clone()], &v_plane[chroma]);
+        convert_rows([luma(2 * cy), luma(2 * cy + 1)], u, v, [&mut s0, &mut s1]);
+        for (r, scratch) in [(2 * cy, &s0), (2 * cy + 1, &s1)] {
+            if (y..y + bh).contains(&r) {
+                let at = (r - y) * out_row;
+                copy_rgb_row(&scratch[skip..skip + out_row], &mut rgb[at..at + out_row], flip);
+            }
         }
-        if whole < cw {
-            // The row's last chroma samples: a block padded with zeros, of which only
-            // the first `rest` samples' pixels are copied out.
-            let rest = cw - whole;
-            let (mut yp, mut up, mut vp) = ([[0u8; 2 * BLOCK]; 2], [0u8; BLOCK], [0u8; BLOCK]);
-            yp[0][..2 * rest].copy_from_slice(&y0[2 * whole..]);
-            yp[1][..2 * rest].copy_from_slice(&y1[2 * whole..]);
-            up[..rest].copy_from_slice(&u[whole..]);
-            vp[..rest].copy_from_slice(&v[whole..]);
-            let [mut op0, mut op1] = [[0u8; 6 * BLOCK]; 2];
-            convert_block([&yp[0], &yp[1]], &up, &vp, [&mut op0, &mut op1]);
-            o0[6 * whole..].copy_from_slice(&op0[..6 * rest]);
-            o1[6 * whole..].copy_from_slice(&op1[..6 * rest]);
+    }
+}
+
+/// Copies a row of packed RGB pixels, mirrored left to right when `flip`.
+///
+/// # Panics
+/// If the rows differ in length.
+#[inline(always)]
+pub fn copy_rgb_row(src: &[u8], dst: &mut [u8], flip: bool) {
+    if flip {
+        assert_eq!(src.len(), dst.len(), "copy_rgb_row: rows of different lengths");
+        for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3).rev()) {
+            d.copy_from_slice(s);
         }
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// Two rows that share the chroma samples `u` and `v`: `2 * u.len()` pixels of each `y`
+/// row into each `out` row, whole [`BLOCK`]s and then a padded last block.
+#[inline(always)]
+fn convert_rows(y: [&[u8]; 2], u: &[u8], v: &[u8], out: [&mut [u8]; 2]) {
+    let ([y0, y1], [o0, o1]) = (y, out);
+    let cw = u.len();
+    let whole = cw / BLOCK * BLOCK;
+    for b in (0..whole).step_by(BLOCK) {
+        let (ys, os) = (2 * b..2 * b + 2 * BLOCK, 6 * b..6 * b + 6 * BLOCK);
+        convert_block(
+            [&y0[ys.clone()], &y1[ys]],
+            &u[b..b + BLOCK],
+            &v[b..b + BLOCK],
+            [&mut o0[os.clone()], &mut o1[os]],
+        );
+    }
+    if whole < cw {
+        // The row's last chroma samples: a block padded with zeros, of which only the
+        // first `rest` samples' pixels are copied out.
+        let rest = cw - whole;
+        let (mut yp, mut up, mut vp) = ([[0u8; 2 * BLOCK]; 2], [0u8; BLOCK], [0u8; BLOCK]);
+        yp[0][..2 * rest].copy_from_slice(&y0[2 * whole..2 * cw]);
+        yp[1][..2 * rest].copy_from_slice(&y1[2 * whole..2 * cw]);
+        up[..rest].copy_from_slice(&u[whole..]);
+        vp[..rest].copy_from_slice(&v[whole..]);
+        let [mut op0, mut op1] = [[0u8; 6 * BLOCK]; 2];
+        convert_block([&yp[0], &yp[1]], &up, &vp, [&mut op0, &mut op1]);
+        o0[6 * whole..6 * cw].copy_from_slice(&op0[..6 * rest]);
+        o1[6 * whole..6 * cw].copy_from_slice(&op1[..6 * rest]);
     }
 }
 
@@ -343,6 +473,61 @@ mod convert_tests {
                 convert_frame(w as usize, h as usize, &yuv, &mut got);
                 assert!(want == got, "{w}x{h}: the baseline blocked conversion differs");
             }
+        }
+    }
+
+    #[test]
+    fn crops_convert_as_the_whole_frame_cut_to_the_box_and_mirrored() {
+        use rand::{RngExt as _, SeedableRng};
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(11);
+        for (w, h) in [(2, 2), (34, 6), (66, 10), (456, 16)] {
+            let l = FrameLayout::new(w, h, PixelFormat::Yuv420p).unwrap();
+            let mut yuv = vec![0u8; l.frame_bytes()];
+            rng.fill(&mut yuv[..]);
+            let mut whole = vec![0u8; (w * h * 3) as usize];
+            reference(&l, &yuv, &mut whole);
+            // Random boxes (odd and even edges), the whole frame and single pixels.
+            let mut crops: Vec<Crop> = (0..40)
+                .map(|_| {
+                    let (bw, bh) = (rng.random_range(1..=w), rng.random_range(1..=h));
+                    let (x, y) = (rng.random_range(0..=w - bw), rng.random_range(0..=h - bh));
+                    Crop { x, y, w: bw, h: bh }
+                })
+                .collect();
+            crops.extend([Crop::full(&l), Crop { x: w - 1, y: h - 1, w: 1, h: 1 }]);
+            for crop in crops {
+                let want: Vec<u8> = (crop.y..crop.y + crop.h)
+                    .flat_map(|r| {
+                        let at = 3 * (r * w + crop.x) as usize;
+                        whole[at..at + 3 * crop.w as usize].iter().copied()
+                    })
+                    .collect();
+                // Bytes past the box stay untouched.
+                // The box mirrored: each row's pixels in reverse order.
+                let mirrored: Vec<u8> = want
+                    .chunks_exact(3 * crop.w as usize)
+                    .flat_map(|row| row.chunks_exact(3).rev().flatten().copied())
+                    .collect();
+                for (flip, want) in [(false, &want), (true, &mirrored)] {
+                    let mut got = vec![0xAAu8; crop.rgb_bytes() + 4];
+                    yuv420p_to_rgb24_crop(&l, &yuv, crop, flip, &mut got);
+                    assert!(got[..want.len()] == want[..], "{w}x{h} {crop:?} flip {flip}");
+                    assert!(got[want.len()..].iter().all(|&b| b == 0xAA), "{w}x{h} {crop:?}");
+                    got.fill(0xAA);
+                    convert_crop(w as usize, h as usize, &yuv, crop, flip, &mut got);
+                    assert!(got[..want.len()] == want[..], "{w}x{h} {crop:?}, baseline build");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crops_outside_the_frame_do_not_fit() {
+        let l = FrameLayout::new(8, 4, PixelFormat::Yuv420p).unwrap();
+        assert!(Crop { x: 2, y: 1, w: 6, h: 3 }.fits(&l));
+        for bad in [(0, 0, 0, 4), (0, 0, 8, 0), (3, 0, 6, 4), (0, 1, 8, 4), (u32::MAX, 0, 2, 2)] {
+            let (x, y, w, h) = bad;
+            assert!(!Crop { x, y, w, h }.fits(&l), "{bad:?}");
         }
     }
 

@@ -193,14 +193,8 @@ impl AugmentConfig {
     }
 }
 
-/// A box in stored pixels: columns `x..x + w`, rows `y..y + h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Crop {
-    pub x: u32,
-    pub y: u32,
-    pub w: u32,
-    pub h: u32,
-}
+/// A box in stored pixels (defined by the format crate, whose RGB reads cut boxes too).
+pub use cvrl_formats::pixel::Crop;
 
 /// One of the four colour-jitter ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
