@@ -4,18 +4,21 @@
     bench_loader_torch.py RESULTS SHARDS [SHARDS ...] --pairs N --workers 1 W --rounds R
 
 Per pair, the peers' work on each shard set: ``CvrlPairs(SHARDS, frames=16, stride=2,
-interval="decreasing")`` reads the two clips (cvrl's reader, RGB), then
-``RandomResizedCropFlip(224, attempts=10)`` crops each (area 0.3-1, aspect 0.5-2, else the
-whole frame), resizes it bilinearly to 224x224 (``resize_clip``: torch's uint8 kernel,
-antialias off) and flips it with p = 0.5: uint8 ``[3, 16, 224, 224]``, as
-scripts/bench_loader_peers.py does after decoding. A DataLoader with W forked worker
-processes (torch 1 thread each), batches of 4, one warm-up batch per worker, then N pairs
+interval="decreasing")`` reads the two clips (cvrl's reader, RGB) cut to the crop boxes
+that ``RandomResizedCropFlip(224, attempts=10)`` draws (area 0.3-1, aspect 0.5-2, else the
+whole frame; only the box is converted to RGB) and mirrored with p = 0.5, which then resizes
+each bilinearly to 224x224 (``resize_clip``: torch's uint8 kernel, antialias off): uint8
+``[3, 16, 224, 224]``, the work scripts/bench_loader_peers.py does after decoding (which
+flips after the resize). A DataLoader with W forked worker
+processes (torch 1 thread each), batches of 4 collated by ``cvrl.torch.collate`` (and, in a
+second row, by torch's ``default_collate``), one warm-up batch per worker, then N pairs
 timed. Wall: from the first timed batch's request to the last's arrival. CPU: user + system
 time of the workers (/proc) and of the main process over the same window; with prefetching,
 the work a worker does ahead at the end roughly offsets what it did ahead at the start. Best
 of R rounds per row. Then, per shard set, where one pair's CPU goes (one process, no
-DataLoader, 24 pairs): reading the clips as stored planes, as RGB, the transform, and
-``__getitem__`` in all.
+DataLoader, 24 pairs): reading the clips as stored planes, as whole RGB frames, as RGB cut
+to the crop boxes and mirrored (what ``CvrlPairs`` reads, the transform having
+``read_box``), the resize, and ``__getitem__`` in all.
 
 Prints a markdown section comparing these rows with the rows of the same run in RESULTS
 (scripts/bench-loader.sh's rust_*.tsv, variant_*.tsv and peers_*.tsv): the peers (decord,
@@ -23,11 +26,12 @@ PyAV, torchcodec decoding the source mp4s) and, per shard set, the Rust loader w
 flip only on the same shards (the same work in Rust; ``shards`` is read from rust_*.tsv,
 ``shards-NAME`` from variant_NAME_*.tsv, which need the ``cropflip`` part), with two
 verdicts per shard set: >= 5x the best peer, and within 1.5x of the Rust loader. Also writes
-RESULTS/torch_R.tsv rows in the peers' format (the name ``cvrl_torch@SET``).
+RESULTS/torch_R.tsv rows in the peers' format (the name ``cvrl_torch_COLLATE@SET``).
 """
 
 import argparse
 import glob
+import itertools
 import os
 import random
 import time
@@ -35,9 +39,14 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from cvrl.torch import CvrlPairs, RandomResizedCropFlip
+from torch.utils.data import default_collate
+
+from cvrl.torch import CvrlPairs, RandomResizedCropFlip, collate
 
 BATCH = 4
+# The DataLoader's collate_fn of each row: cvrl's, which keeps the clips' frame-major memory,
+# and torch's default, which stacks them channel-major.
+COLLATES = {"collate": collate, "default": default_collate}
 
 
 def worker_cpu(pids):
@@ -51,14 +60,14 @@ def worker_cpu(pids):
     return total / tick
 
 
-def measure(shards, pairs, workers, seed):
+def measure(shards, pairs, workers, seed, collate_fn):
     torch.set_num_threads(1)
     ds = CvrlPairs(shards, frames=16, stride=2, interval="decreasing", seed=seed,
                    transform=RandomResizedCropFlip(224, attempts=10))
     rng = random.Random(seed)
     order = [rng.randrange(len(ds)) for _ in range((workers + pairs // BATCH) * BATCH)]
     loader = DataLoader(ds, batch_size=BATCH, sampler=order, num_workers=workers,
-                        multiprocessing_context="fork")
+                        multiprocessing_context="fork", collate_fn=collate_fn)
     it = iter(loader)
     for _ in range(workers):
         next(it)
@@ -75,7 +84,10 @@ def measure(shards, pairs, workers, seed):
 
 
 def profile(shards, pairs, seed):
-    """Milliseconds of CPU per pair in this process: ``(planes, rgb, transform, getitem)``."""
+    """Milliseconds of CPU per pair in this process: ``(planes, rgb, boxes, finish,
+    getitem)``: reading the two clips as stored planes, as whole RGB frames, as RGB cut to
+    the transform's crop boxes and mirrored (what ``__getitem__`` reads), resizing the boxes,
+    and ``__getitem__`` in all."""
     torch.set_num_threads(1)
     ds = CvrlPairs(shards, frames=16, stride=2, interval="decreasing", seed=seed,
                    transform=RandomResizedCropFlip(224, attempts=10))
@@ -83,24 +95,28 @@ def profile(shards, pairs, seed):
     rng = random.Random(seed)
     items = [rng.randrange(len(ds)) for _ in range(pairs)]
     ds[items[0]]
-    t = [0.0] * 4
+    t = [0.0] * 5
+
+    def timed(k, f):
+        c = time.process_time()
+        out = f()
+        t[k] += time.process_time() - c
+        return out
+
     for i in items:
         v = sset.video(i)
         clips = [list(c) for c in ds._indices(sset, v)]
-        c = time.process_time()
-        sset._set.read(v, clips, False)
-        t[0] += time.process_time() - c
-        c = time.process_time()
-        a, b = sset.read_clips(v, clips)
-        t[1] += time.process_time() - c
-        a, b = torch.from_numpy(a).permute(3, 0, 1, 2), torch.from_numpy(b).permute(3, 0, 1, 2)
+        timed(0, lambda: sset._set.read(v, clips, False))
+        timed(1, lambda: sset.read_clips(v, clips))
         g = torch.Generator().manual_seed(i)
-        c = time.process_time()
-        ds.transform(a, g), ds.transform(b, g)
-        t[2] += time.process_time() - c
-        c = time.process_time()
-        ds[i]
-        t[3] += time.process_time() - c
+        h, w = sset.frame_size(v)
+        (box_a, flip_a, fin_a), (box_b, flip_b, fin_b) = (ds.transform.read_box(h, w, g)
+                                                          for _ in range(2))
+        a, b = timed(2, lambda: sset.read_clips(v, clips, boxes=[box_a, box_b],
+                                                flips=[flip_a, flip_b]))
+        a, b = torch.from_numpy(a).permute(3, 0, 1, 2), torch.from_numpy(b).permute(3, 0, 1, 2)
+        timed(3, lambda: (fin_a(a), fin_b(b)))
+        timed(4, lambda: ds[i])
     return [1e3 * x / pairs for x in t]
 
 
@@ -145,12 +161,12 @@ def main():
     for r in range(1, args.rounds + 1):
         with open(os.path.join(args.results, f"torch_{r}.tsv"), "w") as tsv:
             for name, d in sets:
-                for w in ws:
-                    n, wall, cpu = measure(d, args.pairs, w, args.seed + r)
-                    print(f"row\tcvrl_torch@{name}\t{w}\t{n}\t{wall:.4f}\t{n / wall:.2f}\t{wall:.3f}"
-                          f"\t{cpu:.3f}", file=tsv, flush=True)
-                    old = ours.get((name, w), (0.0, 0.0))
-                    ours[(name, w)] = (max(old[0], n / wall), max(old[1], n / cpu))
+                for (how, collate_fn), w in itertools.product(COLLATES.items(), ws):
+                    n, wall, cpu = measure(d, args.pairs, w, args.seed + r, collate_fn)
+                    print(f"row\tcvrl_torch_{how}@{name}\t{w}\t{n}\t{wall:.4f}\t{n / wall:.2f}"
+                          f"\t{wall:.3f}\t{cpu:.3f}", file=tsv, flush=True)
+                    old = ours.get((name, how, w), (0.0, 0.0))
+                    ours[(name, how, w)] = (max(old[0], n / wall), max(old[1], n / cpu))
     prof = {name: profile(d, args.profile_pairs, args.seed) for name, d in sets}
 
     best = read_rows(args.results)
@@ -169,8 +185,10 @@ def main():
     for name, _ in sets:
         suffix = "" if name == "shards" else f"@{name}"
         shards = f"shards ({label(name)})"
-        rows.append(("`cvrl.torch.CvrlPairs` in a DataLoader", shards,
-                     {w: ours[(name, w)] for w in ws}))
+        rows.append(("`cvrl.torch.CvrlPairs` in a DataLoader, `collate_fn=cvrl.torch.collate`",
+                     shards, {w: ours[(name, "collate", w)] for w in ws}))
+        rows.append(("the same, `default_collate` (a transposing copy)", shards,
+                     {w: ours[(name, "default", w)] for w in ws}))
         rows.append(("cvrl `Loader` (Rust), crop + flip only", shards,
                      {w: best.get((f"loader_cropflip{suffix}", w), (None, None)) for w in ws}))
     peer_labels = {"decord": "decord", "pyav": "PyAV", "torchcodec": "torchcodec"}
@@ -183,19 +201,20 @@ def main():
     print(f"\nWhere a pair's CPU goes in `CvrlPairs` (one process, {args.profile_pairs} pairs, "
           f"ms per pair; the DataLoader's share is the 1-worker row's CPU per pair less "
           f"`__getitem__`):\n")
-    print("| shards | read as planes | read as RGB | crop + resize + flip | `__getitem__` | "
-          "DataLoader, 1 worker |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| shards | read as planes | read as RGB | read the crop boxes as RGB, mirrored | "
+          "resize | `__getitem__` | DataLoader, 1 worker |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, _ in sets:
-        planes, rgb, tf, item = prof[name]
-        per = 1e3 / ours[(name, ws[0])][1]
-        print(f"| {label(name)} | {planes:.1f} | {rgb:.1f} | {tf:.1f} | {item:.1f} | {per:.1f} |")
+        planes, rgb, boxes, finish, item = prof[name]
+        per = 1e3 / ours[(name, "collate", ws[0])][1]
+        print(f"| {label(name)} | {planes:.1f} | {rgb:.1f} | {boxes:.1f} | {finish:.1f} "
+              f"| {item:.1f} | {per:.1f} |")
 
     print("\nVerdicts (pairs per CPU second, 1 worker):\n")
     peers = [(best[(p, ws[0])][1], peer_labels[p]) for p in peer_labels
              if best.get((p, ws[0]), (0, 0))[1]]
     for name, _ in sets:
-        mine = ours[(name, ws[0])][1]
+        mine = ours[(name, "collate", ws[0])][1]
         if peers:
             bp, bn = max(peers)
             verdict = "MET" if mine >= 5 * bp else "MISSED"

@@ -8,7 +8,9 @@ bytes of ``read_frames``, ``[T, H, W, 3]``) and, for ``yuv420p`` videos, OUT_DIR
 (``read_planes``' Y, U, V re-interleaved frame by frame, the stored layout), where n is the
 video's position; the Rust test compares them with its own reader. Checked here: the index
 equals pyarrow's read of index.parquet, the class list is the manifest's, and four threads
-reading at once (the GIL released while decoding) get the same bytes as one.
+reading at once (the GIL released while decoding) get the same bytes as one, and reads cut
+to boxes (odd and even edges, the whole frame, one pixel) and mirrored are the whole frames
+sliced and flipped.
 """
 
 import json
@@ -42,8 +44,28 @@ def main(set_dir: str, requests: str, out: str) -> None:
     for k, frames in enumerate(together):
         assert np.array_equal(frames, alone[k % len(jobs)]), f"thread read {k} differs"
 
+    rng = np.random.default_rng(5)
     for (v, idx), rgb in zip(jobs, alone):
         h, w = shards.frame_size(v)
+        boxes = [(0, 0, h, w), (h - 1, w - 1, 1, 1)]
+        for _ in range(6):
+            bh, bw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+            boxes.append((int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw))
+        flips = [k % 2 == 1 for k in range(len(boxes))]
+        cut = shards.read_clips(v, [idx] * len(boxes), boxes=boxes, flips=flips)
+        for box, flip, got in zip(boxes, flips, cut):
+            top, left, bh, bw = box
+            want = rgb[:, top:top + bh, left:left + bw]
+            assert np.array_equal(got, want[:, :, ::-1] if flip else want), f"box {box} {flip}"
+        (whole,) = shards.read_clips(v, [idx], flips=[True])
+        assert np.array_equal(whole, rgb[:, :, ::-1]), "a whole frame mirrored"
+        for bad in [(0, 0, 0, w), (1, 0, h, w), (0, w, 1, 1)]:
+            try:
+                shards.read_clips(v, [idx], boxes=[bad])
+            except ValueError as e:
+                assert "box" in str(e), e
+            else:
+                raise AssertionError(f"box {bad} of a {w}x{h} frame must raise ValueError")
         assert rgb.shape == (len(idx), h, w, 3) and rgb.dtype == np.uint8, rgb.shape
         with open(os.path.join(out, f"{v}.rgb"), "wb") as f:
             f.write(rgb.tobytes())

@@ -6,7 +6,8 @@
 //! read at once; the memory maps are the process's own, and `cvrl.torch` reopens a set in
 //! each DataLoader worker process. Frames come out either as stored (`yuv420p` planes, or
 //! `rgb24`) or as `rgb24`, converted by [`yuv420p_to_rgb24`]: the conversion of every
-//! other RGB reader of cvrl.
+//! other RGB reader of cvrl. An RGB read can cut each clip to a box and mirror it,
+//! converting only the box's pixels (what a random crop and flip keep).
 //!
 //! Clip placement is [`cvrl_formats::sampler`]'s, with the same per-sample seeding as the
 //! trainer's loader, so a Python dataset draws the pairs the Rust code would.
@@ -14,7 +15,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cvrl_formats::pixel::yuv420p_to_rgb24;
+use cvrl_formats::pixel::{copy_rgb_row, yuv420p_to_rgb24, yuv420p_to_rgb24_crop, Crop};
 use cvrl_formats::sampler::{linspace_starts, sample_pair, sample_rng, ClipSpec};
 use cvrl_formats::{FormatError, FrameLayout, PixelFormat, ShardSet as Set};
 use pyo3::exceptions::{PyIndexError, PyValueError};
@@ -88,13 +89,18 @@ impl ShardSet {
 
     /// Frames `clips[k]` of `video` into one new `bytearray` per clip, frame after frame:
     /// `rgb24` (`rgb`), else as stored (`yuv420p` planes; refused for an `rgb24` video).
-    /// Decodes with the GIL released.
+    /// RGB reads only: `boxes[k]`, `(top, left, height, width)`, cuts every frame of clip
+    /// `k` to that box, and `flips[k]` mirrors it left to right; only the box's pixels are
+    /// converted. Decodes with the GIL released.
+    #[pyo3(signature = (video, clips, rgb, boxes=None, flips=None))]
     fn read<'py>(
         &self,
         py: Python<'py>,
         video: usize,
         clips: Vec<Vec<u32>>,
         rgb: bool,
+        boxes: Option<Vec<(u32, u32, u32, u32)>>,
+        flips: Option<Vec<bool>>,
     ) -> PyResult<Vec<Bound<'py, PyByteArray>>> {
         let row = self.row(video)?;
         let layout = self.set.layout(video);
@@ -105,16 +111,20 @@ impl ShardSet {
                 layout.format()
             )));
         }
-        let frame_bytes = out_frame_bytes(&layout, rgb);
+        let cuts = cuts(&row.video_id, &layout, clips.len(), rgb, boxes, flips)?;
         let bufs = clips
             .iter()
-            .map(|c| PyByteArray::new_with(py, c.len() * frame_bytes, |_| Ok(())))
+            .zip(&cuts)
+            .map(|(c, cut)| {
+                let frame = cut.map_or_else(|| out_frame_bytes(&layout, rgb), |c| c.0.rgb_bytes());
+                PyByteArray::new_with(py, c.len() * frame, |_| Ok(()))
+            })
             .collect::<PyResult<Vec<_>>>()?;
         // SAFETY: the bytearrays were made above and no Python code holds a reference to
         // them yet, so nothing can resize, read or free them while the GIL is released.
         let mut outs: Vec<&mut [u8]> = bufs.iter().map(|b| unsafe { b.as_bytes_mut() }).collect();
         let set = &*self.set;
-        py.detach(|| fill(set, video, &clips, rgb, &mut outs))
+        py.detach(|| fill(set, video, &clips, rgb, &cuts, &mut outs))
             .map_err(|e| read_error(e, set.shard_path(video), &row.video_id))?;
         Ok(bufs)
     }
@@ -210,45 +220,113 @@ fn clip_spec(frames: u32, stride: u32, base_fps: f64) -> PyResult<ClipSpec> {
     Ok(ClipSpec { frames, stride, base_fps })
 }
 
-/// Decodes each clip of `video` into its output buffer (GIL released: no Python here).
+/// How an RGB read cuts each frame of a clip: a box, and whether to mirror it. `None`: the
+/// whole frame as it is.
+type Cut = Option<(Crop, bool)>;
+
+/// The cut of each of `n` clips from a read's `boxes` and `flips`, or why they are wrong.
+fn cuts(
+    video_id: &str,
+    layout: &FrameLayout,
+    n: usize,
+    rgb: bool,
+    boxes: Option<Vec<(u32, u32, u32, u32)>>,
+    flips: Option<Vec<bool>>,
+) -> PyResult<Vec<Cut>> {
+    if boxes.is_none() && flips.is_none() {
+        return Ok(vec![None; n]);
+    }
+    if !rgb {
+        return Err(PyValueError::new_err("boxes and flips cut RGB reads only, not planes"));
+    }
+    let count = |what: &str, len: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err(PyValueError::new_err(format!("{len} {what} for {n} clips: give one per clip")))
+        }
+    };
+    let crops = match boxes {
+        None => vec![Crop::full(layout); n],
+        Some(b) => {
+            count("boxes", b.len())?;
+            b.into_iter().map(|b| crop(video_id, layout, b)).collect::<PyResult<_>>()?
+        }
+    };
+    let flips = flips.unwrap_or_else(|| vec![false; n]);
+    count("flips", flips.len())?;
+    Ok(crops.into_iter().zip(flips).map(Some).collect())
+}
+
+/// `(top, left, height, width)` as a [`Crop`] of `layout`'s frames, or why not.
+fn crop(
+    video_id: &str,
+    layout: &FrameLayout,
+    (top, left, h, w): (u32, u32, u32, u32),
+) -> PyResult<Crop> {
+    let c = Crop { x: left, y: top, w, h };
+    if !c.fits(layout) {
+        return Err(PyValueError::new_err(format!(
+            "box (top {top}, left {left}, height {h}, width {w}) is empty or leaves the \
+             {}x{} frames of video {video_id:?}",
+            layout.width(),
+            layout.height()
+        )));
+    }
+    Ok(c)
+}
+
+/// Decodes each clip of `video` into its output buffer (GIL released: no Python here),
+/// one chunk's frames at a time, converted while they are still in cache; each chunk is
+/// still decoded once.
 fn fill(
     set: &Set,
     video: usize,
     clips: &[Vec<u32>],
     rgb: bool,
+    cuts: &[Cut],
     outs: &mut [&mut [u8]],
 ) -> Result<(), FormatError> {
     let mut reader = set.reader()?;
     let layout = set.layout(video);
-    let convert = rgb && layout.format() == PixelFormat::Yuv420p;
+    let chunks = &set.videos()[video].chunks;
     let mut frames = Vec::new();
-    for (indices, out) in clips.iter().zip(outs.iter_mut()) {
-        if convert {
-            // One chunk's frames at a time, converted while they are still in cache; each
-            // chunk is still decoded once.
-            let (chunks, rgb_bytes) = (&set.videos()[video].chunks, out_frame_bytes(&layout, true));
-            let mut k = 0;
-            while k < indices.len() {
-                let c = chunks.partition_point(|e| e.first_frame + e.num_frames <= indices[k]);
-                let in_chunk = |i: u32| {
-                    chunks
-                        .get(c)
-                        .is_some_and(|e| i >= e.first_frame && i - e.first_frame < e.num_frames)
-                };
-                let run = indices[k..].iter().take_while(|&&i| in_chunk(i)).count().max(1);
-                frames.clear();
-                reader.read_indices(video, &indices[k..k + run], &mut frames)?;
-                let dst = out[k * rgb_bytes..(k + run) * rgb_bytes].chunks_exact_mut(rgb_bytes);
-                for (src, dst) in frames.chunks_exact(layout.frame_bytes()).zip(dst) {
-                    yuv420p_to_rgb24(&layout, src, dst);
-                }
-                k += run;
-            }
-        } else {
+    for ((indices, cut), out) in clips.iter().zip(cuts).zip(outs.iter_mut()) {
+        let out_bytes = cut.map_or_else(|| out_frame_bytes(&layout, rgb), |c| c.0.rgb_bytes());
+        let mut k = 0;
+        while k < indices.len() {
+            let c = chunks.partition_point(|e| e.first_frame + e.num_frames <= indices[k]);
+            let in_chunk = |i: u32| {
+                chunks
+                    .get(c)
+                    .is_some_and(|e| i >= e.first_frame && i - e.first_frame < e.num_frames)
+            };
+            let run = indices[k..].iter().take_while(|&&i| in_chunk(i)).count().max(1);
             frames.clear();
-            reader.read_indices(video, indices, &mut frames)?;
-            out.copy_from_slice(&frames);
+            reader.read_indices(video, &indices[k..k + run], &mut frames)?;
+            let dst = out[k * out_bytes..(k + run) * out_bytes].chunks_exact_mut(out_bytes);
+            for (src, dst) in frames.chunks_exact(layout.frame_bytes()).zip(dst) {
+                write_frame(&layout, rgb, *cut, src, dst);
+            }
+            k += run;
         }
     }
     Ok(())
+}
+
+/// One stored frame `src` as the read asks for it: as stored, or RGB (cut).
+fn write_frame(layout: &FrameLayout, rgb: bool, cut: Cut, src: &[u8], dst: &mut [u8]) {
+    match (rgb && layout.format() == PixelFormat::Yuv420p, cut) {
+        (true, None) => yuv420p_to_rgb24(layout, src, dst),
+        (true, Some((c, flip))) => yuv420p_to_rgb24_crop(layout, src, c, flip, dst),
+        // Stored bytes (planes, or an rgb24 frame), whole or cut row by row.
+        (false, None) => dst.copy_from_slice(src),
+        (false, Some((c, flip))) => {
+            let (row, stored_row) = (3 * c.w as usize, 3 * layout.width() as usize);
+            for (r, out) in dst.chunks_exact_mut(row).enumerate() {
+                let at = (c.y as usize + r) * stored_row + 3 * c.x as usize;
+                copy_rgb_row(&src[at..at + row], out, flip);
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -11,6 +11,8 @@ from . import _cvrl
 
 PathLike = Union[str, "os.PathLike[str]"]
 Video = Union[int, str]
+# A crop box in pixels: (top, left, height, width).
+Box = tuple[int, int, int, int]
 
 
 class ShardSet:
@@ -108,13 +110,35 @@ class ShardSet:
         with BT.601 limited range, nearest chroma, exactly as cvrl's Rust readers do."""
         return self.read_clips(video, [indices])[0]
 
-    def read_clips(self, video: Video, clips: Iterable[Iterable[int]]) -> list[np.ndarray]:
+    def read_clips(
+        self,
+        video: Video,
+        clips: Iterable[Iterable[int]],
+        boxes: Optional[Sequence[Box]] = None,
+        flips: Optional[Sequence[bool]] = None,
+    ) -> list[np.ndarray]:
         """Several clips of one video in one call (one decoder, so chunks that clips share
-        are read once): a ``uint8`` ``[T, H, W, 3]`` RGB array per clip."""
+        are read once): a ``uint8`` ``[T, H, W, 3]`` RGB array per clip.
+
+        ``boxes``, one ``(top, left, height, width)`` per clip, cuts every frame of a clip
+        to its box, and ``flips``, one ``bool`` per clip, mirrors it left to right: the same
+        pixels as slicing and flipping the whole frames, but only the box is converted to
+        RGB and copied (``[T, height, width, 3]``). ``ValueError`` for a box that is empty
+        or leaves the frame."""
         v = self.video(video)
-        h, w = self.frame_size(v)
-        bufs = self._set.read(v, [_indices(c) for c in clips], True)
-        return [np.frombuffer(b, dtype=np.uint8).reshape(-1, h, w, 3) for b in bufs]
+        clips = [_indices(c) for c in clips]
+        if boxes is None:
+            h, w = self.frame_size(v)
+            sizes = [(h, w)] * len(clips)
+        else:
+            boxes = [tuple(int(x) for x in b) for b in boxes]
+            if any(len(b) != 4 for b in boxes):
+                raise ValueError(f"a box is (top, left, height, width), got {boxes}")
+            sizes = [(b[2], b[3]) for b in boxes]
+        flips = None if flips is None else [bool(f) for f in flips]
+        bufs = self._set.read(v, clips, True, boxes, flips)
+        return [np.frombuffer(b, dtype=np.uint8).reshape(-1, h, w, 3)
+                for b, (h, w) in zip(bufs, sizes)]
 
     def read_planes(
         self, video: Video, indices: Iterable[int]

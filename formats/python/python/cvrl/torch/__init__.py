@@ -4,12 +4,13 @@
 - ``CvrlPairs``: the two clips of a CVRL positive pair per video, sampled by cvrl's own
   interval sampler, deterministic from a seed, safe in DataLoader worker processes.
 - ``CvrlClips``: labelled evaluation clips, placed as ``cvrl-eval`` places its test views.
+- ``collate``: a DataLoader's ``collate_fn`` that batches clips in the layout they have.
 - ``RandomResizedCropFlip``: one crop box, resize and flip for every frame of a clip.
 - ``load_encoder``: the R3D backbone of a ``cvrl-train`` run, weights loaded, returning
   pooled features; ``R3D`` builds any backbone ``cvrl-train`` offers.
 """
 
-from .data import CvrlClips, CvrlPairs
+from .data import CvrlClips, CvrlPairs, collate
 from .r3d import R3D, R3DConfig, load_encoder
 from .transforms import RandomResizedCropFlip, resize_clip
 
@@ -19,6 +20,7 @@ __all__ = [
     "R3D",
     "R3DConfig",
     "RandomResizedCropFlip",
+    "collate",
     "load_encoder",
     "resize_clip",
 ]

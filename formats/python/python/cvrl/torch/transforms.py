@@ -4,12 +4,15 @@ parameters to every frame of a clip (CVRL's temporally consistent augmentation),
 
 A transform is called as ``transform(clip, generator)`` with a ``torch.Generator`` seeded
 for that sample, and draws all its randomness from it, so a dataset stays deterministic
-from its seed whatever the worker count.
+from its seed whatever the worker count. A transform that starts with a crop (and a flip) can
+also offer ``read_box(height, width, generator) -> (box, flip, finish)``: the datasets then
+read only the box's pixels, mirrored when ``flip``, and call ``finish`` on them, with the
+same result.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +40,11 @@ class RandomResizedCropFlip:
     """CVRL's spatial crop and flip for a whole clip: a box of ``scale`` of the frame's area
     and aspect ratio (width / height) in ``ratio``, both drawn uniformly (TF's
     ``sample_distorted_bounding_box``, as cvrl's trainer draws it; the whole frame after
-    ``attempts`` misses), resized to ``size x size`` by ``resize_clip``, then flipped
-    horizontally with probability ``flip_p``. The same box and flip serve every frame.
+    ``attempts`` misses), flipped horizontally with probability ``flip_p`` and resized to
+    ``size x size`` by ``resize_clip``. The same box and flip serve every frame. (Flipping
+    before the resize lets a dataset read the box mirrored, instead of copying the resized
+    clip once more; the resize is symmetric, so the order changes no pixel by more than the
+    one level of the resize's own rounding.)
 
     Input and output: ``uint8`` ``[C, T, H, W]``. Colour jitter, grayscale and blur are left
     to the caller, who can chain them after this.
@@ -79,13 +85,23 @@ class RandomResizedCropFlip:
         flip = torch.rand((), generator=generator).item() < self.flip_p
         return (*box, flip)
 
+    def read_box(
+        self, height: int, width: int, generator: Optional[torch.Generator] = None
+    ) -> tuple[tuple[int, int, int, int], bool, Callable[[torch.Tensor], torch.Tensor]]:
+        """The transform split at the read, for datasets that read only the box: draws the
+        parameters for ``height x width`` frames and returns the box ``(top, left, height,
+        width)``, whether to mirror it, and ``finish``, which resizes a clip already cut to
+        the box and mirrored. ``self(clip, generator)`` is ``finish`` of that cut."""
+        top, left, h, w, flip = self.params(height, width, generator)
+        return (top, left, h, w), flip, lambda box: resize_clip(box, self.size)
+
     def __call__(
         self, clip: torch.Tensor, generator: Optional[torch.Generator] = None
     ) -> torch.Tensor:
         _, _, height, width = clip.shape
-        top, left, h, w, flip = self.params(height, width, generator)
-        out = resize_clip(clip[:, :, top : top + h, left : left + w], self.size)
-        return out.flip(-1) if flip else out
+        (top, left, h, w), flip, finish = self.read_box(height, width, generator)
+        box = clip[:, :, top : top + h, left : left + w]
+        return finish(box.flip(-1) if flip else box)
 
     def __repr__(self) -> str:
         return (f"RandomResizedCropFlip(size={self.size}, scale={self.scale}, "
