@@ -25,7 +25,8 @@ Prints a markdown section comparing these rows with the rows of the same run in 
 PyAV, torchcodec decoding the source mp4s) and, per shard set, the Rust loader with crop +
 flip only on the same shards (the same work in Rust; ``shards`` is read from rust_*.tsv,
 ``shards-NAME`` from variant_NAME_*.tsv, which need the ``cropflip`` part), with two
-verdicts per shard set: >= 5x the best peer, and within 1.5x of the Rust loader. Also writes
+verdicts per shard set and worker count: >= 5x the best peer, and within 1.5x of the Rust
+loader. Also writes
 RESULTS/torch_R.tsv rows in the peers' format (the name ``cvrl_torch_COLLATE@SET``).
 """
 
@@ -174,10 +175,11 @@ def main():
     fmt = lambda x: f"{x:.2f}" if x else "-"
     label = lambda name: "defaults" if name == "shards" else name
     print("\n### The cvrl Python package in a PyTorch DataLoader\n")
-    print(f"`scripts/bench_loader_torch.py`: `CvrlPairs` + `RandomResizedCropFlip(224)` (crop, "
-          f"resize and flip in torch, as the peers) in a DataLoader of W forked worker "
-          f"processes, {args.pairs} pairs timed, best of {args.rounds} rounds, after the rounds "
-          f"above on the same machine. Other rows: the same run's.\n")
+    print(f"`scripts/bench_loader_torch.py`: `CvrlPairs` + `RandomResizedCropFlip(224)` (the "
+          f"crop box read and mirrored by cvrl, the resize in torch, as the peers resize) in a "
+          f"DataLoader of W forked worker processes, {args.pairs} pairs timed, best of "
+          f"{args.rounds} rounds, after the rounds above on the same machine. Other rows: the "
+          f"same run's.\n")
     print("| what | reads | " + " | ".join(f"pairs/s wall, {wn(w)}" for w in ws) + " | "
           + " | ".join(f"pairs per CPU s, {wn(w)}" for w in ws) + " |")
     print("|---|---|" + "---:|" * (2 * len(ws)))
@@ -210,24 +212,23 @@ def main():
         print(f"| {label(name)} | {planes:.1f} | {rgb:.1f} | {boxes:.1f} | {finish:.1f} "
               f"| {item:.1f} | {per:.1f} |")
 
-    print("\nVerdicts (pairs per CPU second, 1 worker):\n")
-    peers = [(best[(p, ws[0])][1], peer_labels[p]) for p in peer_labels
-             if best.get((p, ws[0]), (0, 0))[1]]
-    for name, _ in sets:
-        mine = ours[(name, "collate", ws[0])][1]
+    print("\nVerdicts (pairs per CPU second, for each worker count):\n")
+    for name, w in itertools.product([n for n, _ in sets], ws):
+        mine = ours[(name, "collate", w)][1]
+        peers = [(best[(p, w)][1], peer_labels[p]) for p in peer_labels
+                 if best.get((p, w), (0, 0))[1]]
         if peers:
             bp, bn = max(peers)
             verdict = "MET" if mine >= 5 * bp else "MISSED"
-            print(f"- {label(name)} shards, >= 5x the best peer: {verdict}: {mine:.2f} vs {bn} "
-                  f"{bp:.2f} = {mine / bp:.2f}x")
+            print(f"- {label(name)} shards, {wn(w)}, >= 5x the best peer: {verdict}: {mine:.2f} "
+                  f"vs {bn} {bp:.2f} = {mine / bp:.2f}x")
         suffix = "" if name == "shards" else f"@{name}"
-        rust = best.get((f"loader_cropflip{suffix}", ws[0]), (0, 0))[1]
+        rust = best.get((f"loader_cropflip{suffix}", w), (0, 0))[1]
         if rust:
             verdict = "MET" if rust <= 1.5 * mine else "MISSED"
-            print(f"- {label(name)} shards, within 1.5x of the Rust loader doing the same work "
-                  f"on the same shards: {verdict}: Rust {rust:.2f} vs {mine:.2f} = "
+            print(f"- {label(name)} shards, {wn(w)}, within 1.5x of the Rust loader doing the "
+                  f"same work on the same shards: {verdict}: Rust {rust:.2f} vs {mine:.2f} = "
                   f"{rust / mine:.2f}x")
-
 
 if __name__ == "__main__":
     main()
