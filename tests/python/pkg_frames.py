@@ -59,7 +59,7 @@ def main(set_dir: str, requests: str, out: str) -> None:
             assert np.array_equal(got, want[:, :, ::-1] if flip else want), f"box {box} {flip}"
         (whole,) = shards.read_clips(v, [idx], flips=[True])
         assert np.array_equal(whole, rgb[:, :, ::-1]), "a whole frame mirrored"
-        for bad in [(0, 0, 0, w), (1, 0, h, w), (0, w, 1, 1)]:
+        for bad in [(0, 0, 0, w), (1, 0, h, w), (0, w, 1, 1), (-1, 0, 1, 1)]:
             try:
                 shards.read_clips(v, [idx], boxes=[bad])
             except ValueError as e:

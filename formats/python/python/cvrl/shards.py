@@ -132,8 +132,8 @@ class ShardSet:
             sizes = [(h, w)] * len(clips)
         else:
             boxes = [tuple(int(x) for x in b) for b in boxes]
-            if any(len(b) != 4 for b in boxes):
-                raise ValueError(f"a box is (top, left, height, width), got {boxes}")
+            if any(len(b) != 4 or min(b) < 0 for b in boxes):
+                raise ValueError(f"a box is (top, left, height, width) >= 0, got {boxes}")
             sizes = [(b[2], b[3]) for b in boxes]
         flips = None if flips is None else [bool(f) for f in flips]
         bufs = self._set.read(v, clips, True, boxes, flips)
