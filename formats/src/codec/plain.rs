@@ -88,8 +88,8 @@ pub(super) fn append_frame(
     done
 }
 
-/// Decompresses frame `k` into `out`, which must take at most `fb` bytes (zstd refuses a
-/// frame that holds more), and refuses a frame that holds fewer.
+/// Decompresses frame `k` into `out` and refuses a frame that does not hold exactly `fb`
+/// bytes (one larger than `out`'s room already fails in zstd).
 fn decompress_frame<B: zstd::zstd_safe::WriteBuf + ?Sized>(
     decompressor: &mut zstd::bulk::Decompressor<'static>,
     compressed: &[u8],
