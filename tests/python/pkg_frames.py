@@ -50,7 +50,8 @@ def main(set_dir: str, requests: str, out: str) -> None:
         boxes = [(0, 0, h, w), (h - 1, w - 1, 1, 1)]
         for _ in range(6):
             bh, bw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
-            boxes.append((int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw))
+            top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+            boxes.append((top, left, bh, bw))
         flips = [k % 2 == 1 for k in range(len(boxes))]
         cut = shards.read_clips(v, [idx] * len(boxes), boxes=boxes, flips=flips)
         for box, flip, got in zip(boxes, flips, cut):

@@ -65,8 +65,8 @@ class CvrlPairs(Dataset):
     ``transform(clip, generator)``, when given, is applied to each clip with one
     ``torch.Generator`` per item, seeded from ``(seed, epoch, i)``: e.g.
     ``RandomResizedCropFlip(112)``. A transform with ``read_box`` (as that one) gets only
-    its crop box read, converted and mirrored: the same pixels at less cost. Without a transform, the
-    clips are the stored frames as ``uint8`` ``[3, T, H, W]`` RGB.
+    its crop box read, converted and mirrored: the same pixels at less cost. Without a
+    transform, the clips are the stored frames as ``uint8`` ``[3, T, H, W]`` RGB.
 
     ``set_epoch(e)`` before each epoch draws new pairs (as ``DistributedSampler.set_epoch``);
     a DataLoader without persistent workers copies the dataset into its workers at the start

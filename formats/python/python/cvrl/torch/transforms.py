@@ -4,10 +4,10 @@ parameters to every frame of a clip (CVRL's temporally consistent augmentation),
 
 A transform is called as ``transform(clip, generator)`` with a ``torch.Generator`` seeded
 for that sample, and draws all its randomness from it, so a dataset stays deterministic
-from its seed whatever the worker count. A transform that starts with a crop (and a flip) can
-also offer ``read_box(height, width, generator) -> (box, flip, finish)``: the datasets then
-read only the box's pixels, mirrored when ``flip``, and call ``finish`` on them, with the
-same result.
+from its seed whatever the worker count. A transform that starts with a crop (and a flip)
+can also offer ``read_box(height, width, generator) -> (box, flip, finish)``: the datasets
+then read only the box's pixels, mirrored when ``flip``, and call ``finish`` on them, with
+the same result.
 """
 
 from __future__ import annotations
