@@ -9,13 +9,13 @@ that ``RandomResizedCropFlip(224, attempts=10)`` draws (area 0.3-1, aspect 0.5-2
 whole frame; only the box is converted to RGB) and mirrored with p = 0.5, which then resizes
 each bilinearly to 224x224 (``resize_clip``: torch's uint8 kernel, antialias off): uint8
 ``[3, 16, 224, 224]``, the work scripts/bench_loader_peers.py does after decoding (which
-flips after the resize). A DataLoader with W forked worker
-processes (torch 1 thread each), batches of 4 collated by ``cvrl.torch.collate`` (and, in a
-second row, by torch's ``default_collate``), one warm-up batch per worker, then N pairs
-timed. Wall: from the first timed batch's request to the last's arrival. CPU: user + system
-time of the workers (/proc) and of the main process over the same window; with prefetching,
-the work a worker does ahead at the end roughly offsets what it did ahead at the start. Best
-of R rounds per row. Then, per shard set, where one pair's CPU goes (one process, no
+flips after the resize). A DataLoader with W forked worker processes (torch 1 thread each),
+batches of 4 collated by ``cvrl.torch.collate`` (and, in a second row, by torch's
+``default_collate``), one warm-up batch per worker, then N pairs timed. Wall: from the
+first timed batch's request to the last's arrival. CPU: user + system time of the workers
+(/proc) and of the main process over the same window; with prefetching, the work a worker
+does ahead at the end roughly offsets what it did ahead at the start. Best of R rounds per
+row. Then, per shard set, where one pair's CPU goes (one process, no
 DataLoader, 24 pairs): reading the clips as stored planes, as whole RGB frames, as RGB cut
 to the crop boxes and mirrored (what ``CvrlPairs`` reads, the transform having
 ``read_box``), the resize, and ``__getitem__`` in all.
@@ -26,8 +26,8 @@ PyAV, torchcodec decoding the source mp4s) and, per shard set, the Rust loader w
 flip only on the same shards (the same work in Rust; ``shards`` is read from rust_*.tsv,
 ``shards-NAME`` from variant_NAME_*.tsv, which need the ``cropflip`` part), with two
 verdicts per shard set and worker count: >= 5x the best peer, and within 1.5x of the Rust
-loader. Also writes
-RESULTS/torch_R.tsv rows in the peers' format (the name ``cvrl_torch_COLLATE@SET``).
+loader. Also writes RESULTS/torch_R.tsv rows in the peers' format (the name
+``cvrl_torch_COLLATE@SET``).
 """
 
 import argparse
@@ -38,9 +38,7 @@ import random
 import time
 
 import torch
-from torch.utils.data import DataLoader
-
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from cvrl.torch import CvrlPairs, RandomResizedCropFlip, collate
 

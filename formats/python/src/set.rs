@@ -116,7 +116,7 @@ impl ShardSet {
             .iter()
             .zip(&cuts)
             .map(|(c, cut)| {
-                let frame = cut.map_or_else(|| out_frame_bytes(&layout, rgb), |c| c.0.rgb_bytes());
+                let frame = out_frame_bytes(&layout, rgb, *cut);
                 PyByteArray::new_with(py, c.len() * frame, |_| Ok(()))
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -201,12 +201,13 @@ pub fn sample_seed(seed: u64, epoch: u64, position: u64) -> u64 {
 /// Separates the transform's seeds from the pair sampler's.
 const TRANSFORM_STREAM: u64 = 0x7472_616e_7366_6f72; // "transfor"
 
-/// Bytes of one output frame.
-fn out_frame_bytes(layout: &FrameLayout, rgb: bool) -> usize {
-    if rgb {
-        3 * layout.width() as usize * layout.height() as usize
-    } else {
-        layout.frame_bytes()
+/// Bytes of one output frame: the box of `cut` as RGB, else the whole frame as RGB (`rgb`)
+/// or as stored.
+fn out_frame_bytes(layout: &FrameLayout, rgb: bool, cut: Cut) -> usize {
+    match cut {
+        Some((crop, _)) => crop.rgb_bytes(),
+        None if rgb => Crop::full(layout).rgb_bytes(),
+        None => layout.frame_bytes(),
     }
 }
 
@@ -292,7 +293,7 @@ fn fill(
     let chunks = &set.videos()[video].chunks;
     let mut frames = Vec::new();
     for ((indices, cut), out) in clips.iter().zip(cuts).zip(outs.iter_mut()) {
-        let out_bytes = cut.map_or_else(|| out_frame_bytes(&layout, rgb), |c| c.0.rgb_bytes());
+        let out_bytes = out_frame_bytes(&layout, rgb, *cut);
         let mut k = 0;
         while k < indices.len() {
             let c = chunks.partition_point(|e| e.first_frame + e.num_frames <= indices[k]);
