@@ -67,6 +67,16 @@ def main(set_dir: str, requests: str, out: str) -> None:
                 assert "box" in str(e), e
             else:
                 raise AssertionError(f"box {bad} of a {w}x{h} frame must raise ValueError")
+        # One box and one flip per clip: a count that differs names both counts.
+        for kw, want in [({"boxes": [(0, 0, h, w)] * 2}, "2 boxes for 1 clips"),
+                         ({"flips": [True, False, True]}, "3 flips for 1 clips"),
+                         ({"boxes": [], "flips": [True]}, "0 boxes for 1 clips")]:
+            try:
+                shards.read_clips(v, [idx], **kw)
+            except ValueError as e:
+                assert want in str(e), (kw, e)
+            else:
+                raise AssertionError(f"read_clips with {kw} for one clip must raise ValueError")
         assert rgb.shape == (len(idx), h, w, 3) and rgb.dtype == np.uint8, rgb.shape
         with open(os.path.join(out, f"{v}.rgb"), "wb") as f:
             f.write(rgb.tobytes())

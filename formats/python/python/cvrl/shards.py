@@ -124,7 +124,7 @@ class ShardSet:
         to its box, and ``flips``, one ``bool`` per clip, mirrors it left to right: the same
         pixels as slicing and flipping the whole frames, but only the box is converted to
         RGB and copied (``[T, height, width, 3]``). ``ValueError`` for a box that is empty
-        or leaves the frame."""
+        or leaves the frame, and for other than one box (or flip) per clip."""
         v = self.video(video)
         clips = [_indices(c) for c in clips]
         if boxes is None:
