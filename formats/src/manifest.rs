@@ -230,6 +230,7 @@ mod tests {
             PredictorMode::Med,
             PredictorMode::Adaptive,
             PredictorMode::Plain,
+            PredictorMode::Interleaved,
         ] {
             let m = Manifest::new("test", params(mode), vec![], None, vec![], &[], &[]);
             m.save(&path).unwrap();

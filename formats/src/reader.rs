@@ -239,7 +239,7 @@ impl<'s> FrameReader<'s> {
     }
 
     /// Appends the frames `frames` (numbers within the chunk) of chunk `c` of `video` to
-    /// `out`: plain frames are decompressed straight into it, the predictive codec's through
+    /// `out`: plain frames are decompressed straight into it, the predictive codecs' through
     /// the chunk buffer ([`FrameReader::load_chunk`]).
     fn append_frames(
         &mut self,
@@ -250,7 +250,7 @@ impl<'s> FrameReader<'s> {
     ) -> Result<()> {
         let fb = self.set.layouts[video].frame_bytes();
         let (codec, data) = self.chunk_data(video, c)?;
-        if codec == Codec::Predictive || self.cached == Some((video, c)) {
+        if codec != Codec::Plain || self.cached == Some((video, c)) {
             self.load_chunk(video, c, Some(frames))?;
             for &k in frames {
                 out.extend_from_slice(&self.chunk[k * fb..(k + 1) * fb]);
@@ -270,7 +270,8 @@ impl<'s> FrameReader<'s> {
     /// Decodes chunk `c` of `video` into the chunk buffer, at least its frames `wanted`
     /// (numbers within the chunk; `None`: all, with every check of the codec), unless they
     /// are already there. The predictive codec reconstructs every frame up to the last one
-    /// wanted, plain frames exactly the wanted ones.
+    /// wanted, the interleaved one each wanted frame's chain, plain frames exactly the wanted
+    /// ones ([`Codec::decodes`]).
     fn load_chunk(&mut self, video: usize, c: usize, wanted: Option<&[usize]>) -> Result<()> {
         let n = self.set.videos[video].chunks[c].num_frames as usize;
         let all: Vec<usize>;
@@ -293,10 +294,12 @@ impl<'s> FrameReader<'s> {
             self.have.clear();
             self.have.resize(n, false);
         }
-        // Plain frames already decoded are kept; the predictive codec starts over.
+        // Frames already decoded are kept, except by the predictive codec, which starts over.
         let missing: Vec<usize> = match codec {
-            Codec::Plain => wanted.iter().copied().filter(|&k| !self.have[k]).collect(),
             Codec::Predictive => wanted.to_vec(),
+            Codec::Plain | Codec::Interleaved => {
+                wanted.iter().copied().filter(|&k| !self.have[k]).collect()
+            }
         };
         let decoded =
             match self.decoder.decode_wanted(codec, &layout, n, data, &mut self.chunk, &missing) {
@@ -306,9 +309,8 @@ impl<'s> FrameReader<'s> {
                     return Err(self.decode_error(video, c, e));
                 }
             };
-        match codec {
-            Codec::Plain => missing.iter().for_each(|&k| self.have[k] = true),
-            Codec::Predictive => self.have[..decoded].iter_mut().for_each(|h| *h = true),
+        for k in codec.decodes(&missing, n) {
+            self.have[k] = true;
         }
         self.cached = Some((video, c));
         self.decoded_frames += decoded as u64;

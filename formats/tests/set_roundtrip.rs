@@ -97,7 +97,7 @@ fn write_set_with(dir: &Path, videos: &[Video], predictor: PredictorMode) {
 
 #[test]
 fn every_frame_reads_back_exactly_at_any_start_and_stride() {
-    for predictor in [PredictorMode::Adaptive, PredictorMode::Plain] {
+    for predictor in [PredictorMode::Adaptive, PredictorMode::Plain, PredictorMode::Interleaved] {
         every_frame_reads_back(predictor);
     }
 }
@@ -169,7 +169,7 @@ fn a_chunk_is_decoded_once_for_frames_read_one_by_one() {
 }
 
 #[test]
-fn a_plain_set_decodes_only_the_frames_a_strided_clip_uses() {
+fn plain_and_interleaved_sets_decode_only_the_frames_a_strided_clip_uses() {
     let dir = tempfile::tempdir().unwrap();
     let vs = videos();
     let count = |predictor| {
@@ -187,6 +187,8 @@ fn a_plain_set_decodes_only_the_frames_a_strided_clip_uses() {
         reader.decoded_frames()
     };
     assert_eq!(count(PredictorMode::Plain), 16);
+    // The odd frames of each chunk are a chain of their own.
+    assert_eq!(count(PredictorMode::Interleaved), 16);
     assert_eq!(count(PredictorMode::Adaptive), 32);
 }
 
@@ -371,7 +373,7 @@ fn a_missing_or_foreign_manifest_is_refused() {
 
 #[test]
 fn a_flipped_bit_in_any_chunk_is_a_checksum_error_naming_video_and_chunk() {
-    for predictor in [PredictorMode::Adaptive, PredictorMode::Plain] {
+    for predictor in [PredictorMode::Adaptive, PredictorMode::Plain, PredictorMode::Interleaved] {
         a_flipped_bit_is_a_checksum_error(predictor);
     }
 }

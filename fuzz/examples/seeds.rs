@@ -97,9 +97,9 @@ fn mode_index(mode: PredictorMode) -> u8 {
         PredictorMode::Raw => 0,
         PredictorMode::Temporal => 1,
         PredictorMode::Med => 2,
-        // Not in the target's table (its flags have two bits for the mode): plain chunks
-        // round-trip through zstd alone.
-        PredictorMode::Adaptive | PredictorMode::Plain => 3,
+        // Not in the target's table (its flags have two bits for the mode): plain and
+        // interleaved chunks take adaptive's slot.
+        PredictorMode::Adaptive | PredictorMode::Plain | PredictorMode::Interleaved => 3,
     }
 }
 

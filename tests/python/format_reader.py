@@ -77,6 +77,7 @@ assert crc32c(b"123456789") == 0xE3069283, "CRC-32C self-test"
 PIXEL_FORMATS = {1: "yuv420p", 2: "rgb24"}
 CODEC_PREDICTIVE_ZSTD = 1
 CODEC_PLAIN_ZSTD = 2
+CODEC_INTERLEAVED = 3
 U64_MAX = (1 << 64) - 1
 
 
@@ -168,7 +169,7 @@ def parse_record(shard_path: str, data: bytes, offset: int) -> dict:
         fail(f"{where}: the 4 bytes after the header CRC are not zero")
     if pix not in PIXEL_FORMATS:
         fail(f"{where}: unknown pixel format {pix}")
-    if codec not in (CODEC_PREDICTIVE_ZSTD, CODEC_PLAIN_ZSTD):
+    if codec not in (CODEC_PREDICTIVE_ZSTD, CODEC_PLAIN_ZSTD, CODEC_INTERLEAVED):
         fail(f"{where}: unknown codec {codec}")
     pixel_format = PIXEL_FORMATS[pix]
     if not (1 <= width <= 8192 and 1 <= height <= 8192):
@@ -461,6 +462,34 @@ def decode_payload(payload: bytes, n_frames: int, shapes) -> list[list[np.ndarra
     return frames
 
 
+def decode_interleaved_frame(payload: bytes, k: int, shapes, ref) -> list[np.ndarray]:
+    """Frame `k` of a codec 3 chunk (FORMAT.md §3.4) from its payload; `ref` is the planes of
+    frame `k - 2`, None for frames 0 and 1."""
+    P = len(shapes)
+    mvs = np.frombuffer(payload[:2 * P], dtype=np.int8).astype(np.int64).reshape(P, 2)
+    if ref is None and mvs.any():
+        fail(f"non-zero motion vector in frame {k}, which has no reference")
+    pos = 2 * P
+    codes = []
+    for (W, H, S, bs) in shapes:
+        n = (-(-W // (bs * S))) * (-(-H // bs))
+        c = np.frombuffer(payload[pos:pos + n], dtype=np.uint8)
+        pos += n
+        if (c > 5).any():
+            fail(f"unknown predictor code {int(c.max())}")
+        if ref is None and np.isin(c, (TEMPORAL, TEMPORAL_MED, MOTION, MOTION_MED)).any():
+            fail(f"temporal predictor code in frame {k}, which has no reference")
+        codes.append(c)
+    planes = []
+    for p, (W, H, S, bs) in enumerate(shapes):
+        res = np.frombuffer(payload[pos:pos + W * H], dtype=np.uint8).reshape(H, W)
+        pos += W * H
+        prev = ref[p] if ref is not None else None
+        planes.append(reconstruct_plane(res, codes[p], bs * S, bs, S, prev,
+                                        (int(mvs[p, 0]), int(mvs[p, 1]))))
+    return planes
+
+
 def decompress_chunk(comp: bytes, cap: int) -> bytes:
     """Exactly one zstd frame, decompressed size at most `cap`."""
     try:
@@ -496,7 +525,7 @@ def decompress_chunk(comp: bytes, cap: int) -> bytes:
 
 def plain_frames(comp: bytes, n: int, frame_bytes: int) -> list[bytes]:
     """A codec 2 chunk (FORMAT.md §3.3): exactly `n` zstd frames back to back, each one
-    frame of `frame_bytes` bytes."""
+    frame of `frame_bytes` bytes (for codec 3, §3.4, each one frame's payload)."""
     frames = []
     rest = comp
     for k in range(n):
@@ -554,6 +583,20 @@ def read_frames(set_dir: str, video_id: str, start: int, count: int) -> bytes:
                     out += frame
             continue
         n_codes = sum((-(-W // (bs * S))) * (-(-H // bs)) for (W, H, S, bs) in shapes)
+        if rec["codec"] == CODEC_INTERLEAVED:
+            payload_len = 2 * len(shapes) + n_codes + frame_bytes
+            frames = []
+            try:
+                for j, payload in enumerate(plain_frames(comp, n, payload_len)):
+                    ref = frames[j - 2] if j >= 2 else None
+                    frames.append(decode_interleaved_frame(payload, j, shapes, ref))
+            except FormatError as e:
+                fail(f"{video_id} in {shard_name}: chunk {ci}: {e}")
+            for j, planes in enumerate(frames):
+                if start <= lo + j < start + count:
+                    for pl in planes:
+                        out += pl.tobytes()
+            continue
         # worst case per pixel: 3 bits (Z, O, S) and 1 byte (M), and a padding byte per bit stream
         cap = 2 * n * len(shapes) + n * n_codes + 132 + (n * frame_bytes * 11 + 7) // 8 + 25
         try:

@@ -98,26 +98,38 @@ fn the_python_reader_written_from_the_spec_returns_the_frames_of_the_rust_reader
 }
 
 #[test]
-fn the_python_reader_reads_plain_zstd_frames_as_the_rust_reader_does() {
-    let (adaptive, plain) = (tempdir(), tempdir());
+fn the_python_reader_reads_plain_and_interleaved_chunks_as_the_rust_reader_does() {
+    let adaptive = tempdir();
     build(adaptive.path());
-    build_with(plain.path(), "plain");
     let a = ShardSet::open(adaptive.path()).unwrap();
-    let p = ShardSet::open(plain.path()).unwrap();
-    assert_eq!(p.manifest().params.predictor.to_string(), "plain");
-    let (mut ra, mut rp) = (a.reader().unwrap(), p.reader().unwrap());
-    for id in ["archery/testsrc2_h264", "juggling/long_640x360"] {
-        let (ia, ip) = (a.find(id).unwrap(), p.find(id).unwrap());
-        let n = p.videos()[ip].num_frames;
-        let (mut fa, mut fp) = (Vec::new(), Vec::new());
-        ra.read_frames(ia, 0, n, 1, &mut fa).unwrap();
-        rp.read_frames(ip, 0, n, 1, &mut fp).unwrap();
-        assert!(fa == fp, "{id}: plain and adaptive shards hold different frames");
-        // A window that starts and ends inside chunks, through the spec's reader.
-        let (o, got) = python_read(plain.path(), id, 5, 19);
-        assert!(o.status.success(), "{id}: {}", text(&o));
-        let fb = fp.len() / n as usize;
-        assert!(got == fp[5 * fb..24 * fb], "{id}: the Python reader's plain frames differ");
+    let mut ra = a.reader().unwrap();
+    for predictor in ["plain", "interleaved"] {
+        let other = tempdir();
+        build_with(other.path(), predictor);
+        let p = ShardSet::open(other.path()).unwrap();
+        assert_eq!(p.manifest().params.predictor.to_string(), predictor);
+        let mut rp = p.reader().unwrap();
+        for id in ["archery/testsrc2_h264", "juggling/long_640x360"] {
+            let (ia, ip) = (a.find(id).unwrap(), p.find(id).unwrap());
+            let n = p.videos()[ip].num_frames;
+            let (mut fa, mut fp) = (Vec::new(), Vec::new());
+            ra.read_frames(ia, 0, n, 1, &mut fa).unwrap();
+            rp.read_frames(ip, 0, n, 1, &mut fp).unwrap();
+            assert!(fa == fp, "{id}: {predictor} and adaptive shards hold different frames");
+            // Stride 2 from an odd frame: the interleaved codec decodes only the odd chain.
+            let (mut odd_a, mut odd_p) = (Vec::new(), Vec::new());
+            ra.read_frames(ia, 3, 12, 2, &mut odd_a).unwrap();
+            rp.read_frames(ip, 3, 12, 2, &mut odd_p).unwrap();
+            assert!(odd_a == odd_p, "{id}: {predictor}: stride-2 frames differ");
+            // A window that starts and ends inside chunks, through the spec's reader.
+            let (o, got) = python_read(other.path(), id, 5, 19);
+            assert!(o.status.success(), "{id}: {}", text(&o));
+            let fb = fp.len() / n as usize;
+            assert!(
+                got == fp[5 * fb..24 * fb],
+                "{id}: the Python reader's {predictor} frames differ"
+            );
+        }
     }
 }
 

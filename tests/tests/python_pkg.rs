@@ -81,7 +81,7 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 fn python_read_frames_equals_the_rust_reader_for_every_predictor_and_pixel_format() {
     let dir = tempdir();
     for format in ["yuv420p", "rgb24"] {
-        for predictor in ["raw", "temporal", "med", "adaptive", "plain"] {
+        for predictor in ["raw", "temporal", "med", "adaptive", "plain", "interleaved"] {
             let name = format!("{format}-{predictor}");
             let set_dir = dir.path().join(&name);
             build(&set_dir, &["--pixel-format", format, "--predictor", predictor]);

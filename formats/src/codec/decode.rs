@@ -4,6 +4,7 @@
 use super::bits::{Fault, Readers};
 use super::context::{N_BIT_STREAMS, N_STREAMS};
 use super::error::CodecError;
+use super::interleaved;
 use super::mode::{Codec, Predictor};
 use super::plane::{geoms, Geom};
 use super::residuals::{decode_residuals, RowScratch};
@@ -124,11 +125,12 @@ impl ChunkDecoder {
 
     /// Decodes at least the frames `wanted` (numbers within the chunk) of a chunk stored
     /// with `codec` into `out` (exactly `n_frames * frame_bytes` long; the frames not
-    /// decoded hold garbage) and returns how many frames it reconstructed. The predictive
-    /// codec codes frames in order, so it reconstructs every frame up to the last wanted one
-    /// ([`decode_first`](Self::decode_first)); plain frames are independent, so exactly the
-    /// wanted ones. Either way every check that needs only those frames is made; all of
-    /// them when every frame is wanted.
+    /// decoded hold garbage) and returns how many frames it reconstructed: those of
+    /// [`Codec::decodes`]. The predictive codec codes frames in order, so it reconstructs
+    /// every frame up to the last wanted one ([`decode_first`](Self::decode_first)); the
+    /// interleaved codec each wanted frame's chain (`k`, `k - 2`, ... of the chunk); plain
+    /// frames are independent, so exactly the wanted ones. Either way every check that needs
+    /// only those frames is made; all of them when every frame is wanted.
     pub fn decode_wanted(
         &mut self,
         codec: Codec,
@@ -152,6 +154,22 @@ impl ChunkDecoder {
             Codec::Predictive => {
                 self.decode_first(layout, n_frames, compressed, out, upto)?;
                 Ok(upto)
+            }
+            Codec::Interleaved => {
+                super::plain::frame_offsets(compressed, n_frames, &mut self.offsets)?;
+                let decode = interleaved::chains(wanted, n_frames);
+                interleaved::decode(
+                    &mut self.decompressor,
+                    &mut self.payload,
+                    &mut self.refrows,
+                    &mut self.runs,
+                    layout,
+                    compressed,
+                    &self.offsets,
+                    &decode,
+                    out,
+                )?;
+                Ok(decode.len())
             }
             Codec::Plain => {
                 super::plain::frame_offsets(compressed, n_frames, &mut self.offsets)?;
@@ -292,39 +310,50 @@ fn stream_readers(data: &[u8], sizes: &PayloadSizes, got: usize) -> Result<Reade
     Ok(rd)
 }
 
-/// Frame 0 has no motion vectors and no temporal predictors; every code is a known one.
+/// Codec 1's frame 0 has no motion vectors and no temporal predictors; every code is a
+/// known one.
 fn check_vectors_and_codes(
     gs: &[Geom],
     n_frames: usize,
     vectors: &[u8],
     codes: &[u8],
 ) -> Result<(), CodecError> {
-    for p in 0..gs.len() {
-        if vectors[2 * p] != 0 || vectors[2 * p + 1] != 0 {
-            return Err(CodecError::VectorOnFirstFrame { plane: p });
+    let np = gs.len();
+    let blocks: usize = gs.iter().map(Geom::blocks).sum();
+    for f in 0..n_frames {
+        let v = if f == 0 { &vectors[..2 * np] } else { &[][..] };
+        check_frame(gs, f, f > 0, v, &codes[f * blocks..(f + 1) * blocks])?;
+    }
+    Ok(())
+}
+
+/// Checks one frame's block codes (`codes`, every plane's) are known ones and, when it has
+/// no reference frame, that none is temporal and its `vectors` (2 bytes a plane; pass none
+/// to skip) are zero.
+pub(super) fn check_frame(
+    gs: &[Geom],
+    frame: usize,
+    has_reference: bool,
+    vectors: &[u8],
+    codes: &[u8],
+) -> Result<(), CodecError> {
+    if !has_reference {
+        if let Some(plane) = vectors.chunks(2).position(|v| v.iter().any(|&b| b != 0)) {
+            return Err(CodecError::VectorWithoutReference { frame, plane });
         }
     }
     let mut at = 0;
-    for f in 0..n_frames {
-        for (p, g) in gs.iter().enumerate() {
-            for (block, &code) in codes[at..at + g.blocks()].iter().enumerate() {
-                match Predictor::from_code(code) {
-                    None => {
-                        return Err(CodecError::UnknownPredictor {
-                            frame: f,
-                            plane: p,
-                            block,
-                            code,
-                        })
-                    }
-                    Some(pr) if f == 0 && pr.is_temporal() => {
-                        return Err(CodecError::TemporalOnFirstFrame { plane: p, block, code })
-                    }
-                    Some(_) => {}
+    for (plane, g) in gs.iter().enumerate() {
+        for (block, &code) in codes[at..at + g.blocks()].iter().enumerate() {
+            match Predictor::from_code(code) {
+                None => return Err(CodecError::UnknownPredictor { frame, plane, block, code }),
+                Some(p) if !has_reference && p.is_temporal() => {
+                    return Err(CodecError::TemporalWithoutReference { frame, plane, block, code })
                 }
+                Some(_) => {}
             }
-            at += g.blocks();
         }
+        at += g.blocks();
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ impl ChunkEncoder {
         })
     }
 
-    /// Restricts [`PredictorMode::Adaptive`] to these predictors; RAW and MED are always
+    /// Restricts [`PredictorMode::Adaptive`] (and [`PredictorMode::Interleaved`]) to these predictors; RAW and MED are always
     /// allowed since frame 0 needs a spatial one. For measuring what each predictor is worth.
     pub fn with_candidates(mut self, candidates: &[Predictor]) -> Self {
         let mut c: Vec<Predictor> = candidates.to_vec();
@@ -64,7 +64,8 @@ impl ChunkEncoder {
     }
 
     /// `frames` is `n_frames * layout.frame_bytes()` bytes, frames back to back. Returns the
-    /// chunk: one zstd frame, or one per frame for [`PredictorMode::Plain`].
+    /// chunk: one zstd frame, or one per frame for [`PredictorMode::Plain`] and
+    /// [`PredictorMode::Interleaved`].
     pub fn encode(&mut self, layout: &FrameLayout, frames: &[u8]) -> Result<Vec<u8>, CodecError> {
         let fb = layout.frame_bytes();
         if frames.is_empty() {
@@ -77,8 +78,19 @@ impl ChunkEncoder {
                 actual: frames.len(),
             });
         }
-        if self.mode == PredictorMode::Plain {
-            return super::plain::encode(&mut self.compressor, frames, fb);
+        match self.mode {
+            PredictorMode::Plain => return super::plain::encode(&mut self.compressor, frames, fb),
+            PredictorMode::Interleaved => {
+                return super::interleaved::encode(
+                    &mut self.compressor,
+                    &self.candidates,
+                    &mut self.scratch,
+                    &mut self.payload,
+                    layout,
+                    frames,
+                )
+            }
+            _ => {}
         }
         let n = frames.len() / fb;
         let gs = geoms(layout);

@@ -26,11 +26,16 @@ pub enum CodecError {
     #[error("unknown predictor code {code} in frame {frame}, plane {plane}, block {block}")]
     UnknownPredictor { frame: usize, plane: usize, block: usize, code: u8 },
 
-    #[error("temporal predictor {code} in the chunk's first frame (plane {plane}, block {block})")]
-    TemporalOnFirstFrame { plane: usize, block: usize, code: u8 },
+    #[error(
+        "temporal predictor {code} in frame {frame}, which has no reference frame (plane \
+         {plane}, block {block})"
+    )]
+    TemporalWithoutReference { frame: usize, plane: usize, block: usize, code: u8 },
 
-    #[error("non-zero motion vector in the chunk's first frame (plane {plane})")]
-    VectorOnFirstFrame { plane: usize },
+    #[error(
+        "non-zero motion vector in frame {frame}, which has no reference frame (plane {plane})"
+    )]
+    VectorWithoutReference { frame: usize, plane: usize },
 
     #[error("residual stream {stream} ends early (frame {frame}, plane {plane})")]
     StreamOverrun { stream: usize, frame: usize, plane: usize },

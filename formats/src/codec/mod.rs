@@ -9,7 +9,11 @@
 //!
 //! A second codec, plain zstd frames (`FORMAT.md#33-chunk-data-plain-zstd-frames`,
 //! `plain.rs`), stores each frame as its own zstd frame: [`PredictorMode::Plain`] selects
-//! it, and the same encoder and decoder handle it.
+//! it, and the same encoder and decoder handle it. A third, interleaved predicted frames
+//! (`FORMAT.md#34-chunk-data-interleaved-predicted-frames`, `interleaved.rs`,
+//! [`PredictorMode::Interleaved`]), predicts as codec 1 does but from the frame two before,
+//! and stores each frame's residual bytes as a zstd frame: stride-2 clips decode only the
+//! frames they use.
 //!
 //! [`ChunkEncoder`] turns `n >= 1` frames of one [`FrameLayout`](crate::FrameLayout) into one
 //! zstd frame; [`ChunkDecoder`] turns it back, rejecting every payload the specification
@@ -34,13 +38,15 @@
 //! model), `bits` (bit and byte streams), `motion` (vector search and shifted planes),
 //! `predict` (the encoder's predictor choice), `residuals` (residual streams, both ways),
 //! `unpredict` (the decoder's prediction pass), `encode` and `decode` (the two entry
-//! points), `tests` (whole chunks through both).
+//! points), `plain` and `interleaved` (codecs 2 and 3), `tests` (whole chunks through
+//! both).
 
 mod bits;
 mod context;
 mod decode;
 mod encode;
 mod error;
+mod interleaved;
 mod mode;
 mod motion;
 mod plain;

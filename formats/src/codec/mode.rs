@@ -23,6 +23,10 @@ pub enum PredictorMode {
     /// No prediction and no residual streams: each frame its own zstd frame (codec 2,
     /// [`Codec::Plain`]). About twice the disk; the fastest reads.
     Plain,
+    /// Adaptive's predictors with frame `k` referring to frame `k - 2`, residuals as bytes,
+    /// each frame its own zstd frame (codec 3, [`Codec::Interleaved`]): a stride-2 clip
+    /// reconstructs only the frames it uses.
+    Interleaved,
 }
 
 /// A record's chunk codec, the record header's codec byte.
@@ -33,6 +37,9 @@ pub enum Codec {
     Predictive = 1,
     /// `FORMAT.md#33-chunk-data-plain-zstd-frames`: one zstd frame per frame.
     Plain = 2,
+    /// `FORMAT.md#34-chunk-data-interleaved-predicted-frames`: one zstd frame per predicted
+    /// frame, each referring to the frame two before it.
+    Interleaved = 3,
 }
 
 impl Codec {
@@ -44,7 +51,27 @@ impl Codec {
         match code {
             1 => Some(Codec::Predictive),
             2 => Some(Codec::Plain),
+            3 => Some(Codec::Interleaved),
             _ => None,
+        }
+    }
+
+    /// The frames (numbers within a chunk of `n`) that decoding the frames `wanted` of a
+    /// chunk reconstructs ([`ChunkDecoder::decode_wanted`](super::ChunkDecoder::decode_wanted)),
+    /// in increasing order.
+    pub fn decodes(self, wanted: &[usize], n: usize) -> Vec<usize> {
+        match self {
+            Codec::Predictive => {
+                let upto = wanted.iter().map(|&k| k + 1).max().unwrap_or(0).min(n);
+                (0..upto).collect()
+            }
+            Codec::Plain => {
+                let mut w: Vec<usize> = wanted.iter().copied().filter(|&k| k < n).collect();
+                w.sort_unstable();
+                w.dedup();
+                w
+            }
+            Codec::Interleaved => super::interleaved::chains(wanted, n),
         }
     }
 }
@@ -58,6 +85,7 @@ impl PredictorMode {
             PredictorMode::Med => "med",
             PredictorMode::Adaptive => "adaptive",
             PredictorMode::Plain => "plain",
+            PredictorMode::Interleaved => "interleaved",
         }
     }
 
@@ -65,6 +93,7 @@ impl PredictorMode {
     pub fn codec(self) -> Codec {
         match self {
             PredictorMode::Plain => Codec::Plain,
+            PredictorMode::Interleaved => Codec::Interleaved,
             _ => Codec::Predictive,
         }
     }
@@ -85,8 +114,10 @@ impl FromStr for PredictorMode {
             "med" => Ok(PredictorMode::Med),
             "adaptive" => Ok(PredictorMode::Adaptive),
             "plain" => Ok(PredictorMode::Plain),
+            "interleaved" => Ok(PredictorMode::Interleaved),
             other => Err(format!(
-                "unknown predictor mode {other:?} (expected raw, temporal, med, adaptive or plain)"
+                "unknown predictor mode {other:?} (expected raw, temporal, med, adaptive, plain \
+                 or interleaved)"
             )),
         }
     }
@@ -145,13 +176,18 @@ mod tests {
             PredictorMode::Med,
             PredictorMode::Adaptive,
             PredictorMode::Plain,
+            PredictorMode::Interleaved,
         ] {
             assert_eq!(m.to_string().parse::<PredictorMode>().unwrap(), m);
             assert_eq!(Codec::from_code(m.codec().code()), Some(m.codec()));
         }
         assert_eq!(PredictorMode::Plain.codec(), Codec::Plain);
         assert_eq!(PredictorMode::Raw.codec(), Codec::Predictive);
-        assert_eq!(Codec::from_code(3), None);
+        assert_eq!(PredictorMode::Interleaved.codec(), Codec::Interleaved);
+        assert_eq!(Codec::from_code(4), None);
+        assert_eq!(Codec::Predictive.decodes(&[5, 2], 8), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(Codec::Plain.decodes(&[5, 2, 5, 9], 8), vec![2, 5]);
+        assert_eq!(Codec::Interleaved.decodes(&[5, 2], 8), vec![0, 1, 2, 3, 5]);
         assert_eq!(PredictorMode::default(), PredictorMode::Adaptive);
         assert!("fast".parse::<PredictorMode>().is_err());
         for p in Predictor::ALL {

@@ -45,7 +45,7 @@ pub(super) fn predict_plane(
         (PredictorMode::Raw | PredictorMode::Plain, _) => vec![Predictor::Raw],
         (PredictorMode::Med, _) | (PredictorMode::Temporal, None) => vec![Predictor::Med],
         (PredictorMode::Temporal, Some(_)) => vec![Predictor::Temporal],
-        (PredictorMode::Adaptive, _) => {
+        (PredictorMode::Adaptive | PredictorMode::Interleaved, _) => {
             candidates.iter().copied().filter(|p| prev.is_some() || !p.is_temporal()).collect()
         }
     };

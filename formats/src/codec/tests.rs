@@ -256,7 +256,7 @@ fn rejects_temporal_predictors_and_vectors_on_the_first_frame() {
         assert!(
             matches!(
                 decode_payload(&layout, 3, &payload),
-                Err(CodecError::TemporalOnFirstFrame { plane: 0, block: 1, .. })
+                Err(CodecError::TemporalWithoutReference { frame: 0, plane: 0, block: 1, .. })
             ),
             "{p:?}"
         );
@@ -265,7 +265,7 @@ fn rejects_temporal_predictors_and_vectors_on_the_first_frame() {
     payload[3] = 1; // dy of frame 0, plane 1
     assert!(matches!(
         decode_payload(&layout, 3, &payload),
-        Err(CodecError::VectorOnFirstFrame { plane: 1 })
+        Err(CodecError::VectorWithoutReference { frame: 0, plane: 1 })
     ));
 }
 
