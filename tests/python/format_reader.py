@@ -462,31 +462,60 @@ def decode_payload(payload: bytes, n_frames: int, shapes) -> list[list[np.ndarra
     return frames
 
 
-def decode_interleaved_frame(payload: bytes, k: int, shapes, ref) -> list[np.ndarray]:
-    """Frame `k` of a codec 3 chunk (FORMAT.md §3.4) from its payload; `ref` is the planes of
-    frame `k - 2`, None for frames 0 and 1."""
+def decode_sparse_plane(W: int, H: int, Z, N, L) -> np.ndarray:
+    """One plane of a codec 3 frame's residual bytes from its streams (FORMAT.md §3.4)."""
+    res = np.zeros((H, W), dtype=np.uint8)
+    above = np.zeros(W, dtype=np.int64)  # |v[y-1][x]|
+    for y in range(H):
+        for x0 in range(0, W, 8):
+            n = min(8, W - x0)
+            g = int(above[max(x0 - 1, 0):min(x0 + 9, W)].sum())
+            k = int(count_below(np.array([g]), K_THRESH)[0])
+            if k >= 9:
+                res[y, x0:x0 + n] = L.read(n)
+                continue
+            for i in np.flatnonzero(Z[k].read(n)):
+                b = N[k // 3].read(1)[0]
+                if b == 0:
+                    fail(f"a zero byte in stream {N[k // 3].name}, where the flags say non-zero")
+                res[y, x0 + i] = b
+        above = np.abs(res[y].astype(np.int8).astype(np.int64))
+    return res
+
+
+def decode_interleaved_frame(parts: list[bytes], k: int, shapes, ref) -> list[np.ndarray]:
+    """Frame `k` of a codec 3 chunk (FORMAT.md §3.4) from its 14 decompressed zstd frames;
+    `ref` is the planes of frame `k - 2`, None for frames 0 and 1."""
+    header, streams = parts[0], parts[1:]
     P = len(shapes)
-    mvs = np.frombuffer(payload[:2 * P], dtype=np.int8).astype(np.int64).reshape(P, 2)
+    n_codes = sum((-(-W // (bs * S))) * (-(-H // bs)) for (W, H, S, bs) in shapes)
+    if len(header) != 2 * P + n_codes:
+        fail(f"frame {k}: header of {len(header)} bytes, expected {2 * P + n_codes}")
+    mvs = np.frombuffer(header[:2 * P], dtype=np.int8).astype(np.int64).reshape(P, 2)
     if ref is None and mvs.any():
         fail(f"non-zero motion vector in frame {k}, which has no reference")
     pos = 2 * P
     codes = []
     for (W, H, S, bs) in shapes:
         n = (-(-W // (bs * S))) * (-(-H // bs))
-        c = np.frombuffer(payload[pos:pos + n], dtype=np.uint8)
+        c = np.frombuffer(header[pos:pos + n], dtype=np.uint8)
         pos += n
         if (c > 5).any():
             fail(f"unknown predictor code {int(c.max())}")
         if ref is None and np.isin(c, (TEMPORAL, TEMPORAL_MED, MOTION, MOTION_MED)).any():
             fail(f"temporal predictor code in frame {k}, which has no reference")
         codes.append(c)
+    names = [f"Z{i}" for i in range(9)] + [f"N{i}" for i in range(3)] + ["L"]
+    st = [BitStream(nm, d) if nm[0] == "Z" else ByteStream(nm, d) for nm, d in zip(names, streams)]
+    Z, N, L = st[:9], st[9:12], st[12]
     planes = []
     for p, (W, H, S, bs) in enumerate(shapes):
-        res = np.frombuffer(payload[pos:pos + W * H], dtype=np.uint8).reshape(H, W)
-        pos += W * H
+        res = decode_sparse_plane(W, H, Z, N, L)
         prev = ref[p] if ref is not None else None
         planes.append(reconstruct_plane(res, codes[p], bs * S, bs, S, prev,
                                         (int(mvs[p, 0]), int(mvs[p, 1]))))
+    for stream in st:
+        stream.finish()
     return planes
 
 
@@ -523,9 +552,9 @@ def decompress_chunk(comp: bytes, cap: int) -> bytes:
     return data
 
 
-def plain_frames(comp: bytes, n: int, frame_bytes: int) -> list[bytes]:
+def plain_frames(comp: bytes, n: int, frame_bytes: int | None) -> list[bytes]:
     """A codec 2 chunk (FORMAT.md §3.3): exactly `n` zstd frames back to back, each one
-    frame of `frame_bytes` bytes (for codec 3, §3.4, each one frame's payload)."""
+    frame of `frame_bytes` bytes (codec 3, §3.4: `frame_bytes` None, any size)."""
     frames = []
     rest = comp
     for k in range(n):
@@ -538,7 +567,7 @@ def plain_frames(comp: bytes, n: int, frame_bytes: int) -> list[bytes]:
             fail(f"frame {k} does not decompress: {e}")
         if not dobj.eof:
             fail(f"frame {k} is a truncated zstd frame")
-        if len(data) != frame_bytes:
+        if frame_bytes is not None and len(data) != frame_bytes:
             fail(f"frame {k} holds {len(data)} bytes, a frame is {frame_bytes}")
         frames.append(data)
         rest = dobj.unused_data
@@ -584,12 +613,12 @@ def read_frames(set_dir: str, video_id: str, start: int, count: int) -> bytes:
             continue
         n_codes = sum((-(-W // (bs * S))) * (-(-H // bs)) for (W, H, S, bs) in shapes)
         if rec["codec"] == CODEC_INTERLEAVED:
-            payload_len = 2 * len(shapes) + n_codes + frame_bytes
+            parts = plain_frames(comp, 14 * n, None)
             frames = []
             try:
-                for j, payload in enumerate(plain_frames(comp, n, payload_len)):
+                for j in range(n):
                     ref = frames[j - 2] if j >= 2 else None
-                    frames.append(decode_interleaved_frame(payload, j, shapes, ref))
+                    frames.append(decode_interleaved_frame(parts[14 * j:14 * j + 14], j, shapes, ref))
             except FormatError as e:
                 fail(f"{video_id} in {shard_name}: chunk {ci}: {e}")
             for j, planes in enumerate(frames):

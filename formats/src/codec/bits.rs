@@ -63,6 +63,11 @@ pub(super) struct BitReader {
 }
 
 impl BitReader {
+    /// A reader of `data[pos..end]`, stream number `id` in fault reports.
+    pub(super) fn new(pos: usize, end: usize, id: usize) -> Self {
+        BitReader { pos, end, buf: 0, n: 0, id }
+    }
+
     #[inline(always)]
     pub(super) fn read(&mut self, data: &[u8], k: u32, fault: &mut Fault) -> u32 {
         if self.n < k {
@@ -104,7 +109,7 @@ impl BitReader {
     }
 
     /// Everything read, and the padding bits of the last byte are zero.
-    fn finished(&self) -> bool {
+    pub(super) fn finished(&self) -> bool {
         self.pos == self.end && self.n < 8 && self.buf == 0
     }
 }
@@ -118,6 +123,16 @@ pub(super) struct ByteReader {
 }
 
 impl ByteReader {
+    /// A reader of `data[pos..end]`, stream number `id` in fault reports.
+    pub(super) fn new(pos: usize, end: usize, id: usize) -> Self {
+        ByteReader { pos, end, id }
+    }
+
+    /// Everything read.
+    pub(super) fn finished(&self) -> bool {
+        self.pos == self.end
+    }
+
     /// Reads a byte if `take`, without a branch on `take`: whether a residual has a magnitude
     /// byte is a coin flip the branch predictor would lose. `data` extends past every `end`.
     #[inline(always)]
@@ -164,8 +179,8 @@ pub(super) struct Readers {
 impl Readers {
     /// Points stream `k` of the table (`FORMAT.md#321-payload-layout`, stream table order) at `data[pos..end]`.
     pub(super) fn init(&mut self, k: usize, pos: usize, end: usize) {
-        let bit = BitReader { pos, end, buf: 0, n: 0, id: k };
-        let byte = ByteReader { pos, end, id: k };
+        let bit = BitReader::new(pos, end, k);
+        let byte = ByteReader::new(pos, end, k);
         match k {
             _ if k < NZ => self.z[k] = bit,
             _ if k < NZ + NO => self.o[k - NZ] = bit,
@@ -181,7 +196,7 @@ impl Readers {
         let bytes = self.m.iter().chain(&self.l);
         bits.filter(|r| !r.finished())
             .map(|r| r.id)
-            .chain(bytes.filter(|r| r.pos != r.end).map(|r| r.id))
+            .chain(bytes.filter(|r| !r.finished()).map(|r| r.id))
             .min()
     }
 }

@@ -20,8 +20,9 @@ pub struct ChunkDecoder {
     rows: RowScratch,
     refrows: [Vec<u8>; 3],
     runs: Vec<(usize, usize, Predictor)>,
-    /// Where each zstd frame of a plain chunk starts.
+    /// Where each zstd frame of a plain or interleaved chunk starts.
     offsets: Vec<usize>,
+    interleaved: interleaved::DecodeScratch,
     /// The CPU has AVX2 (checked once): decode with the AVX2 build of the residual pass.
     avx2: bool,
 }
@@ -35,6 +36,7 @@ impl ChunkDecoder {
             refrows: [Vec::new(), Vec::new(), Vec::new()],
             runs: Vec::new(),
             offsets: Vec::new(),
+            interleaved: interleaved::DecodeScratch::default(),
             avx2: has_avx2(),
         })
     }
@@ -156,11 +158,12 @@ impl ChunkDecoder {
                 Ok(upto)
             }
             Codec::Interleaved => {
-                super::plain::frame_offsets(compressed, n_frames, &mut self.offsets)?;
+                let parts = n_frames.saturating_mul(interleaved::PARTS);
+                super::plain::frame_offsets(compressed, parts, &mut self.offsets)?;
                 let decode = interleaved::chains(wanted, n_frames);
                 interleaved::decode(
                     &mut self.decompressor,
-                    &mut self.payload,
+                    &mut self.interleaved,
                     &mut self.refrows,
                     &mut self.runs,
                     layout,
@@ -168,6 +171,7 @@ impl ChunkDecoder {
                     &self.offsets,
                     &decode,
                     out,
+                    self.avx2,
                 )?;
                 Ok(decode.len())
             }
@@ -359,7 +363,7 @@ pub(super) fn check_frame(
 }
 
 /// The error a fault of the residual pass on plane `plane` of frame `frame` stands for.
-fn fault_error(fault: &Fault, frame: usize, plane: usize) -> CodecError {
+pub(super) fn fault_error(fault: &Fault, frame: usize, plane: usize) -> CodecError {
     match (fault.overrun, fault.magnitude) {
         (Some(stream), _) => CodecError::StreamOverrun { stream, frame, plane },
         (None, magnitude) => {

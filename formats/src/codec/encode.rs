@@ -20,6 +20,7 @@ pub struct ChunkEncoder {
     bits: Vec<BitWriter>,
     bytes: Vec<Vec<u8>>,
     rows: [Vec<u8>; 2],
+    interleaved: super::interleaved::Scratch,
 }
 
 impl ChunkEncoder {
@@ -41,6 +42,7 @@ impl ChunkEncoder {
             bits: (0..N_BIT_STREAMS).map(|_| BitWriter::default()).collect(),
             bytes: vec![Vec::new(); N_BYTE_STREAMS],
             rows: [Vec::new(), Vec::new()],
+            interleaved: super::interleaved::Scratch::new(),
         })
     }
 
@@ -85,7 +87,7 @@ impl ChunkEncoder {
                     &mut self.compressor,
                     &self.candidates,
                     &mut self.scratch,
-                    &mut self.payload,
+                    &mut self.interleaved,
                     layout,
                     frames,
                 )

@@ -1,28 +1,40 @@
 //! Codec 3, interleaved predicted frames
 //! (`FORMAT.md#34-chunk-data-interleaved-predicted-frames`): the predictors of codec 1, but
 //! frame `k` of a chunk refers to frame `k - 2`, so the even and the odd frames form two
-//! chains, and each frame's residuals are plain bytes in a zstd frame of its own.
+//! chains; each frame is a header (vectors and block codes) and its residual streams
+//! (`sparse.rs`), each its own zstd frame.
 //!
 //! Why: a training clip takes every second frame (stride 2). Codec 1 reconstructs every
 //! frame up to a clip's last one in each chunk, about twice the frames the clip uses, and
-//! its context-coded residual streams decode at 130-220 MB/s; here a stride-2 clip
-//! decompresses and reconstructs only its own chain, and zstd's Huffman decoder replaces
-//! the per-residual bit reads (BENCHMARKS.md, "Sharder" and "Loader").
+//! its residual streams decode at 130-220 MB/s; here a stride-2 clip decompresses and
+//! reconstructs only its own chain, and the residual pass reads a flag group per 8
+//! residuals instead of bits per residual (BENCHMARKS.md, "Loader").
 
+use super::bits::Fault;
+use super::decode::{check_frame, fault_error};
 use super::error::CodecError;
 use super::mode::{Predictor, PredictorMode};
 use super::plane::{geoms, Geom};
 use super::predict::{predict_plane, PredictScratch};
+use super::sparse::{self, Streams, N_STREAMS};
 use super::unpredict::unpredict_plane;
 use crate::pixel::FrameLayout;
 use std::io;
 
 /// How far back a frame's reference is: frame `k` refers to frame `k - REF_DISTANCE`.
 pub(super) const REF_DISTANCE: usize = 2;
+/// zstd frames per video frame: the header, then each residual stream.
+pub(super) const PARTS: usize = 1 + N_STREAMS;
 
-/// Bytes of one frame's payload: its vectors, its block codes, its residual bytes.
-pub(super) fn payload_len(gs: &[Geom], frame_bytes: usize) -> usize {
-    2 * gs.len() + gs.iter().map(Geom::blocks).sum::<usize>() + frame_bytes
+/// Bytes of one frame's header: its vectors and its block codes.
+fn header_len(gs: &[Geom]) -> usize {
+    2 * gs.len() + gs.iter().map(Geom::blocks).sum::<usize>()
+}
+
+/// The most a frame's streams can hold together: a byte per residual (non-zero or literal),
+/// a flag bit per residual, and a partial last byte per flag stream.
+fn streams_limit(frame_bytes: usize) -> usize {
+    frame_bytes + frame_bytes / 8 + N_STREAMS
 }
 
 /// The frames a decode of `wanted` (numbers within a chunk of `n` frames) reconstructs:
@@ -43,26 +55,37 @@ pub fn chains(wanted: &[usize], n: usize) -> Vec<usize> {
     (0..n).filter(|&k| need[k]).collect()
 }
 
+/// The encoder's buffers.
+pub(super) struct Scratch {
+    header: Vec<u8>,
+    residual: Vec<u8>,
+    streams: Streams,
+}
+
+impl Scratch {
+    pub(super) fn new() -> Self {
+        Scratch { header: Vec::new(), residual: Vec::new(), streams: Streams::new() }
+    }
+}
+
 /// Encodes `frames` (`n` frames of `layout`, back to back) as a codec 3 chunk.
 pub(super) fn encode(
     compressor: &mut zstd::bulk::Compressor<'static>,
     candidates: &[Predictor],
-    scratch: &mut PredictScratch,
-    payload: &mut Vec<u8>,
+    predict: &mut PredictScratch,
+    sc: &mut Scratch,
     layout: &FrameLayout,
     frames: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
     let fb = layout.frame_bytes();
     let gs = geoms(layout);
     let np = gs.len();
-    let blocks: usize = gs.iter().map(Geom::blocks).sum();
-    let bound = zstd::zstd_safe::compress_bound(payload_len(&gs, fb));
-    let mut out = Vec::with_capacity(frames.len() / 3 + bound);
+    let mut out = Vec::with_capacity(frames.len() / 3);
     for (k, frame) in frames.chunks_exact(fb).enumerate() {
-        payload.clear();
-        payload.resize(payload_len(&gs, fb), 0);
-        let (vectors, rest) = payload.split_at_mut(2 * np);
-        let (mut codes, residual) = rest.split_at_mut(blocks);
+        sc.header.clear();
+        sc.header.resize(header_len(&gs), 0);
+        sc.residual.resize(fb, 0);
+        let (vectors, mut codes) = sc.header.split_at_mut(2 * np);
         for (p, g) in gs.iter().enumerate() {
             let cur = &frame[g.off..][..g.len()];
             let prev = k.checked_sub(REF_DISTANCE).map(|r| &frames[r * fb + g.off..][..g.len()]);
@@ -71,24 +94,51 @@ pub(super) fn encode(
             let v = predict_plane(
                 PredictorMode::Interleaved,
                 candidates,
-                scratch,
+                predict,
                 g,
                 cur,
                 prev,
                 plane_codes,
-                &mut residual[g.off..][..g.len()],
+                &mut sc.residual[g.off..][..g.len()],
             );
             vectors[2 * p] = v.0 as u8;
             vectors[2 * p + 1] = v.1 as u8;
         }
-        // Straight into the chunk's spare capacity, as plain frames are.
-        out.reserve(bound);
-        let start = out.len();
-        let mut tail = io::Cursor::new(&mut out);
-        tail.set_position(start as u64);
-        compressor.compress_to_buffer(&payload[..], &mut tail).map_err(CodecError::Zstd)?;
+        sc.streams.clear();
+        for g in &gs {
+            sc.streams.encode_plane(g, &sc.residual[g.off..][..g.len()]);
+        }
+        sc.streams.finish();
+        append_frame(compressor, &sc.header, &mut out)?;
+        for s in 0..N_STREAMS {
+            append_frame(compressor, sc.streams.get(s), &mut out)?;
+        }
     }
     Ok(out)
+}
+
+/// Compresses `data` as one zstd frame straight into `out`'s spare capacity.
+fn append_frame(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    let start = out.len();
+    let mut tail = io::Cursor::new(out);
+    tail.set_position(start as u64);
+    compressor.compress_to_buffer(data, &mut tail).map_err(CodecError::Zstd)?;
+    Ok(())
+}
+
+/// The decoder's buffers.
+#[derive(Default)]
+pub(super) struct DecodeScratch {
+    header: Vec<u8>,
+    /// Every stream of a frame back to back, and 8 bytes of slack for the readers.
+    streams: Vec<u8>,
+    readers: sparse::Readers,
+    rows: sparse::Rows,
 }
 
 /// Decodes the frames `decode` (increasing numbers within the chunk, closed under their
@@ -97,7 +147,7 @@ pub(super) fn encode(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decode(
     decompressor: &mut zstd::bulk::Decompressor<'static>,
-    payload: &mut Vec<u8>,
+    sc: &mut DecodeScratch,
     refrows: &mut [Vec<u8>; 3],
     runs: &mut Vec<(usize, usize, Predictor)>,
     layout: &FrameLayout,
@@ -105,35 +155,59 @@ pub(super) fn decode(
     offsets: &[usize],
     decode: &[usize],
     out: &mut [u8],
+    avx2: bool,
 ) -> Result<(), CodecError> {
     let fb = layout.frame_bytes();
     let gs = geoms(layout);
     let np = gs.len();
-    let blocks: usize = gs.iter().map(Geom::blocks).sum();
-    let len = payload_len(&gs, fb);
-    payload.resize(len, 0);
+    let limit = streams_limit(fb);
+    sc.header.resize(header_len(&gs), 0);
+    sc.streams.resize(limit + 8, 0);
+    let part = |k: usize, i: usize| &compressed[offsets[k * PARTS + i]..offsets[k * PARTS + i + 1]];
     for &k in decode {
-        let src = &compressed[offsets[k]..offsets[k + 1]];
-        // A buffer of exactly the payload's size: zstd refuses a frame that holds more.
-        let got =
-            decompressor.decompress_to_buffer(src, &mut payload[..]).map_err(CodecError::Zstd)?;
-        if got != len {
-            return Err(CodecError::SizeMismatch { expected: len, actual: got });
+        // The header into a buffer of exactly its size: zstd refuses a frame that holds more.
+        let got = decompressor
+            .decompress_to_buffer(part(k, 0), &mut sc.header[..])
+            .map_err(CodecError::Zstd)?;
+        if got != sc.header.len() {
+            return Err(CodecError::SizeMismatch { expected: sc.header.len(), actual: got });
         }
-        let (vectors, rest) = payload.split_at(2 * np);
-        let (codes, residual) = rest.split_at(blocks);
+        let mut pos = 0;
+        for s in 0..N_STREAMS {
+            let n = decompressor
+                .decompress_to_buffer(part(k, 1 + s), &mut sc.streams[pos..limit])
+                .map_err(CodecError::Zstd)?;
+            sc.readers.init(s, pos, pos + n);
+            pos += n;
+        }
+        let (vectors, codes) = sc.header.split_at(2 * np);
         let has_reference = k >= REF_DISTANCE;
-        super::decode::check_frame(&gs, k, has_reference, vectors, codes)?;
+        check_frame(&gs, k, has_reference, vectors, codes)?;
         let (before, rest) = out.split_at_mut(k * fb);
         let frame = &mut rest[..fb];
-        frame.copy_from_slice(residual);
         let mut at = 0;
+        let mut fault = Fault::default();
         for (p, g) in gs.iter().enumerate() {
             let plane = &mut frame[g.off..][..g.len()];
+            sparse::decode_plane(
+                g,
+                &sc.streams,
+                &mut sc.readers,
+                &mut sc.rows,
+                plane,
+                &mut fault,
+                avx2,
+            );
+            if fault.any() {
+                return Err(fault_error(&fault, k, p));
+            }
             let prev = has_reference.then(|| &before[(k - REF_DISTANCE) * fb + g.off..][..g.len()]);
             let v = (vectors[2 * p] as i8, vectors[2 * p + 1] as i8);
             unpredict_plane(g, &codes[at..at + g.blocks()], v, plane, prev, refrows, runs);
             at += g.blocks();
+        }
+        if let Some(stream) = sc.readers.unfinished() {
+            return Err(CodecError::StreamTrailing { stream });
         }
     }
     Ok(())
@@ -209,57 +283,108 @@ mod tests {
         assert_eq!(chains(&[], 4), Vec::<usize>::new());
     }
 
-    /// A chunk of frames given as payloads, each its own zstd frame.
-    fn chunk_of(payloads: &[Vec<u8>]) -> Vec<u8> {
-        payloads.iter().flat_map(|p| zstd::bulk::compress(p, 1).unwrap()).collect()
+    /// The decompressed zstd frames of a chunk, in order.
+    fn parts(chunk: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < chunk.len() {
+            let n = zstd::zstd_safe::find_frame_compressed_size(&chunk[at..]).unwrap();
+            out.push(zstd::stream::decode_all(&chunk[at..at + n]).unwrap());
+            at += n;
+        }
+        out
+    }
+
+    /// A chunk of the given zstd frames' contents.
+    fn chunk_of(parts: &[Vec<u8>]) -> Vec<u8> {
+        parts.iter().flat_map(|p| zstd::bulk::compress(p, 1).unwrap()).collect()
     }
 
     #[test]
-    fn frames_without_a_reference_and_payloads_of_another_size_are_refused() {
+    fn damaged_frames_are_refused_and_only_the_wanted_chains_are_checked() {
         use super::super::CodecError;
+        use super::{N_STREAMS, PARTS};
         let layout = FrameLayout::new(32, 16, PixelFormat::Yuv420p).unwrap();
-        let gs = super::geoms(&layout);
-        let len = super::payload_len(&gs, layout.frame_bytes());
-        // 3 planes: 6 vector bytes, then 2 + 2 + 2 block codes (16x16 luma, 8x8 chroma).
-        assert_eq!(len, 6 + 6 + layout.frame_bytes());
-        let ok = vec![0u8; len];
-        let decode = |payloads: &[Vec<u8>], wanted: &[usize]| {
-            let mut out = vec![0; payloads.len() * layout.frame_bytes()];
-            let chunk = chunk_of(payloads);
-            ChunkDecoder::new().unwrap().decode_wanted(
+        let fb = layout.frame_bytes();
+        // Flat frames with one bright pixel: a few small non-zero residuals in quiet groups.
+        let mut frames = vec![100u8; 3 * fb];
+        for k in 0..3 {
+            frames[k * fb + 5 * 32 + 9] = 104;
+        }
+        let chunk = ChunkEncoder::new(1, PredictorMode::Interleaved)
+            .unwrap()
+            .encode(&layout, &frames)
+            .unwrap();
+        let good = parts(&chunk);
+        assert_eq!(good.len(), 3 * PARTS);
+        // The header: 6 vector bytes, then 2 + 2 + 2 block codes (16x16 luma, 8x8 chroma).
+        assert_eq!(good[0].len(), 12);
+        let decode = |parts: &[Vec<u8>], n: usize, wanted: &[usize]| {
+            let mut out = vec![0; n * fb];
+            let chunk = chunk_of(parts);
+            let r = ChunkDecoder::new().unwrap().decode_wanted(
                 Codec::Interleaved,
                 &layout,
-                payloads.len(),
+                n,
                 &chunk,
                 &mut out,
                 wanted,
-            )
+            );
+            r.map(|_| out)
         };
-        assert_eq!(decode(&[ok.clone(), ok.clone(), ok.clone()], &[0, 1, 2]).unwrap(), 3);
-        let mut temporal = ok.clone();
-        temporal[6 + 1] = 1;
-        let mut vector = ok.clone();
-        vector[2] = 1;
-        // Frame 2 refers to frame 0: a temporal code there is fine.
-        assert!(decode(&[ok.clone(), ok.clone(), temporal.clone()], &[2]).is_ok());
+        assert_eq!(decode(&good, 3, &[0, 1, 2]).unwrap(), frames);
+        let with = |part: usize, f: &dyn Fn(&mut Vec<u8>)| {
+            let mut p = good.clone();
+            f(&mut p[part]);
+            p
+        };
+        let (f1, f2) = (PARTS, 2 * PARTS);
+        let temporal = with(f1, &|h| h[6 + 1] = 1);
         assert!(matches!(
-            decode(&[ok.clone(), temporal.clone()], &[1]),
+            decode(&temporal, 3, &[1]),
             Err(CodecError::TemporalWithoutReference { frame: 1, plane: 0, block: 1, code: 1 })
         ));
+        // Frame 2 refers to frame 0, and a damaged frame 1 is not on its chain.
+        assert_eq!(decode(&temporal, 3, &[2]).unwrap()[2 * fb..], frames[2 * fb..]);
+        assert!(decode(&with(f2, &|h| h[6 + 1] = 1), 3, &[2]).is_ok());
         assert!(matches!(
-            decode(&[ok.clone(), vector], &[1]),
+            decode(&with(f1, &|h| h[2] = 1), 3, &[1]),
             Err(CodecError::VectorWithoutReference { frame: 1, plane: 1 })
         ));
-        let mut unknown = ok.clone();
-        unknown[6 + 4] = 6;
         assert!(matches!(
-            decode(&[unknown], &[0]),
+            decode(&with(0, &|h| h[6 + 4] = 6), 3, &[0]),
             Err(CodecError::UnknownPredictor { frame: 0, plane: 2, block: 0, code: 6 })
         ));
-        for bad in [len - 1, len + 1] {
-            assert!(decode(&[vec![0; bad]], &[0]).is_err(), "a payload of {bad} bytes");
-        }
-        // Only the wanted chain is checked: a bad frame 1 does not stop a read of frame 2.
-        assert!(decode(&[ok.clone(), temporal, ok.clone()], &[2]).is_ok());
+        assert!(decode(&with(0, &|h| h.push(0)), 3, &[0]).is_err(), "a long header");
+        assert!(
+            decode(
+                &with(0, &|h| {
+                    h.pop();
+                }),
+                3,
+                &[0]
+            )
+            .is_err(),
+            "a short header"
+        );
+        let l = N_STREAMS; // the literal stream of frame 0
+        assert!(matches!(
+            decode(&with(l, &|s| s.push(7)), 3, &[0]),
+            Err(CodecError::StreamTrailing { stream: 12 })
+        ));
+        // Z0 holds the flags of the quiet groups of every plane, V's last.
+        let z0 = 1;
+        assert!(matches!(
+            decode(&with(z0, &|s| s.truncate(s.len() - 1)), 3, &[0]),
+            Err(CodecError::StreamOverrun { stream: 0, frame: 0, plane: 2 })
+        ));
+        let n0 = 1 + super::sparse::N_FLAG;
+        assert!(!good[n0].is_empty(), "the bright pixel's residuals are in N0");
+        assert!(matches!(
+            decode(&with(n0, &|s| s[0] = 0), 3, &[0]),
+            Err(CodecError::BadMagnitude { magnitude: 0, frame: 0, .. })
+        ));
+        assert!(decode(&good[..3 * PARTS - 1], 3, &[0]).is_err(), "a missing zstd frame");
+        assert!(decode(&good, 2, &[0]).is_err(), "zstd frames left over");
     }
 }

@@ -10,10 +10,10 @@
 //! A second codec, plain zstd frames (`FORMAT.md#33-chunk-data-plain-zstd-frames`,
 //! `plain.rs`), stores each frame as its own zstd frame: [`PredictorMode::Plain`] selects
 //! it, and the same encoder and decoder handle it. A third, interleaved predicted frames
-//! (`FORMAT.md#34-chunk-data-interleaved-predicted-frames`, `interleaved.rs`,
+//! (`FORMAT.md#34-chunk-data-interleaved-predicted-frames`, `interleaved.rs`, `sparse.rs`,
 //! [`PredictorMode::Interleaved`]), predicts as codec 1 does but from the frame two before,
-//! and stores each frame's residual bytes as a zstd frame: stride-2 clips decode only the
-//! frames they use.
+//! so stride-2 clips decode only the frames they use, and codes residuals as zero flags and
+//! non-zero bytes that decode a group of 8 at a time.
 //!
 //! [`ChunkEncoder`] turns `n >= 1` frames of one [`FrameLayout`](crate::FrameLayout) into one
 //! zstd frame; [`ChunkDecoder`] turns it back, rejecting every payload the specification
@@ -38,8 +38,8 @@
 //! model), `bits` (bit and byte streams), `motion` (vector search and shifted planes),
 //! `predict` (the encoder's predictor choice), `residuals` (residual streams, both ways),
 //! `unpredict` (the decoder's prediction pass), `encode` and `decode` (the two entry
-//! points), `plain` and `interleaved` (codecs 2 and 3), `tests` (whole chunks through
-//! both).
+//! points), `plain` and `interleaved` (codecs 2 and 3; `sparse`, codec 3's residual
+//! streams), `tests` (whole chunks through both).
 
 mod bits;
 mod context;
@@ -53,6 +53,7 @@ mod plain;
 mod plane;
 mod predict;
 mod residuals;
+mod sparse;
 mod unpredict;
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ pub enum PredictorMode {
     /// No prediction and no residual streams: each frame its own zstd frame (codec 2,
     /// [`Codec::Plain`]). About twice the disk; the fastest reads.
     Plain,
-    /// Adaptive's predictors with frame `k` referring to frame `k - 2`, residuals as bytes,
-    /// each frame its own zstd frame (codec 3, [`Codec::Interleaved`]): a stride-2 clip
+    /// Adaptive's predictors with frame `k` referring to frame `k - 2`, residuals as zero
+    /// flags and non-zero bytes (codec 3, [`Codec::Interleaved`]): a stride-2 clip
     /// reconstructs only the frames it uses.
     Interleaved,
 }
@@ -37,8 +37,8 @@ pub enum Codec {
     Predictive = 1,
     /// `FORMAT.md#33-chunk-data-plain-zstd-frames`: one zstd frame per frame.
     Plain = 2,
-    /// `FORMAT.md#34-chunk-data-interleaved-predicted-frames`: one zstd frame per predicted
-    /// frame, each referring to the frame two before it.
+    /// `FORMAT.md#34-chunk-data-interleaved-predicted-frames`: predicted frames, each
+    /// referring to the frame two before it, each a header and 13 streams as zstd frames.
     Interleaved = 3,
 }
 

@@ -89,9 +89,9 @@ struct BuildArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     zstd_level: i32,
     /// Predictor applied before zstd: adaptive (best per 16x16 block, with motion search), med,
-    /// temporal or raw; interleaved: adaptive's predictors from the frame two before, each
-    /// frame's residual bytes its own zstd frame, so a stride-2 clip decodes only the frames
-    /// it uses (about 1.3x the disk of adaptive, reads about 3x as fast); or plain: no
+    /// temporal or raw; interleaved: adaptive's predictors from the frame two before, so a
+    /// stride-2 clip decodes only the frames it uses, and residuals that decode 8 at a time
+    /// (about 1.15x the disk of adaptive, over twice the reads per CPU second); or plain: no
     /// prediction, each frame its own zstd frame (about twice the disk of adaptive, the
     /// cheapest reads: BENCHMARKS.md, Loader).
     #[arg(long, default_value = "adaptive")]
