@@ -77,10 +77,28 @@ pub(super) fn encode(
     layout: &FrameLayout,
     frames: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(frames.len() / 3);
+    // The chunk's CRC-32C already covers every byte; zstd's checksums would cost the reader
+    // a hash of every stream.
+    let checksum = zstd::zstd_safe::CParameter::ChecksumFlag;
+    compressor.set_parameter(checksum(false)).map_err(CodecError::Zstd)?;
+    let done = encode_frames(compressor, candidates, predict, sc, layout, frames, &mut out);
+    compressor.set_parameter(checksum(true)).map_err(CodecError::Zstd)?;
+    done.map(|()| out)
+}
+
+fn encode_frames(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    candidates: &[Predictor],
+    predict: &mut PredictScratch,
+    sc: &mut Scratch,
+    layout: &FrameLayout,
+    frames: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     let fb = layout.frame_bytes();
     let gs = geoms(layout);
     let np = gs.len();
-    let mut out = Vec::with_capacity(frames.len() / 3);
     for (k, frame) in frames.chunks_exact(fb).enumerate() {
         sc.header.clear();
         sc.header.resize(header_len(&gs), 0);
@@ -109,12 +127,12 @@ pub(super) fn encode(
             sc.streams.encode_plane(g, &sc.residual[g.off..][..g.len()]);
         }
         sc.streams.finish();
-        append_frame(compressor, &sc.header, &mut out)?;
+        append_frame(compressor, &sc.header, out)?;
         for s in 0..N_STREAMS {
-            append_frame(compressor, sc.streams.get(s), &mut out)?;
+            append_frame(compressor, sc.streams.get(s), out)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Compresses `data` as one zstd frame straight into `out`'s spare capacity.
