@@ -84,10 +84,11 @@ declare -A SHARD_OPTS=(
   [raw]="--predictor raw"
   [raw_l1]="--predictor raw --zstd-level 1"
   [plain]="--predictor plain"
+  [interleaved]="--predictor interleaved"
 )
 # (--zstd-level 1 with the default predictor costs the same CPU as level 3: the predictor and
 # stream split dominate; section 4's enc MB/s columns show it without another build here.)
-CONFIGS=(default raw raw_l1 plain)
+CONFIGS=(default raw raw_l1 plain interleaved)
 log "throughput: $NVIDEOS videos, ffmpeg vs cvrl-shard (${CONFIGS[*]}), $REPS rounds"
 for rep in $(seq 1 "$REPS"); do
   timed ffmpeg "$rep" "$FFMPEG_CMD"
@@ -96,8 +97,9 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 SET=$B/out/default
-# The plain set's record bytes per video (copy 0), for the size table.
-"$PY" - "$B/out/plain" >"$R/plain_size.tsv" <<'EOF'
+# The plain and interleaved sets' record bytes per video (copy 0), for the size table.
+for c in plain interleaved; do
+  "$PY" - "$B/out/$c" >"$R/${c}_size.tsv" <<'EOF'
 import json, sys, pyarrow.parquet as pq
 d = sys.argv[1]
 m = json.load(open(f"{d}/manifest.json"))
@@ -105,7 +107,8 @@ for r in pq.read_table(f"{d}/{m['index']}").to_pylist():
     if r["video_id"].endswith("_0"):
         print(f"{r['video_id']}\t{r['length']}")
 EOF
-rm -rf "$B/out/raw" "$B/out/raw_l1" "$B/out/plain" # only their timings and sizes are needed
+done
+rm -rf "$B/out/raw" "$B/out/raw_l1" "$B/out/plain" "$B/out/interleaved" # only their timings and sizes are needed
 
 # Per video: id, source, width, height, frames, fps, record bytes (copy 0 of each video).
 "$PY" - "$SET" >"$R/videos.tsv" <<'EOF'
@@ -179,6 +182,9 @@ while IFS=$'\t' read -r id src w h frames fps rec; do
     -f rawvideo "$B/raw/$name.yuv"
   "$EVAL" "$B/raw/$name.yuv" "$w" "$h" yuv420p ffv1="$B/enc/$name.ffv1.mkv" \
     modes=adaptive,raw levels=1,3,9 chunks=8,16,32 </dev/null >"$R/eval_$name.txt"
+  "$EVAL" "$B/raw/$name.yuv" "$w" "$h" yuv420p ffv1="$B/enc/$name.ffv1.mkv" repeat=3 \
+    modes=interleaved,plain levels=1 chunks=8,16 \
+    </dev/null | grep -E '^ *(interleaved|plain) ' >>"$R/eval_$name.txt"
   rm -f "$B/raw/$name.yuv"
 done <"$R/videos.tsv"
 
