@@ -2,7 +2,8 @@
 //! `ChunkDecoder` must read back exactly, whole and in part. Input: a `ChunkCase` header,
 //! then pixel bytes, repeated to fill `n_frames` frames. Flags: bits 0-1 pick the predictor
 //! mode (raw, temporal, med, adaptive); bits 2-7 the predictors adaptive may use besides
-//! RAW and MED (`Predictor::ALL`, one bit each from code 0).
+//! RAW and MED (`Predictor::ALL`, one bit each from code 0). Every input also goes through
+//! the interleaved codec with the same predictors.
 #![no_main]
 
 use cvrl_formats::codec::{ChunkDecoder, ChunkEncoder, Predictor, PredictorMode};
@@ -33,9 +34,14 @@ fuzz_target!(|data: &[u8]| {
         .filter(|(i, _)| case.flags >> (2 + i) & 1 == 1)
         .map(|(_, &p)| p)
         .collect();
-    let mode = MODES[usize::from(case.flags & 3)];
-    let mut enc = ChunkEncoder::new(1, mode).expect("zstd").with_candidates(&candidates);
-    let compressed = enc.encode(&case.layout, &frames).expect("encoding valid frames");
+    for mode in [MODES[usize::from(case.flags & 3)], PredictorMode::Interleaved] {
+        round_trip(&case, &frames, mode, &candidates);
+    }
+});
+
+fn round_trip(case: &ChunkCase, frames: &[u8], mode: PredictorMode, candidates: &[Predictor]) {
+    let mut enc = ChunkEncoder::new(1, mode).expect("zstd").with_candidates(candidates);
+    let compressed = enc.encode(&case.layout, frames).expect("encoding valid frames");
     DECODER.with_borrow_mut(|d| {
         let whole =
             decode_twice(d, mode.codec(), &case.layout, case.n_frames, &compressed, case.n_frames);
@@ -46,4 +52,4 @@ fuzz_target!(|data: &[u8]| {
         let n = case.upto * case.layout.frame_bytes();
         assert!(part[..n] == frames[..n], "{mode} chunk: decode_first differs");
     });
-});
+}

@@ -612,24 +612,17 @@ def read_frames(set_dir: str, video_id: str, start: int, count: int) -> bytes:
                     out += frame
             continue
         n_codes = sum((-(-W // (bs * S))) * (-(-H // bs)) for (W, H, S, bs) in shapes)
-        if rec["codec"] == CODEC_INTERLEAVED:
-            parts = plain_frames(comp, 14 * n, None)
-            frames = []
-            try:
+        try:
+            if rec["codec"] == CODEC_INTERLEAVED:
+                parts = plain_frames(comp, 14 * n, None)
+                frames = []
                 for j in range(n):
                     ref = frames[j - 2] if j >= 2 else None
                     frames.append(decode_interleaved_frame(parts[14 * j:14 * j + 14], j, shapes, ref))
-            except FormatError as e:
-                fail(f"{video_id} in {shard_name}: chunk {ci}: {e}")
-            for j, planes in enumerate(frames):
-                if start <= lo + j < start + count:
-                    for pl in planes:
-                        out += pl.tobytes()
-            continue
-        # worst case per pixel: 3 bits (Z, O, S) and 1 byte (M), and a padding byte per bit stream
-        cap = 2 * n * len(shapes) + n * n_codes + 132 + (n * frame_bytes * 11 + 7) // 8 + 25
-        try:
-            frames = decode_payload(decompress_chunk(comp, cap), n, shapes)
+            else:
+                # worst case per pixel: 3 bits (Z, O, S) and 1 byte (M), and a padding byte per bit stream
+                cap = 2 * n * len(shapes) + n * n_codes + 132 + (n * frame_bytes * 11 + 7) // 8 + 25
+                frames = decode_payload(decompress_chunk(comp, cap), n, shapes)
         except FormatError as e:
             fail(f"{video_id} in {shard_name}: chunk {ci}: {e}")
         for j, planes in enumerate(frames):

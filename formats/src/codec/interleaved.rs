@@ -77,62 +77,54 @@ pub(super) fn encode(
     layout: &FrameLayout,
     frames: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
+    let fb = layout.frame_bytes();
+    let gs = geoms(layout);
+    let np = gs.len();
     let mut out = Vec::with_capacity(frames.len() / 3);
     // The chunk's CRC-32C already covers every byte; zstd's checksums would cost the reader
     // a hash of every stream.
     let checksum = zstd::zstd_safe::CParameter::ChecksumFlag;
     compressor.set_parameter(checksum(false)).map_err(CodecError::Zstd)?;
-    let done = encode_frames(compressor, candidates, predict, sc, layout, frames, &mut out);
+    let mut each_frame = || -> Result<(), CodecError> {
+        for (k, frame) in frames.chunks_exact(fb).enumerate() {
+            sc.header.clear();
+            sc.header.resize(header_len(&gs), 0);
+            sc.residual.resize(fb, 0);
+            let (vectors, mut codes) = sc.header.split_at_mut(2 * np);
+            for (p, g) in gs.iter().enumerate() {
+                let cur = &frame[g.off..][..g.len()];
+                let prev =
+                    k.checked_sub(REF_DISTANCE).map(|r| &frames[r * fb + g.off..][..g.len()]);
+                let (plane_codes, more) = codes.split_at_mut(g.blocks());
+                codes = more;
+                let v = predict_plane(
+                    PredictorMode::Interleaved,
+                    candidates,
+                    predict,
+                    g,
+                    cur,
+                    prev,
+                    plane_codes,
+                    &mut sc.residual[g.off..][..g.len()],
+                );
+                vectors[2 * p] = v.0 as u8;
+                vectors[2 * p + 1] = v.1 as u8;
+            }
+            sc.streams.clear();
+            for g in &gs {
+                sc.streams.encode_plane(g, &sc.residual[g.off..][..g.len()]);
+            }
+            sc.streams.finish();
+            append_frame(compressor, &sc.header, &mut out)?;
+            for s in 0..N_STREAMS {
+                append_frame(compressor, sc.streams.get(s), &mut out)?;
+            }
+        }
+        Ok(())
+    };
+    let done = each_frame();
     compressor.set_parameter(checksum(true)).map_err(CodecError::Zstd)?;
     done.map(|()| out)
-}
-
-fn encode_frames(
-    compressor: &mut zstd::bulk::Compressor<'static>,
-    candidates: &[Predictor],
-    predict: &mut PredictScratch,
-    sc: &mut Scratch,
-    layout: &FrameLayout,
-    frames: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
-    let fb = layout.frame_bytes();
-    let gs = geoms(layout);
-    let np = gs.len();
-    for (k, frame) in frames.chunks_exact(fb).enumerate() {
-        sc.header.clear();
-        sc.header.resize(header_len(&gs), 0);
-        sc.residual.resize(fb, 0);
-        let (vectors, mut codes) = sc.header.split_at_mut(2 * np);
-        for (p, g) in gs.iter().enumerate() {
-            let cur = &frame[g.off..][..g.len()];
-            let prev = k.checked_sub(REF_DISTANCE).map(|r| &frames[r * fb + g.off..][..g.len()]);
-            let (plane_codes, more) = codes.split_at_mut(g.blocks());
-            codes = more;
-            let v = predict_plane(
-                PredictorMode::Interleaved,
-                candidates,
-                predict,
-                g,
-                cur,
-                prev,
-                plane_codes,
-                &mut sc.residual[g.off..][..g.len()],
-            );
-            vectors[2 * p] = v.0 as u8;
-            vectors[2 * p + 1] = v.1 as u8;
-        }
-        sc.streams.clear();
-        for g in &gs {
-            sc.streams.encode_plane(g, &sc.residual[g.off..][..g.len()]);
-        }
-        sc.streams.finish();
-        append_frame(compressor, &sc.header, out)?;
-        for s in 0..N_STREAMS {
-            append_frame(compressor, sc.streams.get(s), out)?;
-        }
-    }
-    Ok(())
 }
 
 /// Compresses `data` as one zstd frame straight into `out`'s spare capacity.
