@@ -6,7 +6,7 @@
 #
 # Installs cargo-fuzz (pinned) on first use; needs the nightly toolchain (`cargo +nightly`).
 # Seeds come from real shards on first use: scripts/make-test-videos.sh, then `cvrl-shard
-# build` in four settings (data/fuzz-seeds/sets), then the fuzz crate's `seeds` binary writes
+# build` in five settings (data/fuzz-seeds/sets), then the fuzz crate's `seeds` binary writes
 # fuzz/corpus/<target>/. A corpus that exists is kept and grows from run to run; delete
 # fuzz/corpus to reseed. Crashes land in fuzz/artifacts/<target>/; the script goes on with
 # the next target and exits 1 at the end if any target found one.
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_FUZZ_VERSION=0.13.2
-ALL_TARGETS=(shard_file chunk_decode codec_roundtrip index_read set_open)
+ALL_TARGETS=(shard_file chunk_decode interleaved_decode codec_roundtrip index_read set_open)
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
@@ -39,6 +39,7 @@ seed() {
   "${shard[@]}" "$SEEDS/sets/raw" --short-side 64 --predictor raw >/dev/null
   "${shard[@]}" "$SEEDS/sets/rgb" --short-side 64 --pixel-format rgb24 >/dev/null
   "${shard[@]}" "$SEEDS/sets/tiny" --short-side 16 --chunk-frames 4 >/dev/null
+  "${shard[@]}" "$SEEDS/sets/interleaved" --short-side 32 --chunk-frames 4 --predictor interleaved >/dev/null
   cargo run -q --release --manifest-path fuzz/Cargo.toml --example seeds -- fuzz/corpus "$SEEDS"/sets/*
 }
 missing=0

@@ -6,8 +6,9 @@
 //! - `shard_file`: each shard file up to 32 KiB whole, and for each video a small shard of
 //!   one record holding its first 4 frames re-encoded with the set's own parameters in
 //!   chunks of 2 (as is, and in the CRC-fixing mode);
-//! - `chunk_decode`: the first two chunks of each video as stored, and their decompressed
-//!   payloads;
+//! - `chunk_decode` (codec 1 sets) and `interleaved_decode` (codec 3 sets): the first two
+//!   chunks of each video as stored, and their decompressed payloads (codec 3: each zstd
+//!   frame's contents, length-prefixed);
 //! - `codec_roundtrip`: the first two frames of each video;
 //! - `set_open`: each video's small set (manifest, one-row index, the small shard).
 
@@ -74,7 +75,11 @@ fn seed_set(out: &Corpus, dir: &Path) -> Result<()> {
         let tag = format!("{name}-{}", row.video_id);
         let layout = set.layout(i);
         let record = &shard[row.offset as usize..(row.offset + row.length) as usize];
-        seed_chunks(out, &tag, &layout, record, row)?;
+        if m.params.predictor == PredictorMode::Interleaved {
+            seed_interleaved_chunks(out, &tag, &layout, record, row)?;
+        } else {
+            seed_chunks(out, &tag, &layout, record, row)?;
+        }
         let k = row.num_frames.min(4);
         let mut frames = Vec::new();
         reader.read_frames(i, 0, k, 1, &mut frames)?;
@@ -133,6 +138,45 @@ fn seed_chunks(
             &format!("{tag}-c{c}-payload"),
             &[&plain.header()[..], &payload[..]].concat(),
         )?;
+    }
+    Ok(())
+}
+
+/// `interleaved_decode` seeds: chunks as stored, and as their zstd frames' contents.
+fn seed_interleaved_chunks(
+    out: &Corpus,
+    tag: &str,
+    layout: &FrameLayout,
+    record: &[u8],
+    row: &VideoRow,
+) -> Result<()> {
+    if layout.width() > MAX_CASE_DIM || layout.height() > MAX_CASE_DIM {
+        return Ok(());
+    }
+    for (c, entry) in row.chunks.iter().take(2).enumerate() {
+        let n = entry.num_frames as usize;
+        if n > cvrl_formats_fuzz::MAX_CASE_FRAMES {
+            continue;
+        }
+        let data =
+            &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
+        let stored = ChunkCase { flags: 1, layout: *layout, n_frames: n, upto: n };
+        let name = format!("{tag}-c{c}-zst");
+        out.put("interleaved_decode", &name, &[&stored.header()[..], data].concat())?;
+        let mut parts = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let len = zstd::zstd_safe::find_frame_compressed_size(&data[at..])
+                .map_err(|e| anyhow::anyhow!("a zstd frame of a chunk: error {e}"))?;
+            let part = zstd::decode_all(&data[at..at + len]).context("decompressing a frame")?;
+            let len16 = u16::try_from(part.len()).context("a part over 64 KiB")?;
+            parts.extend_from_slice(&len16.to_le_bytes());
+            parts.extend_from_slice(&part);
+            at += len;
+        }
+        let split = ChunkCase { flags: 0, upto: n.div_ceil(2), ..stored };
+        let name = format!("{tag}-c{c}-parts");
+        out.put("interleaved_decode", &name, &[&split.header()[..], &parts[..]].concat())?;
     }
     Ok(())
 }
