@@ -71,6 +71,20 @@ pub(super) fn group_up_sum(up: &[u8], x0: usize) -> u32 {
     win.iter().map(|&v| u32::from((v as i8).unsigned_abs())).sum()
 }
 
+/// The group contexts of a row (`ctx`, one per group of 8) from the padded residual row
+/// above (`up`, index `PAD_L + x`); `abs` is scratch of `up`'s length. Loops over whole rows
+/// that vectorise, for both decoders' residual passes.
+#[inline(always)]
+pub(super) fn row_group_contexts(up: &[u8], abs: &mut [u8], ctx: &mut [u8]) {
+    for (a, &v) in abs.iter_mut().zip(up) {
+        *a = (v as i8).unsigned_abs();
+    }
+    for (gi, c) in ctx.iter_mut().enumerate() {
+        let win = &abs[PAD_L + gi * 8 - 1..PAD_L + gi * 8 + 9];
+        *c = z_ctx(win.iter().map(|&a| u32::from(a)).sum()) as u8;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

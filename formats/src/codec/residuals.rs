@@ -4,7 +4,8 @@
 
 use super::bits::{BitWriter, Fault, Readers};
 use super::context::{
-    group_up_sum, om_code, pixel_sum, sgn3, z_ctx, LIT_K, NM, NO, NZ, PAD_L, PAD_R,
+    group_up_sum, om_code, pixel_sum, row_group_contexts, sgn3, z_ctx, LIT_K, NM, NO, NZ, PAD_L,
+    PAD_R,
 };
 use super::plane::Geom;
 
@@ -127,13 +128,7 @@ fn residuals_body(
         // Every context of this row depends only on the row above and on this row's zero
         // flags, so they are computed in loops over whole rows that vectorise; what remains
         // per pixel is reading the streams.
-        for (a, &v) in abs.iter_mut().zip(up.iter()) {
-            *a = (v as i8).unsigned_abs();
-        }
-        for (gi, c) in ctx.iter_mut().enumerate() {
-            let win = &abs[PAD_L + gi * 8 - 1..PAD_L + gi * 8 + 9];
-            *c = z_ctx(win.iter().map(|&a| u32::from(a)).sum()) as u8;
-        }
+        row_group_contexts(up, abs, ctx);
         let span = PAD_L..PAD_L + w;
         pending.clear();
         for (gi, &k) in ctx.iter().enumerate() {

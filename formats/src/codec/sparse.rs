@@ -12,7 +12,7 @@
 //! fraction of that (`scripts/pilots/chunk_layouts.py`: 26 % fewer bytes on a panning clip).
 
 use super::bits::{BitReader, BitWriter, ByteReader, Fault};
-use super::context::{group_up_sum, z_ctx, LIT_K, PAD_L, PAD_R};
+use super::context::{group_up_sum, row_group_contexts, z_ctx, LIT_K, PAD_L, PAD_R};
 use super::plane::Geom;
 
 /// Zero-flag streams `Z0..Z8`, one per quiet group context.
@@ -186,13 +186,7 @@ fn decode_body<const SIMD: bool>(
     let Rows { up, cur, abs, ctx } = rows;
     for out in plane.chunks_exact_mut(w) {
         // The contexts depend only on the row above: loops over whole rows that vectorise.
-        for (a, &v) in abs.iter_mut().zip(up.iter()) {
-            *a = (v as i8).unsigned_abs();
-        }
-        for (gi, c) in ctx.iter_mut().enumerate() {
-            let win = &abs[PAD_L + gi * 8 - 1..PAD_L + gi * 8 + 9];
-            *c = z_ctx(win.iter().map(|&a| u32::from(a)).sum()) as u8;
-        }
+        row_group_contexts(up, abs, ctx);
         for (gi, &k) in ctx.iter().enumerate() {
             let x0 = gi * 8;
             let (k, n) = (usize::from(k), (w - x0).min(8));
