@@ -151,16 +151,14 @@ impl ChunkDecoder {
             let actual = out.len();
             return Err(CodecError::BadLength { what: "output buffer", expected, actual });
         }
-        let upto = wanted.iter().map(|&k| k + 1).max().unwrap_or(0).min(n_frames);
+        let decode = codec.decodes(wanted, n_frames);
         match codec {
             Codec::Predictive => {
-                self.decode_first(layout, n_frames, compressed, out, upto)?;
-                Ok(upto)
+                self.decode_first(layout, n_frames, compressed, out, decode.len())?;
             }
             Codec::Interleaved => {
                 let parts = n_frames.saturating_mul(interleaved::PARTS);
                 super::plain::frame_offsets(compressed, parts, &mut self.offsets)?;
-                let decode = interleaved::chains(wanted, n_frames);
                 interleaved::decode(
                     &mut self.decompressor,
                     &mut self.interleaved,
@@ -173,12 +171,10 @@ impl ChunkDecoder {
                     out,
                     self.avx2,
                 )?;
-                Ok(decode.len())
             }
             Codec::Plain => {
                 super::plain::frame_offsets(compressed, n_frames, &mut self.offsets)?;
-                let mut done = 0;
-                for &k in wanted.iter().filter(|&&k| k < n_frames) {
+                for &k in &decode {
                     let dst = &mut out[k * fb..(k + 1) * fb];
                     super::plain::decode_frame(
                         &mut self.decompressor,
@@ -187,11 +183,10 @@ impl ChunkDecoder {
                         k,
                         dst,
                     )?;
-                    done += 1;
                 }
-                Ok(done)
             }
         }
+        Ok(decode.len())
     }
 
     /// The frames of a plain chunk (codec 2) of `n_frames` frames, for reading some of them
@@ -325,15 +320,14 @@ fn check_vectors_and_codes(
     let np = gs.len();
     let blocks: usize = gs.iter().map(Geom::blocks).sum();
     for f in 0..n_frames {
-        let v = if f == 0 { &vectors[..2 * np] } else { &[][..] };
+        let v = &vectors[f * 2 * np..(f + 1) * 2 * np];
         check_frame(gs, f, f > 0, v, &codes[f * blocks..(f + 1) * blocks])?;
     }
     Ok(())
 }
 
 /// Checks one frame's block codes (`codes`, every plane's) are known ones and, when it has
-/// no reference frame, that none is temporal and its `vectors` (2 bytes a plane; pass none
-/// to skip) are zero.
+/// no reference frame, that none is temporal and its `vectors` (2 bytes a plane) are zero.
 pub(super) fn check_frame(
     gs: &[Geom],
     frame: usize,

@@ -46,8 +46,9 @@ impl ChunkEncoder {
         })
     }
 
-    /// Restricts [`PredictorMode::Adaptive`] (and [`PredictorMode::Interleaved`]) to these predictors; RAW and MED are always
-    /// allowed since frame 0 needs a spatial one. For measuring what each predictor is worth.
+    /// Restricts [`PredictorMode::Adaptive`] and [`PredictorMode::Interleaved`] to these
+    /// predictors; RAW and MED are always allowed since a frame without a reference needs a
+    /// spatial one. For measuring what each predictor is worth.
     pub fn with_candidates(mut self, candidates: &[Predictor]) -> Self {
         let mut c: Vec<Predictor> = candidates.to_vec();
         for p in [Predictor::Raw, Predictor::Med] {
