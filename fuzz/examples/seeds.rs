@@ -75,11 +75,8 @@ fn seed_set(out: &Corpus, dir: &Path) -> Result<()> {
         let tag = format!("{name}-{}", row.video_id);
         let layout = set.layout(i);
         let record = &shard[row.offset as usize..(row.offset + row.length) as usize];
-        if m.params.predictor == PredictorMode::Interleaved {
-            seed_interleaved_chunks(out, &tag, &layout, record, row)?;
-        } else {
-            seed_chunks(out, &tag, &layout, record, row)?;
-        }
+        let interleaved = m.params.predictor == PredictorMode::Interleaved;
+        seed_chunks(out, &tag, &layout, record, row, interleaved)?;
         let k = row.num_frames.min(4);
         let mut frames = Vec::new();
         reader.read_frames(i, 0, k, 1, &mut frames)?;
@@ -108,16 +105,22 @@ fn mode_index(mode: PredictorMode) -> u8 {
     }
 }
 
+/// `chunk_decode` seeds (codec 1 sets), or `interleaved_decode` seeds (codec 3): the first
+/// two chunks of each video as stored, and unpacked (codec 1: the payload; codec 3: each zstd
+/// frame's contents, length-prefixed).
 fn seed_chunks(
     out: &Corpus,
     tag: &str,
     layout: &FrameLayout,
     record: &[u8],
     row: &VideoRow,
+    interleaved: bool,
 ) -> Result<()> {
     if layout.width() > MAX_CASE_DIM || layout.height() > MAX_CASE_DIM {
         return Ok(());
     }
+    let (target, unpacked) =
+        if interleaved { ("interleaved_decode", "parts") } else { ("chunk_decode", "payload") };
     for (c, entry) in row.chunks.iter().take(2).enumerate() {
         let n = entry.num_frames as usize;
         if n > cvrl_formats_fuzz::MAX_CASE_FRAMES {
@@ -126,59 +129,33 @@ fn seed_chunks(
         let data =
             &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
         let stored = ChunkCase { flags: 1, layout: *layout, n_frames: n, upto: n };
-        out.put(
-            "chunk_decode",
-            &format!("{tag}-c{c}-zst"),
-            &[&stored.header()[..], data].concat(),
-        )?;
-        let payload = zstd::decode_all(data).context("decompressing a chunk")?;
-        let plain = ChunkCase { flags: 0, upto: n.div_ceil(2), ..stored };
-        out.put(
-            "chunk_decode",
-            &format!("{tag}-c{c}-payload"),
-            &[&plain.header()[..], &payload[..]].concat(),
-        )?;
+        out.put(target, &format!("{tag}-c{c}-zst"), &[&stored.header()[..], data].concat())?;
+        let body = if interleaved {
+            frame_contents(data)?
+        } else {
+            zstd::decode_all(data).context("decompressing a chunk")?
+        };
+        let split = ChunkCase { flags: 0, upto: n.div_ceil(2), ..stored };
+        let name = format!("{tag}-c{c}-{unpacked}");
+        out.put(target, &name, &[&split.header()[..], &body[..]].concat())?;
     }
     Ok(())
 }
 
-/// `interleaved_decode` seeds: chunks as stored, and as their zstd frames' contents.
-fn seed_interleaved_chunks(
-    out: &Corpus,
-    tag: &str,
-    layout: &FrameLayout,
-    record: &[u8],
-    row: &VideoRow,
-) -> Result<()> {
-    if layout.width() > MAX_CASE_DIM || layout.height() > MAX_CASE_DIM {
-        return Ok(());
+/// The contents of each zstd frame of `data`, each as a `u16` LE length and its bytes.
+fn frame_contents(data: &[u8]) -> Result<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let len = zstd::zstd_safe::find_frame_compressed_size(&data[at..])
+            .map_err(|e| anyhow::anyhow!("a zstd frame of a chunk: error {e}"))?;
+        let part = zstd::decode_all(&data[at..at + len]).context("decompressing a frame")?;
+        let len16 = u16::try_from(part.len()).context("a part over 64 KiB")?;
+        parts.extend_from_slice(&len16.to_le_bytes());
+        parts.extend_from_slice(&part);
+        at += len;
     }
-    for (c, entry) in row.chunks.iter().take(2).enumerate() {
-        let n = entry.num_frames as usize;
-        if n > cvrl_formats_fuzz::MAX_CASE_FRAMES {
-            continue;
-        }
-        let data =
-            &record[entry.offset as usize..(entry.offset + u64::from(entry.length)) as usize];
-        let stored = ChunkCase { flags: 1, layout: *layout, n_frames: n, upto: n };
-        let name = format!("{tag}-c{c}-zst");
-        out.put("interleaved_decode", &name, &[&stored.header()[..], data].concat())?;
-        let mut parts = Vec::new();
-        let mut at = 0;
-        while at < data.len() {
-            let len = zstd::zstd_safe::find_frame_compressed_size(&data[at..])
-                .map_err(|e| anyhow::anyhow!("a zstd frame of a chunk: error {e}"))?;
-            let part = zstd::decode_all(&data[at..at + len]).context("decompressing a frame")?;
-            let len16 = u16::try_from(part.len()).context("a part over 64 KiB")?;
-            parts.extend_from_slice(&len16.to_le_bytes());
-            parts.extend_from_slice(&part);
-            at += len;
-        }
-        let split = ChunkCase { flags: 0, upto: n.div_ceil(2), ..stored };
-        let name = format!("{tag}-c{c}-parts");
-        out.put("interleaved_decode", &name, &[&split.header()[..], &parts[..]].concat())?;
-    }
-    Ok(())
+    Ok(parts)
 }
 
 /// A set of one video holding its first `k` frames (`frames`), re-encoded with the set's
