@@ -291,21 +291,24 @@ class ByteStream:
             fail(f"stream {self.name} not read to its end ({self.pos} of {len(self.data)} bytes used)")
 
 
+def group_contexts(above: np.ndarray, W: int) -> np.ndarray:
+    """Each group's context from the row above ("Residual streams"): count(g, K) with g =
+    sum |v[y-1][i]|, i in x0-1..=x0+8; `above` is |v[y-1]|."""
+    x0s = np.arange(0, W, 8)
+    cs = np.concatenate(([0], np.cumsum(above)))
+    g = cs[np.minimum(x0s + 9, W)] - cs[np.maximum(x0s - 1, 0)]
+    return count_below(g, K_THRESH)
+
+
 def decode_residual_plane(W: int, H: int, S: int, Z, O, SG, M, L) -> np.ndarray:
     """Reads one plane of residual bytes from the streams ("Residual streams")."""
     res = np.zeros((H, W), dtype=np.uint8)
     above = np.zeros(W, dtype=np.int64)      # |v[y-1][x]|
     above_sgn = np.ones(W, dtype=np.int64)   # sgn(v[y-1][x]): 0 neg, 1 zero, 2 pos
-    x0s = np.arange(0, W, 8)
     cols = np.arange(W)
     group_of = cols // 8
     for y in range(H):
-        # Group contexts from the row above: g = sum |v[y-1][i]|, i in x0-1..=x0+8.
-        cs = np.concatenate(([0], np.cumsum(above)))
-        lo = np.maximum(x0s - 1, 0)
-        hi = np.minimum(x0s + 9, W)
-        g = cs[hi] - cs[lo]
-        k = count_below(g, K_THRESH)
+        k = group_contexts(above, W)
         kpix = k[group_of]
         row = np.zeros(W, dtype=np.uint8)
         nonzero = np.zeros(W, dtype=bool)
@@ -467,10 +470,8 @@ def decode_sparse_plane(W: int, H: int, Z, N, L) -> np.ndarray:
     res = np.zeros((H, W), dtype=np.uint8)
     above = np.zeros(W, dtype=np.int64)  # |v[y-1][x]|
     for y in range(H):
-        for x0 in range(0, W, 8):
+        for x0, k in zip(range(0, W, 8), group_contexts(above, W)):
             n = min(8, W - x0)
-            g = int(above[max(x0 - 1, 0):min(x0 + 9, W)].sum())
-            k = int(count_below(np.array([g]), K_THRESH)[0])
             if k >= 9:
                 res[y, x0:x0 + n] = L.read(n)
                 continue
