@@ -23,7 +23,8 @@ pub struct ChunkDecoder {
     /// Where each zstd frame of a plain or interleaved chunk starts.
     offsets: Vec<usize>,
     interleaved: interleaved::DecodeScratch,
-    /// The CPU has AVX2 (checked once): decode with the AVX2 build of the residual pass.
+    /// The CPU has AVX2 and its bit instructions (checked once, [`has_avx2`]): decode with
+    /// the AVX2 builds of the residual passes.
     avx2: bool,
 }
 
@@ -366,9 +367,16 @@ pub(super) fn fault_error(fault: &Fault, frame: usize, plane: usize) -> CodecErr
     }
 }
 
+/// AVX2 and the bit instructions every AVX2 CPU also has (BMI1, BMI2, POPCNT, LZCNT): the
+/// AVX2 builds of the residual passes are compiled for all of them (the hardware popcount
+/// alone gives about 8 % more codec 3 reads per CPU second).
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx2");
+    return std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("bmi1")
+        && std::is_x86_feature_detected!("bmi2")
+        && std::is_x86_feature_detected!("popcnt")
+        && std::is_x86_feature_detected!("lzcnt");
     #[cfg(not(target_arch = "x86_64"))]
     false
 }

@@ -83,7 +83,8 @@ pub(super) fn decode_residuals(
 ) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
-        // SAFETY: `avx2` is only true when the CPU supports AVX2 (`ChunkDecoder::new`).
+        // SAFETY: `avx2` is only true when the CPU has every feature of the build
+        // (`ChunkDecoder::new`, `has_avx2`).
         unsafe { residuals_avx2(g, data, rd, rows, plane, fault) };
         return;
     }
@@ -91,9 +92,10 @@ pub(super) fn decode_residuals(
     residuals_body(g, data, rd, rows, plane, fault);
 }
 
-/// [`residuals_body`] compiled for AVX2 (everything it calls is `#[inline(always)]`).
+/// [`residuals_body`] compiled for AVX2 and its bit instructions (everything it calls is
+/// `#[inline(always)]`).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt,lzcnt")]
 unsafe fn residuals_avx2(
     g: &Geom,
     data: &[u8],

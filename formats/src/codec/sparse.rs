@@ -142,7 +142,8 @@ pub(super) fn decode_plane(
 ) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
-        // SAFETY: `avx2` is only true when the CPU supports AVX2 (`ChunkDecoder::new`).
+        // SAFETY: `avx2` is only true when the CPU has every feature of the build
+        // (`ChunkDecoder::new`, `has_avx2`).
         unsafe { decode_avx2(g, data, rd, rows, plane, fault) };
         return;
     }
@@ -150,9 +151,10 @@ pub(super) fn decode_plane(
     decode_body::<false>(g, data, rd, rows, plane, fault);
 }
 
-/// [`decode_body`] compiled for AVX2 (everything it calls is `#[inline(always)]`).
+/// [`decode_body`] compiled for AVX2 and its bit instructions (everything it calls is
+/// `#[inline(always)]`).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt,lzcnt")]
 unsafe fn decode_avx2(
     g: &Geom,
     data: &[u8],
