@@ -82,9 +82,15 @@ pub(super) fn encode(
     let np = gs.len();
     let mut out = Vec::with_capacity(frames.len() / 3);
     // The chunk's CRC-32C already covers every byte; zstd's checksums would cost the reader
-    // a hash of every stream.
-    let checksum = zstd::zstd_safe::CParameter::ChecksumFlag;
-    compressor.set_parameter(checksum(false)).map_err(CodecError::Zstd)?;
+    // a hash of every stream. The streams are context-split symbols with few long repeats:
+    // zstd's longest minimum match (7) keeps it from trading literals for short matches
+    // that cost more (1.9 % fewer bytes on bikes than level 1's 5, BENCHMARKS.md "Sharder").
+    use zstd::zstd_safe::CParameter::{ChecksumFlag, MinMatch};
+    let set = |c: &mut zstd::bulk::Compressor<'static>, checksum: bool, min_match: u32| {
+        c.set_parameter(ChecksumFlag(checksum)).map_err(CodecError::Zstd)?;
+        c.set_parameter(MinMatch(min_match)).map_err(CodecError::Zstd)
+    };
+    set(compressor, false, 7)?;
     let mut each_frame = || -> Result<(), CodecError> {
         for (k, frame) in frames.chunks_exact(fb).enumerate() {
             sc.header.clear();
@@ -123,7 +129,8 @@ pub(super) fn encode(
         Ok(())
     };
     let done = each_frame();
-    compressor.set_parameter(checksum(true)).map_err(CodecError::Zstd)?;
+    // Back to zstd's defaults (0: the level's own minimum match) for the other codecs.
+    set(compressor, true, 0)?;
     done.map(|()| out)
 }
 
