@@ -12,7 +12,7 @@
 //! fraction of that (`scripts/pilots/chunk_layouts.py`: 26 % fewer bytes on a panning clip).
 
 use super::bits::{BitReader, BitWriter, ByteReader, Fault};
-use super::context::{group_up_sum, row_group_contexts, z_ctx, LIT_K, PAD_L, PAD_R};
+use super::context::{row_group_contexts, LIT_K, PAD_L, PAD_R};
 use super::plane::Geom;
 
 /// Zero-flag streams `Z0..Z8`, one per quiet group context.
@@ -27,8 +27,10 @@ pub(super) struct Streams {
     flags: Vec<BitWriter>,
     /// `N0..N2`, then `L`.
     bytes: Vec<Vec<u8>>,
-    /// The row above, padded (`PAD_L`, `PAD_R`).
+    /// The row above, padded (`PAD_L`, `PAD_R`), its `|v|`, and this row's group contexts.
     up: Vec<u8>,
+    abs: Vec<u8>,
+    ctx: Vec<u8>,
 }
 
 impl Streams {
@@ -37,6 +39,8 @@ impl Streams {
             flags: (0..N_FLAG).map(|_| BitWriter::default()).collect(),
             bytes: vec![Vec::new(); N_NONZERO + 1],
             up: Vec::new(),
+            abs: Vec::new(),
+            ctx: Vec::new(),
         }
     }
 
@@ -62,24 +66,37 @@ impl Streams {
     /// Appends the residual plane `res` to the streams.
     pub(super) fn encode_plane(&mut self, g: &Geom, res: &[u8]) {
         let w = g.w;
-        self.up.clear();
-        self.up.resize(PAD_L + w + PAD_R, 0);
+        let Streams { flags, bytes, up, abs, ctx } = self;
+        for r in [&mut *up, &mut *abs] {
+            r.clear();
+            r.resize(PAD_L + w + PAD_R, 0);
+        }
+        ctx.resize(w.div_ceil(8), 0);
         for row in res.chunks_exact(w) {
-            for x0 in (0..w).step_by(8) {
-                let group = &row[x0..(x0 + 8).min(w)];
-                let k = z_ctx(group_up_sum(&self.up, x0));
+            // The decoder's context loop: the same contexts by construction.
+            row_group_contexts(up, abs, ctx);
+            for (group, &k) in row.chunks(8).zip(ctx.iter()) {
+                let k = usize::from(k);
                 if k >= LIT_K {
-                    self.bytes[N_NONZERO].extend_from_slice(group);
+                    bytes[N_NONZERO].extend_from_slice(group);
                     continue;
                 }
-                let mut mask = 0u32;
-                for (i, &b) in group.iter().enumerate() {
-                    mask |= u32::from(b != 0) << i;
+                let mut word = [0u8; 8];
+                word[..group.len()].copy_from_slice(group);
+                let mask = nonzero_mask(word);
+                flags[k].put(mask as u32, group.len() as u32);
+                // The non-zero bytes in order, without a branch per byte.
+                let from = &GATHER[mask];
+                let n = mask.count_ones() as usize;
+                let nz = &mut bytes[k / 3];
+                let at = nz.len();
+                nz.resize(at + 8, 0);
+                for (o, &i) in nz[at..].iter_mut().zip(from) {
+                    *o = word[usize::from(i)];
                 }
-                self.flags[k].put(mask, group.len() as u32);
-                self.bytes[k / 3].extend(group.iter().filter(|&&b| b != 0));
+                nz.truncate(at + n);
             }
-            self.up[PAD_L..PAD_L + w].copy_from_slice(row);
+            up[PAD_L..PAD_L + w].copy_from_slice(row);
         }
     }
 }
@@ -241,6 +258,36 @@ fn has_zero_byte(bytes: [u8; 8], count: usize) -> bool {
     v.wrapping_sub(0x0101_0101_0101_0101) & !v & 0x8080_8080_8080_8080 != 0
 }
 
+/// Bit `i` set where byte `i` of `word` is non-zero.
+#[inline(always)]
+fn nonzero_mask(word: [u8; 8]) -> usize {
+    // High bit of each byte: set where the byte is non-zero (its low 7 bits added to 0x7f
+    // carry into bit 7, or bit 7 was set); then gather the 8 high bits into one byte.
+    let v = u64::from_le_bytes(word);
+    let high = ((v & 0x7f7f_7f7f_7f7f_7f7f).wrapping_add(0x7f7f_7f7f_7f7f_7f7f) | v)
+        & 0x8080_8080_8080_8080;
+    ((high >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as usize
+}
+
+/// For each zero-flag mask, the positions of its set bits in order (then 0s): where the
+/// encoder takes the group's non-zero bytes from.
+static GATHER: [[u8; 8]; 256] = {
+    let mut t = [[0u8; 8]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut i, mut j) = (0, 0);
+        while i < 8 {
+            if (m >> i) & 1 == 1 {
+                t[m][j] = i as u8;
+                j += 1;
+            }
+            i += 1;
+        }
+        m += 1;
+    }
+    t
+};
+
 /// For each zero-flag mask, where each of the group's 8 bytes comes from: the index of its
 /// non-zero byte among the group's (set bits below it), or 8 (a zero) for a clear bit.
 static SCATTER: [[u8; 8]; 256] = {
@@ -294,6 +341,39 @@ mod tests {
                 assert_eq!(scatter::<true>(bytes, mask), want, "{mask:08b}");
             }
         }
+    }
+
+    #[test]
+    fn the_nonzero_mask_and_the_gather_table_pick_the_nonzero_bytes() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Bytes that are often zero, sometimes 0x80 or 0x01 (the carry's edge cases).
+            let word: [u8; 8] =
+                (state.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes().map(|b| match b % 4 {
+                    0 | 1 => 0,
+                    2 => [0x80, 0x01, 0xff, 0x7f][usize::from(b >> 6)],
+                    _ => b,
+                });
+            let mask = nonzero_mask(word);
+            let want: usize = (0..8).filter(|&i| word[i] != 0).map(|i| 1 << i).sum();
+            assert_eq!(mask, want, "{word:?}");
+            let picked: Vec<u8> = GATHER[mask][..mask.count_ones() as usize]
+                .iter()
+                .map(|&i| word[usize::from(i)])
+                .collect();
+            let nonzero: Vec<u8> = word.iter().copied().filter(|&b| b != 0).collect();
+            assert_eq!(picked, nonzero);
+            assert_eq!(scatter::<false>(picked_word(&picked), mask), word, "gather then scatter");
+        }
+    }
+
+    fn picked_word(p: &[u8]) -> [u8; 8] {
+        let mut w = [0u8; 8];
+        w[..p.len()].copy_from_slice(p);
+        w
     }
 
     #[test]
