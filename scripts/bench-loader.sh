@@ -21,7 +21,7 @@
 # Knobs (environment): BENCH_ROUNDS (default 2), BENCH_PAIRS (pairs per loader/floor
 # measurement, default 96), BENCH_PEER_PAIRS (per peer measurement, default 48),
 # BENCH_WORKERS (the "all cores" worker count, default nproc), BENCH_VARIANTS (default
-# "adaptive:16 adaptive:4 interleaved:8 interleaved:16 raw:8 plain:8 plain:16"; empty for none), BENCH_PEERS (0 skips
+# "adaptive:8 adaptive:16 adaptive:4 interleaved:16 raw:8 plain:8 plain:16"; empty for none), BENCH_PEERS (0 skips
 # the Python peers, whose rows then read "not measured"; BENCH_TORCH=0 skips only the cvrl
 # Python package's rows, which need a release build of the wheel and run on the default
 # shards and on each plain variant, beside the Rust crop + flip row), BENCH_BASELINE_BIN (an older build
@@ -36,7 +36,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 PAIRS=${BENCH_PAIRS:-96}
 PEER_PAIRS=${BENCH_PEER_PAIRS:-48}
 ALL=${BENCH_WORKERS:-$(nproc)}
-read -r -a VARIANTS <<<"${BENCH_VARIANTS-adaptive:16 adaptive:4 interleaved:8 interleaved:16 raw:8 plain:8 plain:16}"
+read -r -a VARIANTS <<<"${BENCH_VARIANTS-adaptive:8 adaptive:16 adaptive:4 interleaved:16 raw:8 plain:8 plain:16}"
 PEERS=${BENCH_PEERS:-1}
 BASELINE=${BENCH_BASELINE_BIN:-}
 [ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "bench-loader: error: BENCH_BASELINE_BIN=$BASELINE is not executable" >&2; exit 1; }

@@ -84,11 +84,11 @@ declare -A SHARD_OPTS=(
   [raw]="--predictor raw"
   [raw_l1]="--predictor raw --zstd-level 1"
   [plain]="--predictor plain"
-  [interleaved]="--predictor interleaved"
+  [adaptive]="--predictor adaptive"
 )
 # (--zstd-level 1 with the default predictor costs the same CPU as level 3: the predictor and
 # stream split dominate; section 4's enc MB/s columns show it without another build here.)
-CONFIGS=(default raw raw_l1 plain interleaved)
+CONFIGS=(default raw raw_l1 plain adaptive)
 log "throughput: $NVIDEOS videos, ffmpeg vs cvrl-shard (${CONFIGS[*]}), $REPS rounds"
 for rep in $(seq 1 "$REPS"); do
   timed ffmpeg "$rep" "$FFMPEG_CMD"
@@ -97,8 +97,8 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 SET=$B/out/default
-# The plain and interleaved sets' record bytes per video (copy 0), for the size table.
-for c in plain interleaved; do
+# The plain and adaptive sets' record bytes per video (copy 0), for the size table.
+for c in plain adaptive; do
   "$PY" - "$B/out/$c" >"$R/${c}_size.tsv" <<'EOF'
 import json, sys, pyarrow.parquet as pq
 d = sys.argv[1]
@@ -108,7 +108,7 @@ for r in pq.read_table(f"{d}/{m['index']}").to_pylist():
         print(f"{r['video_id']}\t{r['length']}")
 EOF
 done
-rm -rf "$B/out/raw" "$B/out/raw_l1" "$B/out/plain" "$B/out/interleaved" # only their timings and sizes are needed
+rm -rf "$B/out/raw" "$B/out/raw_l1" "$B/out/plain" "$B/out/adaptive" # only their timings and sizes are needed
 
 # Per video: id, source, width, height, frames, fps, record bytes (copy 0 of each video).
 "$PY" - "$SET" >"$R/videos.tsv" <<'EOF'

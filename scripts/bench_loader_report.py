@@ -218,7 +218,7 @@ if cut and fl:
              ("cvrl `Loader`, augmentation on the host (default shards)", l),
              ("cvrl `Loader`, cut for the device (default shards)", cut.get("defaults")),
              *[(f"cvrl `Loader`, cut for the device ({n} shards)", c) for n, c in cut.items()
-               if n.startswith("interleaved")],
+               if n.startswith(("adaptive-c8", "interleaved"))],
              (f"cvrl `Loader`, cut for the device ({fast_name} shards)", fast)]
     for label, rate_ in cores:
         if rate_:

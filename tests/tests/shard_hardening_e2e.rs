@@ -172,7 +172,7 @@ fn a_merge_of_parts_that_do_not_make_one_set_is_refused_naming_them_and_writes_n
         "part-0000-of-0003.manifest.json and part-0002-of-0003.manifest.json were built with \
          different parameters",
         "chunk_frames 8 in part-0000-of-0003.manifest.json, 4 in part-0002-of-0003.manifest.json",
-        "predictor \"adaptive\" in part-0000-of-0003.manifest.json, \"raw\" in \
+        "predictor \"interleaved\" in part-0000-of-0003.manifest.json, \"raw\" in \
          part-0002-of-0003.manifest.json",
     ]);
 

@@ -17,15 +17,19 @@ pub enum PredictorMode {
     Temporal,
     /// MED everywhere (purely spatial: every frame is intra).
     Med,
-    /// Per block, the cheapest of all predictors, with one motion vector per plane.
-    #[default]
+    /// Per block, the cheapest of all predictors, with one motion vector per plane (codec 1,
+    /// [`Codec::Predictive`]). The fewest bytes; a stride-2 clip reconstructs every frame
+    /// up to its last one in each chunk.
     Adaptive,
     /// No prediction and no residual streams: each frame its own zstd frame (codec 2,
     /// [`Codec::Plain`]). About twice the disk; the fastest reads.
     Plain,
     /// Adaptive's predictors with frame `k` referring to frame `k - 2`, residuals as zero
     /// flags and non-zero bytes (codec 3, [`Codec::Interleaved`]): a stride-2 clip
-    /// reconstructs only the frames it uses.
+    /// reconstructs only the frames it uses. The default: at or below FFV1's bytes on the
+    /// calibration videos, and about 2.8x adaptive's reads per CPU second for 1.12x its
+    /// bytes (BENCHMARKS.md, "Loader").
+    #[default]
     Interleaved,
 }
 
@@ -188,7 +192,7 @@ mod tests {
         assert_eq!(Codec::Predictive.decodes(&[5, 2], 8), vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(Codec::Plain.decodes(&[5, 2, 5, 9], 8), vec![2, 5]);
         assert_eq!(Codec::Interleaved.decodes(&[5, 2], 8), vec![0, 1, 2, 3, 5]);
-        assert_eq!(PredictorMode::default(), PredictorMode::Adaptive);
+        assert_eq!(PredictorMode::default(), PredictorMode::Interleaved);
         assert!("fast".parse::<PredictorMode>().is_err());
         for p in Predictor::ALL {
             assert_eq!(Predictor::from_code(p.code()), Some(p));

@@ -88,13 +88,13 @@ struct BuildArgs {
     /// codec's predictor (BENCHMARKS.md, table 4).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     zstd_level: i32,
-    /// Predictor applied before zstd: adaptive (best per 16x16 block, with motion search), med,
-    /// temporal or raw; interleaved: adaptive's predictors from the frame two before, so a
-    /// stride-2 clip decodes only the frames it uses, and residuals that decode 8 at a time
-    /// (about 1.15x the disk of adaptive, over twice the reads per CPU second); or plain: no
-    /// prediction, each frame its own zstd frame (about twice the disk of adaptive, the
-    /// cheapest reads: BENCHMARKS.md, Loader).
-    #[arg(long, default_value = "adaptive")]
+    /// Predictor applied before zstd. interleaved: the best predictor per 16x16 block, with
+    /// motion search, from the frame two before, so a stride-2 clip decodes only the frames
+    /// it uses, and residuals that decode 8 at a time; adaptive: the same from the frame
+    /// before (0.75-0.9x the disk, a third of the reads per CPU second); plain: no
+    /// prediction, each frame its own zstd frame (about twice the disk, the cheapest reads);
+    /// med, temporal or raw (for comparison). BENCHMARKS.md, Loader.
+    #[arg(long, default_value_t = cvrl_formats::codec::PredictorMode::default())]
     predictor: cvrl_formats::codec::PredictorMode,
     /// Target shard size, e.g. 1GiB, 512MiB, 64M; a video is never split across shards.
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
