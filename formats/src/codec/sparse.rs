@@ -271,33 +271,26 @@ fn nonzero_mask(word: [u8; 8]) -> usize {
 
 /// For each zero-flag mask, the positions of its set bits in order (then 0s): where the
 /// encoder takes the group's non-zero bytes from.
-static GATHER: [[u8; 8]; 256] = {
-    let mut t = [[0u8; 8]; 256];
-    let mut m = 0;
-    while m < 256 {
-        let (mut i, mut j) = (0, 0);
-        while i < 8 {
-            if (m >> i) & 1 == 1 {
-                t[m][j] = i as u8;
-                j += 1;
-            }
-            i += 1;
-        }
-        m += 1;
-    }
-    t
-};
+static GATHER: [[u8; 8]; 256] = mask_table(true);
 
 /// For each zero-flag mask, where each of the group's 8 bytes comes from: the index of its
 /// non-zero byte among the group's (set bits below it), or 8 (a zero) for a clear bit.
-static SCATTER: [[u8; 8]; 256] = {
-    let mut t = [[8u8; 8]; 256];
+static SCATTER: [[u8; 8]; 256] = mask_table(false);
+
+/// [`GATHER`] (`gather`) or [`SCATTER`]: for the `j`-th set bit `i` of each mask, entry
+/// `j` is `i` or entry `i` is `j`.
+const fn mask_table(gather: bool) -> [[u8; 8]; 256] {
+    let mut t = [[if gather { 0 } else { 8 }; 8]; 256];
     let mut m = 0;
     while m < 256 {
         let (mut i, mut j) = (0, 0);
         while i < 8 {
             if (m >> i) & 1 == 1 {
-                t[m][i] = j;
+                if gather {
+                    t[m][j] = i as u8;
+                } else {
+                    t[m][i] = j as u8;
+                }
                 j += 1;
             }
             i += 1;
@@ -305,7 +298,7 @@ static SCATTER: [[u8; 8]; 256] = {
         m += 1;
     }
     t
-};
+}
 
 #[cfg(test)]
 mod tests {
