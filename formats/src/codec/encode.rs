@@ -27,11 +27,15 @@ impl ChunkEncoder {
     /// `level` is the zstd level (1..=22; negative levels are zstd's fast modes).
     pub fn new(level: i32, mode: PredictorMode) -> Result<Self, CodecError> {
         let mut compressor = zstd::bulk::Compressor::new(level).map_err(CodecError::Zstd)?;
-        // 4 bytes per chunk buy detection of any corruption inside the frame, so a damaged
-        // chunk fails to decode instead of yielding wrong pixels.
-        compressor
-            .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
-            .map_err(CodecError::Zstd)?;
+        if mode == PredictorMode::Interleaved {
+            super::interleaved::configure(&mut compressor)?;
+        } else {
+            // 4 bytes per chunk buy detection of any corruption inside the frame, so a
+            // damaged chunk fails to decode instead of yielding wrong pixels.
+            compressor
+                .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+                .map_err(CodecError::Zstd)?;
+        }
         Ok(ChunkEncoder {
             mode,
             candidates: Predictor::ALL.to_vec(),

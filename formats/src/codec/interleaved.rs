@@ -68,7 +68,8 @@ impl Scratch {
     }
 }
 
-/// Encodes `frames` (`n` frames of `layout`, back to back) as a codec 3 chunk.
+/// Encodes `frames` (`n` frames of `layout`, back to back) as a codec 3 chunk, with a
+/// `compressor` set up by [`configure`].
 pub(super) fn encode(
     compressor: &mut zstd::bulk::Compressor<'static>,
     candidates: &[Predictor],
@@ -81,57 +82,54 @@ pub(super) fn encode(
     let gs = geoms(layout);
     let np = gs.len();
     let mut out = Vec::with_capacity(frames.len() / 3);
-    // The chunk's CRC-32C already covers every byte; zstd's checksums would cost the reader
-    // a hash of every stream. The streams are context-split symbols with few long repeats:
-    // zstd's longest minimum match (7) keeps it from trading literals for short matches
-    // that cost more (1.9 % fewer bytes on bikes than level 1's 5, BENCHMARKS.md "Sharder").
-    use zstd::zstd_safe::CParameter::{ChecksumFlag, MinMatch};
-    let set = |c: &mut zstd::bulk::Compressor<'static>, checksum: bool, min_match: u32| {
-        c.set_parameter(ChecksumFlag(checksum)).map_err(CodecError::Zstd)?;
-        c.set_parameter(MinMatch(min_match)).map_err(CodecError::Zstd)
-    };
-    set(compressor, false, 7)?;
-    let mut each_frame = || -> Result<(), CodecError> {
-        for (k, frame) in frames.chunks_exact(fb).enumerate() {
-            sc.header.clear();
-            sc.header.resize(header_len(&gs), 0);
-            sc.residual.resize(fb, 0);
-            let (vectors, mut codes) = sc.header.split_at_mut(2 * np);
-            for (p, g) in gs.iter().enumerate() {
-                let cur = &frame[g.off..][..g.len()];
-                let prev =
-                    k.checked_sub(REF_DISTANCE).map(|r| &frames[r * fb + g.off..][..g.len()]);
-                let (plane_codes, more) = codes.split_at_mut(g.blocks());
-                codes = more;
-                let v = predict_plane(
-                    PredictorMode::Interleaved,
-                    candidates,
-                    predict,
-                    g,
-                    cur,
-                    prev,
-                    plane_codes,
-                    &mut sc.residual[g.off..][..g.len()],
-                );
-                vectors[2 * p] = v.0 as u8;
-                vectors[2 * p + 1] = v.1 as u8;
-            }
-            sc.streams.clear();
-            for g in &gs {
-                sc.streams.encode_plane(g, &sc.residual[g.off..][..g.len()]);
-            }
-            sc.streams.finish();
-            append_frame(compressor, &sc.header, &mut out)?;
-            for s in 0..N_STREAMS {
-                append_frame(compressor, sc.streams.get(s), &mut out)?;
-            }
+    for (k, frame) in frames.chunks_exact(fb).enumerate() {
+        sc.header.clear();
+        sc.header.resize(header_len(&gs), 0);
+        sc.residual.resize(fb, 0);
+        let (vectors, mut codes) = sc.header.split_at_mut(2 * np);
+        for (p, g) in gs.iter().enumerate() {
+            let cur = &frame[g.off..][..g.len()];
+            let prev = k.checked_sub(REF_DISTANCE).map(|r| &frames[r * fb + g.off..][..g.len()]);
+            let (plane_codes, more) = codes.split_at_mut(g.blocks());
+            codes = more;
+            let v = predict_plane(
+                PredictorMode::Interleaved,
+                candidates,
+                predict,
+                g,
+                cur,
+                prev,
+                plane_codes,
+                &mut sc.residual[g.off..][..g.len()],
+            );
+            vectors[2 * p] = v.0 as u8;
+            vectors[2 * p + 1] = v.1 as u8;
         }
-        Ok(())
-    };
-    let done = each_frame();
-    // Back to zstd's defaults (0: the level's own minimum match) for the other codecs.
-    set(compressor, true, 0)?;
-    done.map(|()| out)
+        sc.streams.clear();
+        for g in &gs {
+            sc.streams.encode_plane(g, &sc.residual[g.off..][..g.len()]);
+        }
+        sc.streams.finish();
+        append_frame(compressor, &sc.header, &mut out)?;
+        for s in 0..N_STREAMS {
+            append_frame(compressor, sc.streams.get(s), &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The zstd settings of every codec 3 zstd frame, set once on a codec 3 encoder's
+/// compressor (`ChunkEncoder::new`). No content checksum: the chunk's CRC-32C already
+/// covers every byte, and zstd's checksums would cost the reader a hash of every stream.
+/// zstd's longest minimum match (7): the streams are context-split symbols with few long
+/// repeats, and shorter matches cost more than the literals they replace (1.9 % fewer
+/// bytes on bikes than level 1's 5, BENCHMARKS.md "Sharder").
+pub(super) fn configure(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+) -> Result<(), CodecError> {
+    use zstd::zstd_safe::CParameter::{ChecksumFlag, MinMatch};
+    compressor.set_parameter(ChecksumFlag(false)).map_err(CodecError::Zstd)?;
+    compressor.set_parameter(MinMatch(7)).map_err(CodecError::Zstd)
 }
 
 /// Compresses `data` as one zstd frame straight into `out`'s spare capacity.
