@@ -27,6 +27,6 @@ pub use error::{FormatError, Result};
 pub use index::{FailureRow, VideoRow};
 pub use manifest::{BuildParams, Manifest, Part, SetFiles};
 pub use pixel::{Crop, FrameLayout, PixelFormat, Plane};
-pub use set::{merge_parts, write_set, FrameReader, SetPath, ShardSet};
+pub use set::{merge_parts, write_set, FrameReader, ReaderBuffers, SetPath, ShardSet};
 pub use shard::{ChunkEntry, EncodedRecord, RecordBuilder, ShardWriter, VideoSpec};
 pub use shard_file::ShardFile;

@@ -70,22 +70,51 @@ pub struct FrameReader<'s> {
     decoded_frames: u64,
 }
 
-impl<'s> FrameReader<'s> {
-    pub(crate) fn new(set: &'s MappedVideos) -> Result<Self> {
+/// The buffers of a [`FrameReader`] without the set it reads: kept between short-lived
+/// readers (one per call of a binding, say), so that each reuses the memory an earlier one
+/// grew instead of allocating, and page-faulting in, a chunk's worth of fresh memory.
+pub struct ReaderBuffers {
+    decoder: ChunkDecoder,
+    chunk: Vec<u8>,
+    have: Vec<bool>,
+    wanted: Vec<usize>,
+}
+
+impl ReaderBuffers {
+    pub fn new() -> Result<Self> {
         let decoder = ChunkDecoder::new().map_err(|e| FormatError::Invalid {
             what: "zstd decoder".into(),
             reason: e.to_string(),
         })?;
-        Ok(FrameReader {
+        Ok(ReaderBuffers { decoder, chunk: Vec::new(), have: Vec::new(), wanted: Vec::new() })
+    }
+}
+
+impl<'s> FrameReader<'s> {
+    pub(crate) fn new(set: &'s MappedVideos) -> Result<Self> {
+        Ok(Self::with_buffers(set, ReaderBuffers::new()?))
+    }
+
+    /// A reader of `set` that decodes into `buffers` (nothing of what they held is reused
+    /// as frames: the reader starts with no chunk cached).
+    pub(crate) fn with_buffers(set: &'s MappedVideos, buffers: ReaderBuffers) -> Self {
+        let ReaderBuffers { decoder, chunk, have, wanted } = buffers;
+        FrameReader {
             set,
             decoder,
-            chunk: Vec::new(),
+            chunk,
             cached: None,
             checked: None,
-            have: Vec::new(),
-            wanted: Vec::new(),
+            have,
+            wanted,
             decoded_frames: 0,
-        })
+        }
+    }
+
+    /// This reader's buffers, for a later reader ([`ShardSet::reader_with`](crate::ShardSet::reader_with)).
+    pub fn into_buffers(self) -> ReaderBuffers {
+        let FrameReader { decoder, chunk, have, wanted, .. } = self;
+        ReaderBuffers { decoder, chunk, have, wanted }
     }
 
     /// Appends frames `start, start+stride, ...` (`count` of them) of video `video` to `out`,

@@ -26,7 +26,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-pub use crate::reader::FrameReader;
+pub use crate::reader::{FrameReader, ReaderBuffers};
 
 /// An open, validated shard set (one directory, or several opened together).
 pub struct ShardSet {
@@ -241,6 +241,12 @@ impl ShardSet {
     /// A reader with its own decompression buffers; make one per thread.
     pub fn reader(&self) -> Result<FrameReader<'_>> {
         FrameReader::new(&self.store)
+    }
+
+    /// A reader that decodes into `buffers`, taken from an earlier reader
+    /// ([`FrameReader::into_buffers`]) of this or another set.
+    pub fn reader_with(&self, buffers: ReaderBuffers) -> FrameReader<'_> {
+        FrameReader::with_buffers(&self.store, buffers)
     }
 
     /// Recomputes every checksum of video `i`: the record header against the index row,

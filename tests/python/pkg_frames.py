@@ -8,9 +8,10 @@ bytes of ``read_frames``, ``[T, H, W, 3]``) and, for ``yuv420p`` videos, OUT_DIR
 (``read_planes``' Y, U, V re-interleaved frame by frame, the stored layout), where n is the
 video's position; the Rust test compares them with its own reader. Checked here: the index
 equals pyarrow's read of index.parquet, the class list is the manifest's, and four threads
-reading at once (the GIL released while decoding) get the same bytes as one, and reads cut
-to boxes (odd and even edges, the whole frame, one pixel) and mirrored are the whole frames
-sliced and flipped.
+reading at once (the GIL released while decoding) get the same bytes as one, reads that
+reuse the memory of dropped frames neither change frames still in use nor differ from the
+first, and reads cut to boxes (odd and even edges, the whole frame, one pixel) and mirrored
+are the whole frames sliced and flipped.
 """
 
 import json
@@ -43,6 +44,21 @@ def main(set_dir: str, requests: str, out: str) -> None:
         together = list(pool.map(lambda job: shards.read_frames(*job), jobs * 3))
     for k, frames in enumerate(together):
         assert np.array_equal(frames, alone[k % len(jobs)]), f"thread read {k} differs"
+
+    # Reads reuse the memory of frames nothing views any more, never of frames still in use:
+    # slices kept across later reads keep their bytes, and frames overwritten by the caller
+    # (they are writable) and then dropped read correctly once their memory is reused.
+    kept = [shards.read_frames(v, idx)[len(idx) // 2:] for v, idx in jobs]
+    copies = [k.copy() for k in kept]
+    del together
+    for _ in range(3):
+        for (v, idx), want in zip(jobs, alone):
+            got = shards.read_frames(v, idx)
+            assert np.array_equal(got, want), f"a read into reused memory differs: {v}"
+            got[:] = 7
+            del got
+    for k, c in zip(kept, copies):
+        assert np.array_equal(k, c), "frames still in use were overwritten by a later read"
 
     rng = np.random.default_rng(5)
     for (v, idx), rgb in zip(jobs, alone):

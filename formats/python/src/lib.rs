@@ -2,16 +2,18 @@
 //! abi3 wheel; `scripts/python-package.sh`).
 //!
 //! It opens shard sets through `cvrl-formats`' validating reader and hands Python what a
-//! training loop needs: frames as fresh `bytearray`s that `cvrl.ShardSet` views as numpy
-//! arrays without a copy ([`set`]), the index as an Arrow C stream that pyarrow imports
-//! without a copy ([`index`]), clip placement from [`cvrl_formats::sampler`] (the trainer's
-//! own sampling code), and reading errors as Python exceptions naming the shard and the
-//! video ([`error`]). Decoding runs with the GIL released, so DataLoader worker threads and
-//! processes scale. Nothing here links torch; the PyTorch side (`cvrl.torch`) is Python.
+//! training loop needs: frames in Rust-owned buffers that `cvrl.ShardSet` views as numpy
+//! arrays without a copy, their memory reused once Python drops them ([`set`], [`frames`]);
+//! the index as an Arrow C stream that pyarrow imports without a copy ([`index`]); clip
+//! placement from [`cvrl_formats::sampler`] (the trainer's own sampling code); and reading
+//! errors as Python exceptions naming the shard and the video ([`error`]). Decoding runs with
+//! the GIL released, so DataLoader worker threads and processes scale. Nothing here links
+//! torch; the PyTorch side (`cvrl.torch`) is Python.
 
 use pyo3::prelude::*;
 
 mod error;
+mod frames;
 mod index;
 mod set;
 
@@ -19,6 +21,7 @@ mod set;
 #[pymodule]
 fn _cvrl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<set::ShardSet>()?;
+    m.add_class::<frames::Frames>()?;
     m.add_class::<index::IndexStream>()?;
     m.add("ShardError", m.py().get_type::<error::ShardError>())?;
     m.add_function(wrap_pyfunction!(set::sample_seed, m)?)?;

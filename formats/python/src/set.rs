@@ -1,10 +1,10 @@
 //! `cvrl._cvrl.ShardSet`: one open shard set (or several opened as one), shared by every
 //! thread that reads from it.
 //!
-//! Reading allocates the output `bytearray`s with the GIL held, then releases the GIL and
-//! decodes into them with a [`FrameReader`] of its own, so any number of Python threads
-//! read at once; the memory maps are the process's own, and `cvrl.torch` reopens a set in
-//! each DataLoader worker process. Frames come out either as stored (`yuv420p` planes, or
+//! Reading releases the GIL and decodes with a [`FrameReader`] of its own into output
+//! buffers that become [`Frames`] once filled, so any number of Python threads read at
+//! once; the buffers are reused between reads ([`crate::frames`]). The memory maps are the
+//! process's own, and `cvrl.torch` reopens a set in each DataLoader worker process. Frames come out either as stored (`yuv420p` planes, or
 //! `rgb24`) or as `rgb24`, converted by [`yuv420p_to_rgb24`]: the conversion of every
 //! other RGB reader of cvrl. An RGB read can cut each clip to a box and mirror it,
 //! converting only the box's pixels (what a random crop and flip keep).
@@ -17,13 +17,13 @@ use std::sync::Arc;
 
 use cvrl_formats::pixel::{copy_rgb_row, yuv420p_to_rgb24, yuv420p_to_rgb24_crop, Crop};
 use cvrl_formats::sampler::{linspace_starts, sample_pair, sample_rng, ClipSpec};
-use cvrl_formats::{FormatError, FrameLayout, PixelFormat, ShardSet as Set};
+use cvrl_formats::{FormatError, FrameLayout, FrameReader, PixelFormat, ShardSet as Set};
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyByteArray;
 use rand::RngExt as _;
 
 use crate::error::{open_error, read_error};
+use crate::frames::{output_buffer, Frames, Spare, Spares};
 use crate::index::IndexStream;
 
 /// Facts about one video: `(video_id, width, height, pixel_format, num_frames, fps,
@@ -34,6 +34,8 @@ type VideoInfo = (String, u32, u32, String, u32, f64, Option<i32>);
 #[pyclass(frozen, module = "cvrl._cvrl")]
 pub struct ShardSet {
     set: Arc<Set>,
+    /// Reader buffers that finished reads left for the next.
+    spares: Spares,
 }
 
 #[pymethods]
@@ -42,7 +44,7 @@ impl ShardSet {
     #[new]
     fn new(py: Python<'_>, paths: Vec<PathBuf>) -> PyResult<Self> {
         let set = py.detach(|| Set::open_many(&paths)).map_err(open_error)?;
-        Ok(ShardSet { set: Arc::new(set) })
+        Ok(ShardSet { set: Arc::new(set), spares: Spares::default() })
     }
 
     fn __len__(&self) -> usize {
@@ -87,21 +89,21 @@ impl ShardSet {
         Ok(self.set.shard_path(video).to_path_buf())
     }
 
-    /// Frames `clips[k]` of `video` into one new `bytearray` per clip, frame after frame:
-    /// `rgb24` (`rgb`), else as stored (`yuv420p` planes; refused for an `rgb24` video).
-    /// RGB reads only: `boxes[k]`, `(top, left, height, width)`, cuts every frame of clip
-    /// `k` to that box, and `flips[k]` mirrors it left to right; only the box's pixels are
-    /// converted. Decodes with the GIL released.
+    /// Frames `clips[k]` of `video` into one [`Frames`] per clip, frame after frame: `rgb24`
+    /// (`rgb`), else as stored (`yuv420p` planes; refused for an `rgb24` video). RGB reads
+    /// only: `boxes[k]`, `(top, left, height, width)`, cuts every frame of clip `k` to that
+    /// box, and `flips[k]` mirrors it left to right; only the box's pixels are converted.
+    /// Decodes with the GIL released.
     #[pyo3(signature = (video, clips, rgb, boxes=None, flips=None))]
-    fn read<'py>(
+    fn read(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         video: usize,
         clips: Vec<Vec<u32>>,
         rgb: bool,
         boxes: Option<Vec<(u32, u32, u32, u32)>>,
         flips: Option<Vec<bool>>,
-    ) -> PyResult<Vec<Bound<'py, PyByteArray>>> {
+    ) -> PyResult<Vec<Frames>> {
         let row = self.row(video)?;
         let layout = self.set.layout(video);
         if !rgb && layout.format() != PixelFormat::Yuv420p {
@@ -112,21 +114,21 @@ impl ShardSet {
             )));
         }
         let cuts = cuts(&row.video_id, &layout, clips.len(), rgb, boxes, flips)?;
-        let bufs = clips
-            .iter()
-            .zip(&cuts)
-            .map(|(c, cut)| {
-                let frame = out_frame_bytes(&layout, rgb, *cut);
-                PyByteArray::new_with(py, c.len() * frame, |_| Ok(()))
+        let (set, spares) = (&*self.set, &self.spares);
+        let outs = py
+            .detach(|| {
+                let mut outs: Vec<Vec<u8>> = (clips.iter().zip(&cuts))
+                    .map(|(c, cut)| output_buffer(c.len() * out_frame_bytes(&layout, rgb, *cut)))
+                    .collect();
+                let Spare { reader, mut frames } = spares.take()?;
+                let mut reader = set.reader_with(reader);
+                let filled =
+                    fill(set, &mut reader, &mut frames, video, &clips, rgb, &cuts, &mut outs);
+                spares.put(Spare { reader: reader.into_buffers(), frames });
+                filled.map(|()| outs)
             })
-            .collect::<PyResult<Vec<_>>>()?;
-        // SAFETY: the bytearrays were made above and no Python code holds a reference to
-        // them yet, so nothing can resize, read or free them while the GIL is released.
-        let mut outs: Vec<&mut [u8]> = bufs.iter().map(|b| unsafe { b.as_bytes_mut() }).collect();
-        let set = &*self.set;
-        py.detach(|| fill(set, video, &clips, rgb, &cuts, &mut outs))
             .map_err(|e| read_error(e, set.shard_path(video), &row.video_id))?;
-        Ok(bufs)
+        Ok(outs.into_iter().map(Frames::new).collect())
     }
 
     /// The stored frame indices of the two clips of a CVRL positive pair of `video`
@@ -278,20 +280,21 @@ fn crop(
 }
 
 /// Decodes each clip of `video` into its output buffer (GIL released: no Python here),
-/// one chunk's frames at a time, converted while they are still in cache; each chunk is
-/// still decoded once.
+/// one chunk's frames at a time (through `frames`), converted while they are still in
+/// cache; each chunk is still decoded once.
+#[allow(clippy::too_many_arguments)]
 fn fill(
     set: &Set,
+    reader: &mut FrameReader<'_>,
+    frames: &mut Vec<u8>,
     video: usize,
     clips: &[Vec<u32>],
     rgb: bool,
     cuts: &[Cut],
-    outs: &mut [&mut [u8]],
+    outs: &mut [Vec<u8>],
 ) -> Result<(), FormatError> {
-    let mut reader = set.reader()?;
     let layout = set.layout(video);
     let chunks = &set.videos()[video].chunks;
-    let mut frames = Vec::new();
     for ((indices, cut), out) in clips.iter().zip(cuts).zip(outs.iter_mut()) {
         let out_bytes = out_frame_bytes(&layout, rgb, *cut);
         let mut k = 0;
@@ -304,7 +307,7 @@ fn fill(
             };
             let run = indices[k..].iter().take_while(|&&i| in_chunk(i)).count().max(1);
             frames.clear();
-            reader.read_indices(video, &indices[k..k + run], &mut frames)?;
+            reader.read_indices(video, &indices[k..k + run], frames)?;
             let dst = out[k * out_bytes..(k + run) * out_bytes].chunks_exact_mut(out_bytes);
             for (src, dst) in frames.chunks_exact(layout.frame_bytes()).zip(dst) {
                 write_frame(&layout, rgb, *cut, src, dst);

@@ -137,8 +137,7 @@ class ShardSet:
             sizes = [(b[2], b[3]) for b in boxes]
         flips = None if flips is None else [bool(f) for f in flips]
         bufs = self._set.read(v, clips, True, boxes, flips)
-        return [np.frombuffer(b, dtype=np.uint8).reshape(-1, h, w, 3)
-                for b, (h, w) in zip(bufs, sizes)]
+        return [np.asarray(b).reshape(-1, h, w, 3) for b, (h, w) in zip(bufs, sizes)]
 
     def read_planes(
         self, video: Video, indices: Iterable[int]
@@ -149,7 +148,8 @@ class ShardSet:
         video."""
         v = self.video(video)
         h, w = self.frame_size(v)
-        (buf,) = self._set.read(v, [_indices(indices)], False)
+        (frames,) = self._set.read(v, [_indices(indices)], False)
+        buf = np.asarray(frames)
         frame = h * w * 3 // 2
         t = len(buf) // frame
         y = np.ndarray((t, h, w), np.uint8, buf, 0, (frame, w, 1))

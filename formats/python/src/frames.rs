@@ -1,0 +1,112 @@
+//! `cvrl._cvrl.Frames`: the bytes one read returns, owned by Rust and viewed by numpy
+//! through `__array_interface__`, and the memory that reads reuse.
+//!
+//! A clip pair is several MB, and memory the process has not touched costs a page fault per
+//! 4 KiB on its first write: with a fresh buffer per read (a `bytearray`, the reader's chunk
+//! buffer) the faults were about a fifth of a read's CPU time. So a read takes its output
+//! from a small pool of buffers that earlier reads returned when Python let go of their
+//! frames ([`Frames`]'s `Drop`), and its reader's buffers from the set's spares
+//! ([`Spares`]); both stay in the process, bounded by [`SPARE_BUFFERS`].
+
+use std::sync::Mutex;
+
+use cvrl_formats::ReaderBuffers;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// At most this many output buffers, and this many reader buffer sets, wait for reuse.
+const SPARE_BUFFERS: usize = 16;
+
+/// Output buffers whose frames Python has dropped.
+static OUTPUT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// An output buffer of `len` initialised bytes: the smallest spare that holds them, else a
+/// new one. Its contents are whatever the last read left (every read overwrites all of it).
+pub fn output_buffer(len: usize) -> Vec<u8> {
+    let spare = {
+        let mut pool = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+        let best = (0..pool.len())
+            .filter(|&i| pool[i].capacity() >= len)
+            .min_by_key(|&i| pool[i].capacity());
+        best.map(|i| pool.swap_remove(i))
+    };
+    let mut buf = spare.unwrap_or_default();
+    // Only bytes this buffer never held are zeroed (a fresh buffer's first touch).
+    buf.resize(len, 0);
+    buf
+}
+
+/// The frames of one clip: bytes a read filled, which `cvrl.ShardSet` views as a numpy
+/// array (`numpy.asarray(frames)`, writable, alive as long as any view of it). When the last
+/// view goes, the bytes go back to the pool for a later read.
+#[pyclass(frozen, module = "cvrl._cvrl")]
+pub struct Frames {
+    bytes: Vec<u8>,
+    /// `bytes.as_mut_ptr()`, taken while this owned them mutably: the address numpy writes
+    /// through (Rust never reads or writes `bytes` again before dropping them).
+    addr: usize,
+}
+
+impl Frames {
+    pub fn new(mut bytes: Vec<u8>) -> Self {
+        let addr = bytes.as_mut_ptr() as usize;
+        Frames { bytes, addr }
+    }
+}
+
+#[pymethods]
+impl Frames {
+    fn __len__(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// numpy's array interface (version 3): one dimension of `uint8`, writable.
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("version", 3)?;
+        d.set_item("shape", (self.bytes.len(),))?;
+        d.set_item("typestr", "|u1")?;
+        d.set_item("data", (self.addr, false))?;
+        Ok(d)
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        let bytes = std::mem::take(&mut self.bytes);
+        let mut pool = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < SPARE_BUFFERS {
+            pool.push(bytes);
+        }
+    }
+}
+
+/// What a read needs besides its output: a reader's buffers and a chunk's worth of decoded
+/// frames, taken for one read and put back after it.
+#[derive(Default)]
+pub struct Spares(Mutex<Vec<Spare>>);
+
+/// One read's reusable buffers.
+pub struct Spare {
+    pub reader: ReaderBuffers,
+    pub frames: Vec<u8>,
+}
+
+impl Spares {
+    /// A spare set of buffers, or new ones.
+    pub fn take(&self) -> Result<Spare, cvrl_formats::FormatError> {
+        let spare = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match spare {
+            Some(s) => Ok(s),
+            None => Ok(Spare { reader: ReaderBuffers::new()?, frames: Vec::new() }),
+        }
+    }
+
+    pub fn put(&self, spare: Spare) {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < SPARE_BUFFERS {
+            pool.push(spare);
+        }
+    }
+}
