@@ -1,6 +1,8 @@
 //! Measures `pixel::yuv420p_to_rgb24`, the conversion behind every RGB read (the Python
 //! package's `rgb=True`, `cvrl-inspect`'s PNGs): Mpixel/s on one thread for a few frame
-//! sizes and two contents, best of `repeat` passes over `frames` frames. `noise`: uniform
+//! sizes and two contents, best of `repeat` passes over `frames` frames; then
+//! `yuv420p_to_rgb24_crop`, the Python package's crop-box reads, as is and mirrored
+//! (Mpixel/s of box pixels). `noise`: uniform
 //! random planes (a branchy conversion mispredicts its clamps); `smooth`: gradients with a
 //! little noise, in range like decoded video.
 //!
@@ -11,7 +13,7 @@
 //! Wall time of the fastest pass: on a shared machine the best pass is the one least
 //! disturbed, so compare builds in one sitting, not across days.
 
-use cvrl_formats::pixel::yuv420p_to_rgb24;
+use cvrl_formats::pixel::{yuv420p_to_rgb24, yuv420p_to_rgb24_crop, Crop};
 use cvrl_formats::{FrameLayout, PixelFormat};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -79,6 +81,27 @@ fn main() -> ExitCode {
         let content = if smooth { "smooth" } else { "noise" };
         let (rate, ms) = (pixels / best / 1e6, 1e3 * best / frames as f64);
         println!("| {w}x{h} | {content} | {rate:.0} | {ms:.3} |");
+    }
+    println!("\n| frame | box (x, y, w, h) | mirrored | Mpixel/s |\n|---|---|---|---:|");
+    let layout = FrameLayout::new(456, 256, PixelFormat::Yuv420p).expect("even sizes");
+    let yuv = frames_of(layout.frame_bytes() * frames, 456, true);
+    // Odd edges on both sides (the scratch rows' extra column), and the whole frame.
+    for crop in [Crop { x: 57, y: 31, w: 301, h: 191 }, Crop::full(&layout)] {
+        for flip in [false, true] {
+            let mut rgb = vec![0u8; crop.rgb_bytes()];
+            let mut best = f64::INFINITY;
+            for _ in 0..repeat {
+                let t = Instant::now();
+                for f in yuv.chunks_exact(layout.frame_bytes()) {
+                    yuv420p_to_rgb24_crop(&layout, f, crop, flip, &mut rgb);
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+                std::hint::black_box(&rgb);
+            }
+            let rate = f64::from(crop.w * crop.h) * frames as f64 / best / 1e6;
+            let Crop { x, y, w, h } = crop;
+            println!("| 456x256 | {x}, {y}, {w}, {h} | {flip} | {rate:.0} |");
+        }
     }
     ExitCode::SUCCESS
 }

@@ -293,6 +293,11 @@ unsafe fn convert_crop_avx2(
 /// The body of [`yuv420p_to_rgb24_crop`]: each pair of rows the box touches is converted
 /// over the chroma columns the box touches into a scratch pair of rows, whose rows and
 /// columns inside the box are copied out (the copy runs in cache).
+///
+/// A mirrored box converts mirrored rows: the luma and chroma samples of those columns in
+/// reverse order convert to the mirrored RGB row (each pair of luma samples still shares
+/// its chroma sample, since the columns start and end on chroma edges), so mirroring costs
+/// a byte reversal of the planes' rows instead of a 3-byte copy per pixel.
 #[inline(always)]
 fn convert_crop(w: usize, h: usize, yuv: &[u8], crop: Crop, flip: bool, rgb: &mut [u8]) {
     let cw = w / 2;
@@ -301,21 +306,43 @@ fn convert_crop(w: usize, h: usize, yuv: &[u8], crop: Crop, flip: bool, rgb: &mu
     let [x, y, bw, bh] = [crop.x, crop.y, crop.w, crop.h].map(|v| v as usize);
     let (c0, c1) = (x / 2, (x + bw).div_ceil(2));
     let n = c1 - c0;
-    // Bytes of the scratch rows left of the box: 3 when it starts on an odd column.
-    let skip = 3 * (x - 2 * c0);
+    // Bytes of the scratch rows before the box: 3 when it starts on an odd column (or, when
+    // mirrored, ends on an even one).
+    let skip = 3 * if flip { 2 * c1 - (x + bw) } else { x - 2 * c0 };
     let out_row = 3 * bw;
     let (mut s0, mut s1) = (vec![0u8; 6 * n], vec![0u8; 6 * n]);
+    // Mirrored input rows: two luma rows, then U, then V.
+    let mut mirrored = vec![0u8; if flip { 6 * n } else { 0 }];
     for cy in y / 2..(y + bh).div_ceil(2) {
         let luma = |r: usize| &y_plane[r * w + 2 * c0..r * w + 2 * c1];
         let chroma = cy * cw + c0..cy * cw + c1;
         let (u, v) = (&u_plane[chroma.clone()], &v_plane[chroma]);
-        convert_rows([luma(2 * cy), luma(2 * cy + 1)], u, v, [&mut s0, &mut s1]);
+        let (l0, l1) = (luma(2 * cy), luma(2 * cy + 1));
+        if flip {
+            let (m0, rest) = mirrored.split_at_mut(2 * n);
+            let (m1, rest) = rest.split_at_mut(2 * n);
+            let (mu, mv) = rest.split_at_mut(n);
+            for (dst, src) in [(&mut *m0, l0), (&mut *m1, l1), (&mut *mu, u), (&mut *mv, v)] {
+                reverse_into(src, dst);
+            }
+            convert_rows([m0, m1], mu, mv, [&mut s0, &mut s1]);
+        } else {
+            convert_rows([l0, l1], u, v, [&mut s0, &mut s1]);
+        }
         for (r, scratch) in [(2 * cy, &s0), (2 * cy + 1, &s1)] {
             if (y..y + bh).contains(&r) {
                 let at = (r - y) * out_row;
-                copy_rgb_row(&scratch[skip..skip + out_row], &mut rgb[at..at + out_row], flip);
+                rgb[at..at + out_row].copy_from_slice(&scratch[skip..skip + out_row]);
             }
         }
+    }
+}
+
+/// `dst` = `src` in reverse order (the same length).
+#[inline(always)]
+fn reverse_into(src: &[u8], dst: &mut [u8]) {
+    for (d, &s) in dst.iter_mut().zip(src.iter().rev()) {
+        *d = s;
     }
 }
 
