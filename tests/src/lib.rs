@@ -184,3 +184,42 @@ pub fn proxy_shards(dir: &Path, synth_flags: &[&str]) -> (PathBuf, PathBuf) {
     };
     (shard("train"), shard("val"))
 }
+
+/// Every file under `dir`, path relative to it -> bytes: what a test compares to show that
+/// a refused command wrote nothing, or that two runs wrote the same.
+pub fn files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// `cvrl-train` flags of the tests' tiny runs: batch 4, a small head, one loader worker and
+/// one libtorch thread on the CPU, no checkpoint before the last, quiet. Each test adds its
+/// model, clip size and steps.
+pub const TINY_RUN: &[&str] = &[
+    "--batch-size",
+    "4",
+    "--head-hidden-dim",
+    "32",
+    "--embedding-dim",
+    "16",
+    "--workers",
+    "1",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--checkpoint-every",
+    "0",
+    "--quiet",
+];

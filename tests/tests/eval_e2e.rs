@@ -2,7 +2,7 @@
 //! `cvrl-train` steps, then `cvrl-eval` linear and kNN on the class and on a factor, the
 //! random-init baseline, the feature cache, `report`'s plots, and clear errors.
 
-use cvrl_e2e::{cvrl_eval, run, tempdir, text};
+use cvrl_e2e::{cvrl_eval, run, tempdir, text, TINY_RUN};
 use std::path::{Path, PathBuf};
 
 /// 4 classes x 4 videos (3 train, 1 val) of 2 s at 64x64.
@@ -45,34 +45,8 @@ fn proxy(dir: &Path) -> (PathBuf, PathBuf) {
 /// A few CVRL steps with a kNN check every 2 steps on the labelled sets.
 fn train(sets: &(PathBuf, PathBuf), out: &Path) {
     let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--shards", &sets.0, &"--out", &out];
-    let flags = [
-        "--steps",
-        "3",
-        "--batch-size",
-        "4",
-        "--frames",
-        "4",
-        "--crop",
-        "32",
-        "--base-width",
-        "8",
-        "--head-hidden-dim",
-        "32",
-        "--embedding-dim",
-        "16",
-        "--workers",
-        "1",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--quiet",
-        "--checkpoint-every",
-        "0",
-        "--eval-every",
-        "2",
-    ];
-    for f in &flags {
+    let flags = ["--steps", "3", "--frames", "4", "--crop", "32", "--base-width", "8"];
+    for f in flags.iter().chain(TINY_RUN).chain(&["--eval-every", "2"]) {
         args.push(f);
     }
     args.extend([&"--eval-train" as &dyn AsRef<std::ffi::OsStr>, &sets.0, &"--eval-val", &sets.1]);

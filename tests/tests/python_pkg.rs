@@ -6,7 +6,7 @@
 //! damaged chunk raises a Python exception naming the video. The scripts in tests/python
 //! do the Python side; each checks what it can alone and writes what the Rust side compares.
 
-use cvrl_e2e::{root, run_ok, sample_videos, tempdir, text, venv_python};
+use cvrl_e2e::{root, run_ok, sample_videos, tempdir, text, venv_python, TINY_RUN};
 use cvrl_formats::pixel::yuv420p_to_rgb24;
 use cvrl_formats::sampler::{sample_pair, sample_rng, ClipSpec, IntervalDistribution};
 use cvrl_formats::{FrameLayout, PixelFormat, ShardSet};
@@ -144,30 +144,8 @@ fn load_encoder_gives_the_pooled_features_of_cvrl_eval_on_the_same_clips() {
     for (name, model) in models {
         let run_dir = dir.path().join(name);
         let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"--shards", &train_set, &"--out", &run_dir];
-        let flags = [
-            "--steps",
-            "2",
-            "--batch-size",
-            "4",
-            "--frames",
-            "8",
-            "--crop",
-            "32",
-            "--head-hidden-dim",
-            "32",
-            "--embedding-dim",
-            "16",
-            "--workers",
-            "1",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--checkpoint-every",
-            "0",
-            "--quiet",
-        ];
-        args.extend(flags.iter().chain(model).map(|f| f as &dyn AsRef<OsStr>));
+        let flags = ["--steps", "2", "--frames", "8", "--crop", "32"];
+        args.extend(flags.iter().chain(TINY_RUN).chain(model).map(|f| f as &dyn AsRef<OsStr>));
         run_ok("cvrl-train", &args);
 
         let eval = dir.path().join(format!("{name}-eval"));

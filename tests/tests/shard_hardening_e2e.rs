@@ -7,10 +7,9 @@
 //! printed but quoted in the failure of the file they concern, and shown by file with
 //! `--verbose`.
 
-use cvrl_e2e::{bin, ffmpeg_raw, run, run_ok, sample_videos, tempdir, text};
+use cvrl_e2e::{bin, ffmpeg_raw, files, run, run_ok, sample_videos, tempdir, text};
 use cvrl_formats::index::read_failures;
 use cvrl_formats::ShardSet;
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -29,23 +28,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Every file under `dir` with its contents, to show that nothing was written.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 /// `(video id, frames, checksum)` of every video of a set.
@@ -155,13 +137,13 @@ fn a_merge_of_parts_that_do_not_make_one_set_is_refused_naming_them_and_writes_n
         assert!(o.status.success(), "{}", text(&o));
     }
     let refused = |needles: &[&str]| {
-        let before = snapshot(dir);
+        let before = files(dir);
         let o = run("cvrl-shard", &[&"merge", &dir]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         for n in needles {
             assert!(stderr(&o).contains(n), "{n:?} not in {}", text(&o));
         }
-        assert!(before == snapshot(dir), "a refused merge wrote or removed files");
+        assert!(before == files(dir), "a refused merge wrote or removed files");
         stderr(&o)
     };
     refused(&["parts [2] are missing (no part-0002-of-0003.manifest.json)", "--part I/3"]);

@@ -3,7 +3,7 @@
 //! and pyarrow), and the decoded pictures show what the proxy dataset promises: the object
 //! moves, and a video's ends differ more than neighbouring frames.
 
-use cvrl_e2e::{ffmpeg_raw, run, tempdir, text, venv_python};
+use cvrl_e2e::{ffmpeg_raw, files, run, tempdir, text, venv_python};
 use cvrl_formats::ShardSet;
 use cvrl_tools::synth::{plan_dataset, SynthConfig};
 use std::collections::BTreeMap;
@@ -56,23 +56,6 @@ fn synth(out: &Path, seed: u64) {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-}
-
-/// Every file under `dir`, relative path -> bytes.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn mp4s(files: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<&PathBuf> {

@@ -120,14 +120,7 @@ fn run() -> Result<()> {
     let batches = args.pairs.div_ceil(args.batch_size).max(1);
     let full: Arc<dyn ClipTransform> = Arc::new(AugmentTransform::new(args.crop));
     let cropflip: Arc<dyn ClipTransform> = {
-        let plain = |c: AugmentConfig| AugmentConfig {
-            out_size: args.crop,
-            jitter_p: 0.0,
-            grayscale_p: 0.0,
-            blur_p: 0.0,
-            solarize_p: 0.0,
-            ..c
-        };
+        let plain = |c: AugmentConfig| AugmentConfig { out_size: args.crop, ..c }.geometric_only();
         let [a, b] = AugmentConfig::pair();
         Arc::new(AugmentTransform::with_views([plain(a), plain(b)]))
     };

@@ -54,14 +54,7 @@ fn the_loss_falls_well_below_chance_within_24_steps() {
     // Crop and flip only: this test is about the loop learning, and with colour jitter,
     // grayscale and blur on 16-pixel crops of these 48x40 gratings, 24 steps only reach
     // chance level (the full augmentation runs in the resume test and end to end).
-    let mild = AugmentConfig {
-        out_size: cfg.crop,
-        jitter_p: 0.0,
-        grayscale_p: 0.0,
-        blur_p: 0.0,
-        solarize_p: 0.0,
-        ..AugmentConfig::first_view()
-    };
+    let mild = AugmentConfig { out_size: cfg.crop, ..AugmentConfig::first_view() }.geometric_only();
     let transform = Arc::new(AugmentTransform::with_views([mild, mild]));
     let summary = train_with(&cfg, None, &mut Silent, transform, None, None).unwrap();
     let losses = &summary.losses;
@@ -366,14 +359,7 @@ fn supervised_training_lowers_the_cross_entropy_on_labelled_videos() {
     // classes are arbitrary groups of 4 videos, so the model must tell the 16 videos apart,
     // which takes more steps than the contrastive test; a narrow backbone makes them cheap.
     cfg.lr = 0.003 * 1024.0 / BATCH as f64;
-    let mild = AugmentConfig {
-        out_size: cfg.crop,
-        jitter_p: 0.0,
-        grayscale_p: 0.0,
-        blur_p: 0.0,
-        solarize_p: 0.0,
-        ..AugmentConfig::first_view()
-    };
+    let mild = AugmentConfig { out_size: cfg.crop, ..AugmentConfig::first_view() }.geometric_only();
     let transform = Arc::new(AugmentTransform::with_views([mild, mild]));
     let summary = train_with(&cfg, None, &mut Silent, transform, None, None).unwrap();
     let losses = &summary.losses;

@@ -184,12 +184,14 @@ impl AugmentConfig {
             out_size,
             crop: CropMode::Center { fraction: 0.875 },
             flip_p: 0.0,
-            jitter_p: 0.0,
-            grayscale_p: 0.0,
-            blur_p: 0.0,
-            solarize_p: 0.0,
-            ..AugmentConfig::first_view()
+            ..AugmentConfig::first_view().geometric_only()
         }
+    }
+
+    /// This config's crop, resize and flip without any pixel-value operation (colour
+    /// jitter, grayscale, blur, solarization): what the peers' loaders do.
+    pub fn geometric_only(self) -> Self {
+        AugmentConfig { jitter_p: 0.0, grayscale_p: 0.0, blur_p: 0.0, solarize_p: 0.0, ..self }
     }
 }
 
