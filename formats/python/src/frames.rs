@@ -6,7 +6,8 @@
 //! buffer) the faults were about a fifth of a read's CPU time. So a read takes its output
 //! from a small pool of buffers that earlier reads returned when Python let go of their
 //! frames ([`Frames`]'s `Drop`), and its reader's buffers from the set's spares
-//! ([`Spares`]); both stay in the process, bounded by [`SPARE_BUFFERS`].
+//! ([`Spares`]); both stay in the process, bounded by [`SPARE_BUFFERS`] (and output buffers
+//! by [`SPARE_BYTES`] each: a one-off huge read gives its memory back).
 
 use std::sync::Mutex;
 
@@ -16,6 +17,9 @@ use pyo3::types::PyDict;
 
 /// At most this many output buffers, and this many reader buffer sets, wait for reuse.
 const SPARE_BUFFERS: usize = 16;
+
+/// Output buffers larger than this are freed, not kept: a training clip is a few MB.
+const SPARE_BYTES: usize = 64 << 20;
 
 /// Output buffers whose frames Python has dropped.
 static OUTPUT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
@@ -76,7 +80,7 @@ impl Drop for Frames {
     fn drop(&mut self) {
         let bytes = std::mem::take(&mut self.bytes);
         let mut pool = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < SPARE_BUFFERS {
+        if pool.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_BYTES {
             pool.push(bytes);
         }
     }
