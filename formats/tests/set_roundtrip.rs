@@ -145,6 +145,33 @@ fn every_frame_reads_back(predictor: PredictorMode) {
 }
 
 #[test]
+fn a_reader_made_from_another_readers_buffers_reads_its_own_set() {
+    // Two sets of the same videos with other pixels: a reader made from the buffers of one
+    // that has just decoded set A's chunk must decode set B's, not serve A's from its buffer.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let va = videos();
+    let mut vb = videos();
+    for f in vb.iter_mut().flat_map(|v| v.frames.iter_mut()) {
+        f.iter_mut().for_each(|x| *x = x.wrapping_add(1));
+    }
+    for predictor in [PredictorMode::Adaptive, PredictorMode::Plain, PredictorMode::Interleaved] {
+        write_set_with(a.path(), &va, predictor);
+        write_set_with(b.path(), &vb, predictor);
+        let (sa, sb) = (ShardSet::open(a.path()).unwrap(), ShardSet::open(b.path()).unwrap());
+        let mut reader = sa.reader().unwrap();
+        for v in [&va[0], &vb[0]] {
+            let set = if std::ptr::eq(v, &va[0]) { &sa } else { &sb };
+            reader = set.reader_with(reader.into_buffers());
+            let i = set.find(v.id).unwrap();
+            let mut out = Vec::new();
+            reader.read_indices(i, &[0, 5], &mut out).unwrap();
+            assert!(out == [&v.frames[0][..], &v.frames[5][..]].concat(), "{predictor:?}");
+            assert_eq!(reader.frame(i, 3).unwrap(), &v.frames[3][..], "{predictor:?}");
+        }
+    }
+}
+
+#[test]
 fn a_chunk_is_decoded_once_for_frames_read_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
     let vs = videos();

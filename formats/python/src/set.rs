@@ -4,10 +4,11 @@
 //! Reading releases the GIL and decodes with a [`FrameReader`] of its own into output
 //! buffers that become [`Frames`] once filled, so any number of Python threads read at
 //! once; the buffers are reused between reads ([`crate::frames`]). The memory maps are the
-//! process's own, and `cvrl.torch` reopens a set in each DataLoader worker process. Frames come out either as stored (`yuv420p` planes, or
-//! `rgb24`) or as `rgb24`, converted by [`yuv420p_to_rgb24`]: the conversion of every
-//! other RGB reader of cvrl. An RGB read can cut each clip to a box and mirror it,
-//! converting only the box's pixels (what a random crop and flip keep).
+//! process's own, and `cvrl.torch` reopens a set in each DataLoader worker process. Frames
+//! come out either as stored (`yuv420p` planes, or `rgb24`) or as `rgb24`, converted by
+//! [`yuv420p_to_rgb24`]: the conversion of every other RGB reader of cvrl. An RGB read can
+//! cut each clip to a box and mirror it, converting only the box's pixels (what a random
+//! crop and flip keep).
 //!
 //! Clip placement is [`cvrl_formats::sampler`]'s, with the same per-sample seeding as the
 //! trainer's loader, so a Python dataset draws the pairs the Rust code would.
