@@ -35,7 +35,8 @@ pub fn output_buffer(len: usize) -> Vec<u8> {
         best.map(|i| pool.swap_remove(i))
     };
     let mut buf = spare.unwrap_or_default();
-    // Only bytes this buffer never held are zeroed (a fresh buffer's first touch).
+    // Only bytes past the buffer's last length are zeroed; within its capacity they were
+    // touched before, so only a fresh buffer pays its page faults here.
     buf.resize(len, 0);
     buf
 }
