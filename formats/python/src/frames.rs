@@ -6,8 +6,8 @@
 //! buffer) the faults were about a fifth of a read's CPU time. So a read takes its output
 //! from a small pool of buffers that earlier reads returned when Python let go of their
 //! frames ([`Frames`]'s `Drop`), and its reader's buffers from the set's spares
-//! ([`Spares`]); both stay in the process, bounded by [`SPARE_BUFFERS`] (and output buffers
-//! by [`SPARE_BYTES`] each: a one-off huge read gives its memory back).
+//! ([`Spares`]). Both are [`Pool`]s that stay in the process, bounded by [`SPARE_BUFFERS`]
+//! (and output buffers by [`SPARE_BYTES`] each: a one-off huge read gives its memory back).
 
 use std::sync::Mutex;
 
@@ -21,19 +21,53 @@ const SPARE_BUFFERS: usize = 16;
 /// Output buffers larger than this are freed, not kept: a training clip is a few MB.
 const SPARE_BYTES: usize = 64 << 20;
 
+/// Things waiting for reuse, at most [`SPARE_BUFFERS`] of them.
+struct Pool<T>(Mutex<Vec<T>>);
+
+impl<T> Pool<T> {
+    const fn new() -> Self {
+        Pool(Mutex::new(Vec::new()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
+        // A panic while the lock was held leaves whole buffers behind, still reusable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The one whose `cost` is lowest, among those with a cost at all.
+    fn take_best(&self, cost: impl Fn(&T) -> Option<usize>) -> Option<T> {
+        let mut pool = self.lock();
+        let best = (0..pool.len()).filter_map(|i| Some((cost(&pool[i])?, i))).min();
+        best.map(|(_, i)| pool.swap_remove(i))
+    }
+
+    /// Any one.
+    fn take(&self) -> Option<T> {
+        self.lock().pop()
+    }
+
+    /// Keeps `item` for reuse, or drops it when the pool is full.
+    fn put(&self, item: T) {
+        let mut pool = self.lock();
+        if pool.len() < SPARE_BUFFERS {
+            pool.push(item);
+        }
+    }
+}
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Output buffers whose frames Python has dropped.
-static OUTPUT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static OUTPUT: Pool<Vec<u8>> = Pool::new();
 
 /// An output buffer of `len` initialised bytes: the smallest spare that holds them, else a
 /// new one. Its contents are whatever the last read left (every read overwrites all of it).
 pub fn output_buffer(len: usize) -> Vec<u8> {
-    let spare = {
-        let mut pool = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
-        let best = (0..pool.len())
-            .filter(|&i| pool[i].capacity() >= len)
-            .min_by_key(|&i| pool[i].capacity());
-        best.map(|i| pool.swap_remove(i))
-    };
+    let spare = OUTPUT.take_best(|b| (b.capacity() >= len).then_some(b.capacity()));
     let mut buf = spare.unwrap_or_default();
     // Only bytes past the buffer's last length are zeroed; within its capacity they were
     // touched before, so only a fresh buffer pays its page faults here.
@@ -80,9 +114,8 @@ impl Frames {
 impl Drop for Frames {
     fn drop(&mut self) {
         let bytes = std::mem::take(&mut self.bytes);
-        let mut pool = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_BYTES {
-            pool.push(bytes);
+        if bytes.capacity() <= SPARE_BYTES {
+            OUTPUT.put(bytes);
         }
     }
 }
@@ -90,7 +123,7 @@ impl Drop for Frames {
 /// What a read needs besides its output: a reader's buffers and a chunk's worth of decoded
 /// frames, taken for one read and put back after it.
 #[derive(Default)]
-pub struct Spares(Mutex<Vec<Spare>>);
+pub struct Spares(Pool<Spare>);
 
 /// One read's reusable buffers.
 pub struct Spare {
@@ -101,17 +134,13 @@ pub struct Spare {
 impl Spares {
     /// A spare set of buffers, or new ones.
     pub fn take(&self) -> Result<Spare, cvrl_formats::FormatError> {
-        let spare = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        match spare {
+        match self.0.take() {
             Some(s) => Ok(s),
             None => Ok(Spare { reader: ReaderBuffers::new()?, frames: Vec::new() }),
         }
     }
 
     pub fn put(&self, spare: Spare) {
-        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < SPARE_BUFFERS {
-            pool.push(spare);
-        }
+        self.0.put(spare);
     }
 }
