@@ -18,15 +18,15 @@
 #       runs are exp1's.
 #
 # Environment: SIZE=cpu|gpu picks the model and budget: cvrl-train's preset proxy-cpu
-# (R3D-18 at base width 16 with the small stem on 8 x 32 x 32 clips, 120 epochs = 3000
-# steps, 9-25 minutes a run on 2 cores by CPU, on `just proxy-data easy`) or proxy-gpu
-# (R3D-18 at width 64 on 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`);
-# `cvrl-train --help` lists their settings. EPOCHS overrides the pretraining
-# epochs (EPOCHS=80, 2000 steps, runs exp1 in 23 minutes on 2 cores and meets its target
-# on every seed; EPOCHS=60 is the 1500-step budget of EXPERIMENTS.md's "History"), AUG the
-# augmentation of every run but exp3's per-frame and temporal-only arms (cpu default light,
-# gpu default cvrl, the reference; exp3's per-frame arm is AUG drawn per frame: per-frame
-# or light-per-frame), TRAIN_FLAGS further cvrl-train flags for every run, laid over the
+# (R3D-18 at base width 16 with the small stem on 8 x 32 x 32 clips, 160 epochs = 4000
+# steps, 18-44 minutes a run, two at once on 2 cores, on `just proxy-data easy`) or
+# proxy-gpu (R3D-18 at width 64 on 16 x 112 x 112 for 60 epochs, on `just proxy-data gpu`);
+# `cvrl-train --help` lists their settings. EPOCHS overrides the pretraining epochs
+# (EPOCHS=120 and 80 are the 3000- and 2000-step budgets of the EXPERIMENTS.md tables that
+# name them, and EPOCHS=80 runs exp1 in 23 minutes on 2 cores; EPOCHS=60 is the 1500-step
+# budget of its "History"), AUG the augmentation of every run but exp3's per-frame and
+# temporal-only arms (cpu default light, gpu default cvrl, the reference; exp3's per-frame
+# arm is AUG drawn per frame: per-frame or light-per-frame), TRAIN_FLAGS further cvrl-train flags for every run, laid over the
 # preset (e.g. "--grayscale-p 0.2"; give the runs their own OUT), DATA the proxy shard sets
 # (default data/proxy/shards), TARGET exp-transfer's target shard sets (default
 # data/proxy-transfer/shards), OUT the output folder (default data/experiments). The cpu
@@ -89,7 +89,7 @@ cpu)
     preset=${PRESET:-easy}
     aug=${AUG:-light}
     # The preset's own length, named here for the tag below.
-    epochs=${EPOCHS:-120}
+    epochs=${EPOCHS:-160}
     model=(--preset proxy-cpu)
     views=(--train-clips 4 --temporal-views 4 --spatial-crops 1)
     jobs=${JOBS:-2}
