@@ -7,7 +7,7 @@
 //! seed another initialisation and another probe), and CVRL must beat their mean by three
 //! of their standard deviations, and at least by one val video: by more than random
 //! encoders differ among themselves. The pretraining is cvrl-train's `proxy-cpu` preset
-//! (`scripts/experiment.sh`'s), shortened to 600 steps (about 2 minutes on 2 cores), on one
+//! (`scripts/experiment.sh`'s), shortened to 1000 steps (about 3.5 minutes on 2 cores), on one
 //! fixed seed. The proxy is synth seed [`DATA_SEED`], not seed 0 on which the preset was
 //! tuned. The scores it gives are in EXPERIMENTS.md ("A tiny experiment 1 in CI").
 
@@ -19,8 +19,10 @@ const CLASSES: u32 = 10;
 /// Videos per class in the val split: the probe's resolution is one val video.
 const VAL_PER_CLASS: u32 = 20;
 const TRAIN_PER_CLASS: u32 = 40;
-/// Pretraining steps: at 400 (with 10 val videos per class) CVRL was 1 point below the bar.
-const STEPS: &str = "600";
+/// Pretraining steps. At 600, CVRL cleared the bar on one CPU (33.5 %, bar 19.5) and missed
+/// it on another with AVX-512 (16.5 %, bar 17.9): the float order differs, and so does how
+/// far 600 steps get. At 1000 it clears the bar there too (26.0 %); EXPERIMENTS.md.
+const STEPS: &str = "1000";
 /// The proxy's synth seed: the first one the `proxy-cpu` preset was not tuned on (it was
 /// tuned on seed 0), so the test checks learning on data nobody tuned on.
 const DATA_SEED: &str = "1";
