@@ -26,8 +26,9 @@
 # name them, and EPOCHS=80 runs exp1 in 23 minutes on 2 cores; EPOCHS=60 is the 1500-step
 # budget of its "History"), AUG the augmentation of every run but exp3's per-frame and
 # temporal-only arms (cpu default light, gpu default cvrl, the reference; exp3's per-frame
-# arm is AUG drawn per frame: per-frame or light-per-frame), TRAIN_FLAGS further cvrl-train flags for every run, laid over the
-# preset (e.g. "--grayscale-p 0.2"; give the runs their own OUT), DATA the proxy shard sets
+# arm is AUG drawn per frame: per-frame or light-per-frame), TRAIN_FLAGS further
+# cvrl-train flags for every run, laid over the preset (e.g. "--grayscale-p 0.2"; give the
+# runs their own OUT), DATA the proxy shard sets
 # (default data/proxy/shards), TARGET exp-transfer's target shard sets (default
 # data/proxy-transfer/shards), OUT the output folder (default data/experiments). The cpu
 # preset also turns every clip grey (grayscale 1.0), raises the smallest crop to 0.6 of
