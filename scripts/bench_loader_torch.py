@@ -10,8 +10,9 @@ whole frame; only the box is converted to RGB) and mirrored with p = 0.5, which 
 each bilinearly to 224x224 (``resize_clip``: torch's uint8 kernel, antialias off): uint8
 ``[3, 16, 224, 224]``, the work scripts/bench_loader_peers.py does after decoding (which
 flips after the resize). A DataLoader with W forked worker processes (torch 1 thread each),
-batches of 4 collated by ``cvrl.torch.collate`` (and, in a second row, by torch's
-``default_collate``), one warm-up batch per worker, then N pairs timed. Wall: from the
+batches of 4 collated by ``cvrl.torch.collate`` into shared memory reused from batch to batch
+(and, in further rows, into a fresh shared-memory file per batch, ``shared_batches=False``, as
+before that reuse, and by torch's ``default_collate``), one warm-up batch per worker, then N pairs timed. Wall: from the
 first timed batch's request to the last's arrival. CPU: user + system time of the workers
 (/proc) and of the main process over the same window; with prefetching, the work a worker
 does ahead at the end roughly offsets what it did ahead at the start. Best of R rounds per
@@ -43,9 +44,12 @@ from torch.utils.data import DataLoader, default_collate
 from cvrl.torch import CvrlPairs, RandomResizedCropFlip, collate
 
 BATCH = 4
-# The DataLoader's collate_fn of each row: cvrl's, which keeps the clips' frame-major memory,
-# and torch's default, which stacks them channel-major.
-COLLATES = {"collate": collate, "default": default_collate}
+# The DataLoader's collate_fn of each row and the dataset's shared_batches: cvrl's collate,
+# which keeps the clips' frame-major memory, into shared memory reused from batch to batch
+# and (``fresh``) into torch's fresh shared memory per batch; torch's default, which stacks
+# them channel-major.
+COLLATES = {"collate": (collate, True), "fresh": (collate, False),
+            "default": (default_collate, True)}
 
 
 def worker_cpu(pids):
@@ -59,10 +63,11 @@ def worker_cpu(pids):
     return total / tick
 
 
-def measure(shards, pairs, workers, seed, collate_fn):
+def measure(shards, pairs, workers, seed, collate_fn, shared_batches):
     torch.set_num_threads(1)
     ds = CvrlPairs(shards, frames=16, stride=2, interval="decreasing", seed=seed,
-                   transform=RandomResizedCropFlip(224, attempts=10))
+                   transform=RandomResizedCropFlip(224, attempts=10),
+                   shared_batches=shared_batches)
     rng = random.Random(seed)
     order = [rng.randrange(len(ds)) for _ in range((workers + pairs // BATCH) * BATCH)]
     loader = DataLoader(ds, batch_size=BATCH, sampler=order, num_workers=workers,
@@ -160,8 +165,8 @@ def main():
     for r in range(1, args.rounds + 1):
         with open(os.path.join(args.results, f"torch_{r}.tsv"), "w") as tsv:
             for name, d in sets:
-                for (how, collate_fn), w in itertools.product(COLLATES.items(), ws):
-                    n, wall, cpu = measure(d, args.pairs, w, args.seed + r, collate_fn)
+                for (how, (collate_fn, reuse)), w in itertools.product(COLLATES.items(), ws):
+                    n, wall, cpu = measure(d, args.pairs, w, args.seed + r, collate_fn, reuse)
                     print(f"row\tcvrl_torch_{how}@{name}\t{w}\t{n}\t{wall:.4f}\t{n / wall:.2f}"
                           f"\t{wall:.3f}\t{cpu:.3f}", file=tsv, flush=True)
                     old = ours.get((name, how, w), (0.0, 0.0))
@@ -187,6 +192,8 @@ def main():
         shards = f"shards ({label(name)})"
         rows.append(("`cvrl.torch.CvrlPairs` in a DataLoader, `collate_fn=cvrl.torch.collate`",
                      shards, {w: ours[(name, "collate", w)] for w in ws}))
+        rows.append(("the same, a fresh shared-memory batch each (`shared_batches=False`)",
+                     shards, {w: ours[(name, "fresh", w)] for w in ws}))
         rows.append(("the same, `default_collate` (a transposing copy)", shards,
                      {w: ours[(name, "default", w)] for w in ws}))
         rows.append(("cvrl `Loader` (Rust), crop + flip only", shards,

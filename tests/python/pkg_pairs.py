@@ -7,12 +7,15 @@ Checks that a DataLoader with 2 worker processes (forked, and spawned, which pic
 dataset) gives the same batches twice and the same as no workers, for one seed; that
 ``set_epoch`` and the seed change them; that reading only the crop boxes gives the pairs
 of cropping whole frames; that ``collate`` gives the batches of ``default_collate`` in
-frame-major memory; and that ``RandomResizedCropFlip`` crops each clip
-with one box for all its frames. Writes OUT_DIR/<i>.pair: the untransformed clips of item i
-(``[T, H, W, 3]`` each, first then second) and OUT_DIR/pairs.json with their shapes, which
-the Rust test rebuilds with the Rust sampler and reader.
+frame-major memory, from forked workers through shared memory reused from batch to batch
+(never while a batch is held; taken back from a batch never received); and that
+``RandomResizedCropFlip`` crops each clip with one box for all its frames. Writes
+OUT_DIR/<i>.pair: the untransformed clips of item i (``[T, H, W, 3]`` each, first then
+second) and OUT_DIR/pairs.json with their shapes, which the Rust test rebuilds with the Rust
+sampler and reader.
 """
 
+import gc
 import json
 import os
 import sys
@@ -20,7 +23,8 @@ import sys
 import torch
 from torch.utils.data import DataLoader
 
-from cvrl.torch import CvrlClips, CvrlPairs, RandomResizedCropFlip, collate
+from cvrl import _cvrl
+from cvrl.torch import CvrlClips, CvrlPairs, RandomResizedCropFlip, collate, shared
 
 FRAMES, STRIDE, SEED = 8, 3, 11
 
@@ -33,6 +37,76 @@ def batches(ds, workers, context=None):
 def same(x, y):
     return len(x) == len(y) and all(
         torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(x, y))
+
+
+def check_shared_batches(set_dir: str, ds: CvrlPairs, plain) -> None:
+    """``collate`` in forked workers sends batches through the dataset's shared memory,
+    reused once the main process drops them; everything else through torch's."""
+    # A dataset of its own: slots of the batches in flight when an iterator above was dropped
+    # stay taken for a minute.
+    ds = CvrlPairs(set_dir, frames=FRAMES, stride=STRIDE, seed=SEED, transform=ds.transform)
+    region = ds._region.batches
+    loader = lambda d, context="fork": DataLoader(
+        d, batch_size=3, num_workers=2, collate_fn=collate, multiprocessing_context=context)
+    # Held without a copy through a whole pass: no slot is reused while its batch is held.
+    held = list(loader(ds))
+    assert same(held, plain), "batches through reused shared memory changed"
+    busy, made, _ = region.usage()
+    sent = 2 * len(held)
+    assert busy == made == sent, (region.usage(), sent)
+    assert not any(x.is_shared() for pair in held for x in pair), "a batch in torch's memory"
+    # A forked child that inherits the held batches and drops them frees no slot.
+    child = os.fork()
+    if child == 0:
+        del held[:]
+        gc.collect()
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert region.usage()[0] == busy, region.usage()
+    del held
+    assert region.usage()[0] == 0, region.usage()
+    # Dropped batch by batch over five passes: the slots are reused, not one per batch.
+    for _ in range(5):
+        for a, b in loader(ds):
+            pass
+    del a, b
+    busy, made, _ = region.usage()
+    # At most 2 workers x prefetch 2 and the batch the loop holds at once: 2 clip batches each.
+    assert busy == 0 and made <= max(sent, 2 * (2 * 2 + 1)), region.usage()
+
+    # Without room for a second slot, the rest go in torch's fresh shared memory.
+    small = CvrlPairs(set_dir, frames=FRAMES, stride=STRIDE, seed=SEED, transform=ds.transform)
+    small._region = shared.Region(max_bytes=-(-plain[0][0].numel() // 4096) * 4096)
+    held = list(loader(small))
+    assert same(held, plain), "batches past a full region changed"
+    assert small._region.batches.usage()[1] == 1, small._region.batches.usage()
+    assert sum(x.is_shared() for pair in held for x in pair) == 2 * len(held) - 1
+    # Spawned workers have no region (the dataset is pickled), nor has shared_batches=False.
+    fresh = CvrlPairs(set_dir, frames=FRAMES, stride=STRIDE, seed=SEED, transform=ds.transform,
+                      shared_batches=False)
+    for d, context in ((ds, "spawn"), (fresh, "fork")):
+        held = list(loader(d, context))
+        assert same(held, plain), f"batches of {context}ed workers changed"
+        assert all(x.is_shared() for pair in held for x in pair), context
+
+    # A batch sent and never received (an iterator dropped with batches in flight) is taken
+    # back once its sender has been dead orphan_secs.
+    for orphan_secs, taken in ((0, True), (3600, False)):
+        one = _cvrl.SharedBatches(4096, orphan_secs=orphan_secs)
+        child = os.fork()
+        if child == 0:
+            slot = one.claim(1000)
+            os._exit(0 if slot is not None and slot.send()[1] == os.getpid() else 1)
+        _, status = os.waitpid(child, 0)
+        assert status == 0 and one.usage()[:2] == (1, 1), (status, one.usage())
+        slot = one.claim(1000)
+        assert (slot is not None) == taken, (orphan_secs, slot)
+        if taken:
+            try:
+                one.receive(0, child, 1000)
+                raise AssertionError("received a slot that was taken back")
+            except ValueError as e:
+                assert "taken back" in str(e), e
 
 
 def main(set_dir: str, out: str) -> None:
@@ -57,7 +131,7 @@ def main(set_dir: str, out: str) -> None:
         assert same(kept, plain), f"collate with {workers} workers changed the batches"
         a, _ = next(iter(DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=collate)))
         assert a.is_contiguous(memory_format=torch.channels_last_3d), a.stride()
-        assert a.is_shared() == (workers > 0), (workers, a.is_shared())
+    check_shared_batches(set_dir, ds, plain)
     clips = CvrlClips(set_dir, frames=FRAMES, stride=STRIDE, temporal_views=2, spatial_crops=2,
                       size=24)
     for (x, y), (u, v) in zip(DataLoader(clips, batch_size=5),

@@ -5,10 +5,11 @@
 //! training loop needs: frames in Rust-owned buffers that `cvrl.ShardSet` views as numpy
 //! arrays without a copy, their memory reused once Python drops them ([`set`], [`frames`]);
 //! the index as an Arrow C stream that pyarrow imports without a copy ([`index`]); clip
-//! placement from [`cvrl_formats::sampler`] (the trainer's own sampling code); and reading
-//! errors as Python exceptions naming the shard and the video ([`error`]). Decoding runs with
-//! the GIL released, so DataLoader worker threads and processes scale. Nothing here links
-//! torch; the PyTorch side (`cvrl.torch`) is Python.
+//! placement from [`cvrl_formats::sampler`] (the trainer's own sampling code); shared memory
+//! that DataLoader workers collate batches into, reused from batch to batch ([`shared`]);
+//! and reading errors as Python exceptions naming the shard and the video ([`error`]).
+//! Decoding runs with the GIL released, so DataLoader worker threads and processes scale.
+//! Nothing here links torch; the PyTorch side (`cvrl.torch`) is Python.
 
 use pyo3::prelude::*;
 
@@ -16,6 +17,7 @@ mod error;
 mod frames;
 mod index;
 mod set;
+mod shared;
 
 /// The module `cvrl._cvrl`; `cvrl` (python/cvrl) wraps it.
 #[pymodule]
@@ -23,6 +25,8 @@ fn _cvrl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<set::ShardSet>()?;
     m.add_class::<frames::Frames>()?;
     m.add_class::<index::IndexStream>()?;
+    m.add_class::<shared::SharedBatches>()?;
+    m.add_class::<shared::Slot>()?;
     m.add("ShardError", m.py().get_type::<error::ShardError>())?;
     m.add_function(wrap_pyfunction!(set::sample_seed, m)?)?;
     Ok(())

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from .. import _cvrl
 from ..shards import PathLike, ShardSet
+from . import shared
 from .transforms import resize_clip
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -71,6 +72,11 @@ class CvrlPairs(Dataset):
     ``set_epoch(e)`` before each epoch draws new pairs (as ``DistributedSampler.set_epoch``);
     a DataLoader without persistent workers copies the dataset into its workers at the start
     of each epoch, so they see it.
+
+    ``shared_batches``: forked DataLoader workers that batch with ``collate`` send their
+    batches through shared memory the dataset keeps for reuse (``cvrl.torch.shared``; it
+    holds the memory of the most batches in flight at once until the dataset goes).
+    ``False``: a fresh shared-memory file per batch, as torch sends them.
     """
 
     def __init__(
@@ -83,8 +89,10 @@ class CvrlPairs(Dataset):
         base_fps: float = 25.0,
         seed: int = 0,
         transform: Optional[Transform] = None,
+        shared_batches: bool = True,
     ):
         self._sets = _PerProcess(path)
+        self._region = shared.Region() if shared_batches else None
         self.frames, self.stride, self.interval = frames, stride, interval
         self.base_fps, self.seed, self.transform = base_fps, seed, transform
         self.epoch = 0
@@ -135,9 +143,13 @@ def collate(batch):
     tensor, tuples kept), but each clip batch in frame-major memory (``[B, T, H, W, C]``,
     permuted), the layout the clips already have. Stacking them channel-major, as
     ``default_collate`` does, is a transposing copy, several times the cost of this plain one
-    (the loader benchmark measures both). In a worker process the batch is made in shared
-    memory, as ``default_collate`` makes it. ``.contiguous()`` gives channel-major memory
-    where a model needs it; convolutions accept this layout as it is (channels last)."""
+    (the loader benchmark measures both). In a forked worker process the batch is made in
+    shared memory that the dataset's workers reuse from batch to batch (``cvrl.torch.shared``),
+    which the main process receives without a copy; it is free for a later batch once the
+    main process drops the tensor. Elsewhere (spawned workers, no free slot) it is made in
+    fresh shared memory, as ``default_collate`` makes it. ``.contiguous()`` gives
+    channel-major memory where a model needs it; convolutions accept this layout as it is
+    (channels last)."""
     elem = batch[0]
     if isinstance(elem, torch.Tensor) and elem.dim() == 4:
         return _stack_frame_major(batch)
@@ -153,17 +165,22 @@ def _stack_frame_major(clips: list[torch.Tensor]) -> torch.Tensor:
             f"clips of different sizes in one batch: {[tuple(x.shape) for x in clips]}: "
             f"give the dataset a transform that makes them one size")
     shape = (len(clips), t, h, w, c)
-    numel = len(clips) * t * h * w * c
+    out = None
     if get_worker_info() is not None:
-        # What default_collate does in a worker: the batch goes to the main process as
-        # shared memory, not pickled bytes.
-        storage = clips[0]._typed_storage()._new_shared(numel, device=clips[0].device)
-        out = clips[0].new(storage).view(shape)
-    else:
+        # The batch goes to the main process in shared memory: a reused slot of the
+        # dataset's region where there is one, else torch's fresh shared memory, as
+        # default_collate makes it.
+        out = shared.empty(shape, clips[0])
+        if out is None:
+            storage = clips[0]._typed_storage()._new_shared(len(clips) * t * h * w * c,
+                                                            device=clips[0].device)
+            out = clips[0].new(storage).view(shape)
+    if out is None:
         out = clips[0].new_empty(shape)
     for dst, clip in zip(out, clips):
         dst.copy_(clip.permute(1, 2, 3, 0))
-    return out.permute(0, 4, 1, 2, 3)
+    order = (0, 4, 1, 2, 3)
+    return shared.finish(out, order) if hasattr(out, "_cvrl_slot") else out.permute(order)
 
 
 def spatial_crops(width: int, height: int, n: int) -> list[tuple[int, int, int]]:
@@ -190,7 +207,8 @@ class CvrlClips(Dataset):
     ``size`` resizes with ``resize_clip``. ``cvrl-eval`` resizes the stored planes
     directly, so for ``yuv420p`` sets or any resize its pixels differ from these by a few
     levels; an ``rgb24`` set evaluated at its short side gives the same pixels.
-    ``transform(clip, generator)`` as in ``CvrlPairs`` (seeded from ``(seed, 0, k)``).
+    ``transform(clip, generator)`` as in ``CvrlPairs`` (seeded from ``(seed, 0, k)``);
+    ``shared_batches`` as there.
     """
 
     def __init__(
@@ -205,10 +223,12 @@ class CvrlClips(Dataset):
         size: Optional[int] = None,
         seed: int = 0,
         transform: Optional[Transform] = None,
+        shared_batches: bool = True,
     ):
         if temporal_views < 1 or spatial_crops < 1:
             raise ValueError("at least one temporal view and one spatial crop are needed")
         self._sets = _PerProcess(path)
+        self._region = shared.Region() if shared_batches else None
         self.frames, self.stride, self.base_fps = frames, stride, base_fps
         self.temporal_views, self.spatial_crops = temporal_views, spatial_crops
         self.size, self.seed, self.transform = size, seed, transform
