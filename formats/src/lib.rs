@@ -11,6 +11,7 @@
 
 pub mod atomic;
 pub mod codec;
+mod direct;
 pub mod error;
 pub mod index;
 pub mod manifest;
