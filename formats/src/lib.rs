@@ -11,7 +11,6 @@
 
 pub mod atomic;
 pub mod codec;
-mod direct;
 pub mod error;
 pub mod index;
 pub mod manifest;

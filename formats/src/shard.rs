@@ -9,9 +9,10 @@
 use crate::atomic::sync_parent;
 use crate::atomic::tmp_path;
 use crate::codec::{ChunkEncoder, Codec};
-use crate::direct::DirectFile;
 use crate::error::{FormatError, IoContext, Result};
 use crate::pixel::{FrameLayout, PixelFormat};
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Magic bytes at the start of every shard file.
@@ -483,14 +484,13 @@ pub struct RecordLocation {
     pub length: u64,
 }
 
-/// Appends records to a new shard file. Writes go to `<path>.tmp` (around the page cache
-/// where the file system allows: [`DirectFile`]); [`ShardWriter::finish`] syncs and renames
-/// it to `path`, so a reader never sees a half-written shard under its final name. Dropping
-/// the writer without `finish` leaves only an incomplete `.tmp` file.
+/// Appends records to a new shard file. Writes go to `<path>.tmp`; [`ShardWriter::finish`]
+/// syncs and renames it to `path`, so a reader never sees a half-written shard under its
+/// final name. Dropping the writer without `finish` leaves only the `.tmp` file.
 pub struct ShardWriter {
     path: PathBuf,
     tmp: PathBuf,
-    out: DirectFile,
+    out: BufWriter<File>,
     len: u64,
     records: usize,
 }
@@ -499,7 +499,8 @@ impl ShardWriter {
     /// Creates `<path>.tmp` (replacing a stale one) and writes the file header.
     pub fn create(path: &Path) -> Result<Self> {
         let tmp = tmp_path(path);
-        let mut out = DirectFile::create(&tmp).at(&tmp)?;
+        let file = File::create(&tmp).at(&tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&file_header()).at(&tmp)?;
         Ok(ShardWriter {
             path: path.to_path_buf(),
@@ -538,7 +539,7 @@ impl ShardWriter {
 
     /// Flushes, syncs to disk and renames to the final name. Returns the file size.
     pub fn finish(self) -> Result<u64> {
-        let file = self.out.finish().at(&self.tmp)?;
+        let file = self.out.into_inner().map_err(|e| e.into_error()).at(&self.tmp)?;
         file.sync_all().at(&self.tmp)?;
         drop(file);
         std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
