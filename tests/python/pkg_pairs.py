@@ -18,6 +18,7 @@ sampler and reader.
 import gc
 import json
 import os
+import pickle
 import sys
 
 import torch
@@ -81,13 +82,22 @@ def check_shared_batches(set_dir: str, ds: CvrlPairs, plain) -> None:
     assert same(held, plain), "batches past a full region changed"
     assert small._region.batches.usage()[1] == 1, small._region.batches.usage()
     assert sum(x.is_shared() for pair in held for x in pair) == 2 * len(held) - 1
-    # Spawned workers have no region (the dataset is pickled), nor has shared_batches=False.
+    # Workers started by spawn or forkserver map the region from its memory file.
+    for context in ("spawn", "forkserver"):
+        before = region.usage()[0]
+        held = list(loader(ds, context))
+        assert same(held, plain), f"batches of {context} workers changed"
+        assert not any(x.is_shared() for pair in held for x in pair), context
+        assert region.usage()[0] == before + 2 * len(held), (context, region.usage())
+        del held
+    # A dataset pickled for anything but a process start has no region, nor has one made
+    # with shared_batches=False: their batches go through torch's shared memory.
     fresh = CvrlPairs(set_dir, frames=FRAMES, stride=STRIDE, seed=SEED, transform=ds.transform,
                       shared_batches=False)
-    for d, context in ((ds, "spawn"), (fresh, "fork")):
-        held = list(loader(d, context))
-        assert same(held, plain), f"batches of {context}ed workers changed"
-        assert all(x.is_shared() for pair in held for x in pair), context
+    for d in (pickle.loads(pickle.dumps(ds)), fresh):
+        held = list(loader(d))
+        assert same(held, plain), "batches without a region changed"
+        assert all(x.is_shared() for pair in held for x in pair), d._region
 
     # A batch sent and never received (an iterator dropped with batches in flight) is taken
     # back once its sender has been dead orphan_secs.

@@ -5,11 +5,13 @@
 //! batch, zero-filled, faulted in page by page by the copy into it, mapped again by the main
 //! process and unmapped when the batch is dropped. For a few-MB clip batch that is most of
 //! what a DataLoader adds to a read (BENCHMARKS.md, "The cvrl Python package"). Here the
-//! dataset maps one shared anonymous region in the main process before the workers fork, so
-//! every process of the loader sees the same pages at no cost; a worker collates into a
-//! *slot* of it, sends only the slot's number, and the main process views the slot as a
-//! tensor. When that tensor goes, the slot is free for a later batch, its pages already
-//! faulted in on both sides.
+//! dataset maps one shared region, a memory file (memfd), in the main process: forked
+//! workers inherit the mapping, and workers started by spawn or forkserver map the file,
+//! whose descriptor goes with the pickled dataset (`SharedBatches.attach`). So every process
+//! of the loader sees the same pages; a worker collates into a *slot* of the region, sends
+//! only the slot's number, and the main process views the slot as a tensor. When that
+//! tensor goes, the slot is free for a later batch, its pages already faulted in on both
+//! sides.
 //!
 //! A slot's life: `UNUSED` (no memory yet) or `FREE` -> `BUSY` (claimed by a worker, or held
 //! by the main process after it received it) -> `FREE` when its owner drops it. Only the
@@ -19,6 +21,8 @@
 //! gone [`ORPHAN_SECS`], a worker that finds no free slot takes it back. When no slot fits,
 //! `claim` returns `None` and the caller makes the batch as torch would.
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,6 +78,9 @@ const HEADER_BYTES: u64 = (std::mem::size_of::<Header>() as u64).div_ceil(PAGE) 
 struct Region {
     base: NonNull<u8>,
     len: usize,
+    /// The memory's file (a memfd on Linux), which a process started by spawn or forkserver
+    /// maps instead of inheriting the mapping. `None` where there is none.
+    file: Option<OwnedFd>,
 }
 
 // SAFETY: the region is plain shared memory; the header is only accessed through atomics and
@@ -126,31 +133,50 @@ impl SharedBatches {
     #[new]
     #[pyo3(signature = (max_bytes, orphan_secs = ORPHAN_SECS))]
     fn new(max_bytes: u64, orphan_secs: u64) -> PyResult<Self> {
-        let len = HEADER_BYTES
-            .checked_add(max_bytes)
-            .and_then(|l| usize::try_from(l).ok())
-            .ok_or_else(|| PyValueError::new_err(format!("max_bytes {max_bytes} is too large")))?;
-        // SAFETY: a fresh anonymous mapping; MAP_NORESERVE so that only the pages slots
-        // touch count against memory.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            let e = std::io::Error::last_os_error();
-            return Err(PyOSError::new_err(format!(
-                "cannot map {len} bytes of shared memory for batches: {e}"
+        let len = region_len(max_bytes)?;
+        // Without a memory file the region still serves forked workers.
+        let file = memory_file(len).ok();
+        let base = map(len, file.as_ref())?;
+        let id = (u64::from(pid()) << 32) ^ (base.as_ptr() as u64) ^ now().rotate_left(17);
+        Ok(SharedBatches { region: Arc::new(Region { base, len, file }), id, orphan_secs })
+    }
+
+    /// The region `id` of another process, from its memory file `fd` (which this takes
+    /// over): what a worker started by spawn or forkserver maps.
+    #[staticmethod]
+    fn attach(fd: i32, max_bytes: u64, id: u64, orphan_secs: u64) -> PyResult<Self> {
+        // SAFETY: the caller hands over an open descriptor it no longer uses
+        // (`multiprocessing.reduction.DupFd.detach`).
+        let file = unsafe { OwnedFd::from_raw_fd(fd) };
+        let len = region_len(max_bytes)?;
+        let size = File::from(file.try_clone()?).metadata()?.len();
+        if size != len as u64 {
+            return Err(PyValueError::new_err(format!(
+                "shared batch memory {id:#x} holds {size} bytes, not {len}"
             )));
         }
-        let base = NonNull::new(p.cast::<u8>()).expect("mmap returned null without failing");
-        let id = (u64::from(pid()) << 32) ^ (base.as_ptr() as u64) ^ now().rotate_left(17);
-        Ok(SharedBatches { region: Arc::new(Region { base, len }), id, orphan_secs })
+        let base = map(len, Some(&file))?;
+        Ok(SharedBatches {
+            region: Arc::new(Region { base, len, file: Some(file) }),
+            id,
+            orphan_secs,
+        })
+    }
+
+    /// The memory file's descriptor, for `attach` in another process (`None` without one).
+    #[getter]
+    fn fd(&self) -> Option<i32> {
+        self.region.file.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    #[getter]
+    fn max_bytes(&self) -> u64 {
+        (self.region.len as u64) - HEADER_BYTES
+    }
+
+    #[getter]
+    fn orphan_secs(&self) -> u64 {
+        self.orphan_secs
     }
 
     #[getter]
@@ -249,6 +275,59 @@ impl SharedBatches {
         let made = states.filter(|&s| s != UNUSED).count();
         (busy, made, h.next.load(Ordering::Relaxed))
     }
+}
+
+fn region_len(max_bytes: u64) -> PyResult<usize> {
+    HEADER_BYTES
+        .checked_add(max_bytes)
+        .and_then(|l| usize::try_from(l).ok())
+        .ok_or_else(|| PyValueError::new_err(format!("max_bytes {max_bytes} is too large")))
+}
+
+/// A file of `len` bytes in memory, all of them holes until written.
+#[cfg(target_os = "linux")]
+fn memory_file(len: usize) -> std::io::Result<OwnedFd> {
+    // SAFETY: a C string literal; the flags are memfd_create's.
+    let fd = unsafe { libc::memfd_create(c"cvrl-batches".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened and owned by nothing else.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.set_len(len as u64)?;
+    Ok(file.into())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn memory_file(_len: usize) -> std::io::Result<OwnedFd> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Maps `len` bytes of `file`, or of new anonymous memory, shared with child processes.
+fn map(len: usize, file: Option<&OwnedFd>) -> PyResult<NonNull<u8>> {
+    let (flags, fd) = match file {
+        Some(f) => (libc::MAP_SHARED, f.as_raw_fd()),
+        None => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1),
+    };
+    // SAFETY: a fresh mapping of a file of at least `len` bytes, or anonymous memory;
+    // MAP_NORESERVE so that only the pages slots touch count against memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags | libc::MAP_NORESERVE,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = std::io::Error::last_os_error();
+        return Err(PyOSError::new_err(format!(
+            "cannot map {len} bytes of shared memory for batches: {e}"
+        )));
+    }
+    Ok(NonNull::new(p.cast::<u8>()).expect("mmap returned null without failing"))
 }
 
 impl SharedBatches {

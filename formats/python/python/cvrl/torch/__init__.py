@@ -5,7 +5,7 @@
   interval sampler, deterministic from a seed, safe in DataLoader worker processes.
 - ``CvrlClips``: labelled evaluation clips, placed as ``cvrl-eval`` places its test views.
 - ``collate``: a DataLoader's ``collate_fn`` that batches clips in the layout they have,
-  sent from forked workers through shared memory reused from batch to batch (``shared``).
+  sent from worker processes through shared memory reused from batch to batch (``shared``).
 - ``RandomResizedCropFlip``: one crop box, resize and flip for every frame of a clip.
 - ``load_encoder``: the R3D backbone of a ``cvrl-train`` run, weights loaded, returning
   pooled features; ``R3D`` builds any backbone ``cvrl-train`` offers.

@@ -73,8 +73,8 @@ class CvrlPairs(Dataset):
     a DataLoader without persistent workers copies the dataset into its workers at the start
     of each epoch, so they see it.
 
-    ``shared_batches``: forked DataLoader workers that batch with ``collate`` send their
-    batches through shared memory the dataset keeps for reuse (``cvrl.torch.shared``; it
+    ``shared_batches``: DataLoader workers that batch with ``collate`` send their batches
+    through shared memory the dataset keeps for reuse (``cvrl.torch.shared``; it
     holds the memory of the most batches in flight at once until the dataset goes).
     ``False``: a fresh shared-memory file per batch, as torch sends them.
     """
@@ -143,11 +143,11 @@ def collate(batch):
     tensor, tuples kept), but each clip batch in frame-major memory (``[B, T, H, W, C]``,
     permuted), the layout the clips already have. Stacking them channel-major, as
     ``default_collate`` does, is a transposing copy, several times the cost of this plain one
-    (the loader benchmark measures both). In a forked worker process the batch is made in
-    shared memory that the dataset's workers reuse from batch to batch (``cvrl.torch.shared``),
+    (the loader benchmark measures both). In a worker process the batch is made in shared
+    memory that the dataset's workers reuse from batch to batch (``cvrl.torch.shared``),
     which the main process receives without a copy; it is free for a later batch once the
-    main process drops the tensor. Elsewhere (spawned workers, no free slot) it is made in
-    fresh shared memory, as ``default_collate`` makes it. ``.contiguous()`` gives
+    main process drops the tensor. Without a free slot it is made in fresh shared memory, as
+    ``default_collate`` makes it. ``.contiguous()`` gives
     channel-major memory where a model needs it; convolutions accept this layout as it is
     (channels last)."""
     elem = batch[0]

@@ -4,21 +4,24 @@ reused from batch to batch, not a fresh shared-memory file per batch.
 torch sends a worker's batch in new shared memory: zero-filled, faulted in page by page by
 the copy into it, mapped again by the main process, unmapped when the batch goes. For clip
 batches of a few MB that cost most of what a DataLoader adds to a read (BENCHMARKS.md, "The
-cvrl Python package"). A dataset here holds a ``Region`` (``cvrl._cvrl.SharedBatches``,
-mapped before the workers fork, so all of them share its pages); ``cvrl.torch.collate`` in a
-worker fills a slot of it and returns a ``PooledBatch``, which the DataLoader's queue pickles
-as the slot's number; the main process gets a plain tensor viewing the slot, and the slot is
-free again once that tensor is gone.
+cvrl Python package"). A dataset here holds a ``Region`` (``cvrl._cvrl.SharedBatches``, a
+memory file mapped by the main process and every worker, so all of them share its pages);
+``cvrl.torch.collate`` in a worker fills a slot of it and returns a ``PooledBatch``, which
+the DataLoader's queue pickles as the slot's number; the main process gets a plain tensor
+viewing the slot, and the slot is free again once that tensor is gone.
 
-Everything else falls back to torch's way: spawned workers (the region is not inherited),
-a region out of free slots (a training loop holding many batches), another pickler
-(``torch.save``), a batch a wrapping ``collate_fn`` replaced or resized.
+Workers started by fork inherit the region; workers started by spawn or forkserver map it
+from the descriptor that multiprocessing passes with the pickled dataset. Everything else
+falls back to torch's way: a region out of free slots (a training loop holding many
+batches), another pickler (``torch.save``), a batch a wrapping ``collate_fn`` replaced or
+resized.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
+from multiprocessing import context as mp_context, reduction
 from multiprocessing.reduction import ForkingPickler
 from typing import Optional
 
@@ -40,8 +43,9 @@ _REGIONS: "weakref.WeakValueDictionary[int, _cvrl.SharedBatches]" = weakref.Weak
 
 class Region:
     """A dataset's shared memory for batches, ``max_bytes`` of address space. Made where the
-    dataset is made; a forked worker inherits it, a pickled dataset (spawned workers) arrives
-    without one."""
+    dataset is made; a forked worker inherits it, and a worker started by spawn or
+    forkserver maps it from the descriptor that goes with the pickled dataset. Pickled for
+    anything else (``pickle``, ``copy.deepcopy``), the dataset arrives without one."""
 
     def __init__(self, max_bytes: int = REGION_BYTES):
         try:
@@ -52,8 +56,30 @@ class Region:
         if self.batches is not None:
             _REGIONS[self.batches.id] = self.batches
 
-    def __getstate__(self):
-        return {"batches": None}
+    def __reduce__(self):
+        b = self.batches
+        # Only a process being started gets the memory file (multiprocessing passes the
+        # descriptor along with the process's arguments).
+        if b is None or b.fd is None or mp_context.get_spawning_popen() is None:
+            return (_no_region, ())
+        return (_attach, (reduction.DupFd(b.fd), b.max_bytes, b.id, b.orphan_secs))
+
+
+def _no_region() -> Region:
+    region = Region.__new__(Region)
+    region.batches = None
+    return region
+
+
+def _attach(fd, max_bytes: int, region_id: int, orphan_secs: int) -> Region:
+    region = _no_region()
+    try:
+        region.batches = _cvrl.SharedBatches.attach(fd.detach(), max_bytes, region_id,
+                                                    orphan_secs)
+    except (OSError, ValueError):
+        return region
+    _REGIONS[region_id] = region.batches
+    return region
 
 
 class PooledBatch(torch.Tensor):
