@@ -99,16 +99,25 @@ impl Frames {
         self.bytes.len()
     }
 
-    /// numpy's array interface (version 3): one dimension of `uint8`, writable.
     #[getter]
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("version", 3)?;
-        d.set_item("shape", (self.bytes.len(),))?;
-        d.set_item("typestr", "|u1")?;
-        d.set_item("data", (self.addr, false))?;
-        Ok(d)
+        byte_array_interface(py, self.addr, self.bytes.len())
     }
+}
+
+/// numpy's array interface (version 3) for `len` writable bytes at `addr`: one dimension of
+/// `uint8`. The object returning it must keep the bytes alive (numpy holds it as the base).
+pub fn byte_array_interface(
+    py: Python<'_>,
+    addr: usize,
+    len: usize,
+) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("version", 3)?;
+    d.set_item("shape", (len,))?;
+    d.set_item("typestr", "|u1")?;
+    d.set_item("data", (addr, false))?;
+    Ok(d)
 }
 
 impl Drop for Frames {

@@ -32,6 +32,8 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::frames::byte_array_interface;
+
 /// Slots in a region: batches in flight at once (workers x prefetch x tensors per batch,
 /// plus those the training loop holds).
 const SLOTS: usize = 64;
@@ -373,14 +375,9 @@ impl Slot {
 
     #[getter]
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("version", 3)?;
-        d.set_item("shape", (self.len,))?;
-        d.set_item("typestr", "|u1")?;
         // SAFETY: offset + len lies inside the mapping (checked when the slot got memory).
         let addr = unsafe { self.region.base.as_ptr().add(self.offset) } as usize;
-        d.set_item("data", (addr, false))?;
-        Ok(d)
+        byte_array_interface(py, addr, self.len)
     }
 
     /// Hands the slot to the process that will `receive` it: `(entry, sender)`. This
