@@ -11,10 +11,10 @@ each bilinearly to 224x224 (``resize_clip``: torch's uint8 kernel, antialias off
 ``[3, 16, 224, 224]``, the work scripts/bench_loader_peers.py does after decoding (which
 flips after the resize). A DataLoader with W forked worker processes (torch 1 thread each),
 batches of 4 collated by ``cvrl.torch.collate`` into shared memory reused from batch to batch
-(and, in further rows, into a fresh shared-memory file per batch, ``shared_batches=False``, as
-before that reuse, and by torch's ``default_collate``), one warm-up batch per worker, then N pairs timed. Wall: from the
-first timed batch's request to the last's arrival. CPU: user + system time of the workers
-(/proc) and of the main process over the same window; with prefetching, the work a worker
+(and, in further rows, into a fresh shared-memory file per batch, ``shared_batches=False``,
+and by torch's ``default_collate``), one warm-up batch per worker, then N pairs timed. Wall:
+from the first timed batch's request to the last's arrival. CPU: user + system time of the
+workers (/proc) and of the main process over the same window; with prefetching, the work a worker
 does ahead at the end roughly offsets what it did ahead at the start. Best of R rounds per
 row. Then, per shard set, where one pair's CPU goes (one process, no
 DataLoader, 24 pairs): reading the clips as stored planes, as whole RGB frames, as RGB cut

@@ -147,9 +147,8 @@ def collate(batch):
     memory that the dataset's workers reuse from batch to batch (``cvrl.torch.shared``),
     which the main process receives without a copy; it is free for a later batch once the
     main process drops the tensor. Without a free slot it is made in fresh shared memory, as
-    ``default_collate`` makes it. ``.contiguous()`` gives
-    channel-major memory where a model needs it; convolutions accept this layout as it is
-    (channels last)."""
+    ``default_collate`` makes it. ``.contiguous()`` gives channel-major memory where a model
+    needs it; convolutions accept this layout as it is (channels last)."""
     elem = batch[0]
     if isinstance(elem, torch.Tensor) and elem.dim() == 4:
         return _stack_frame_major(batch)
@@ -165,22 +164,22 @@ def _stack_frame_major(clips: list[torch.Tensor]) -> torch.Tensor:
             f"clips of different sizes in one batch: {[tuple(x.shape) for x in clips]}: "
             f"give the dataset a transform that makes them one size")
     shape = (len(clips), t, h, w, c)
-    out = None
-    if get_worker_info() is not None:
-        # The batch goes to the main process in shared memory: a reused slot of the
-        # dataset's region where there is one, else torch's fresh shared memory, as
-        # default_collate makes it.
-        out = shared.empty(shape, clips[0])
-        if out is None:
-            storage = clips[0]._typed_storage()._new_shared(len(clips) * t * h * w * c,
-                                                            device=clips[0].device)
-            out = clips[0].new(storage).view(shape)
-    if out is None:
+    # In a worker the batch goes to the main process in shared memory: a reused slot of the
+    # dataset's region where there is one, else torch's fresh shared memory, as
+    # default_collate makes it.
+    pooled = shared.empty(shape, clips[0])
+    if pooled is not None:
+        out = pooled
+    elif get_worker_info() is not None:
+        storage = clips[0]._typed_storage()._new_shared(len(clips) * t * h * w * c,
+                                                        device=clips[0].device)
+        out = clips[0].new(storage).view(shape)
+    else:
         out = clips[0].new_empty(shape)
     for dst, clip in zip(out, clips):
         dst.copy_(clip.permute(1, 2, 3, 0))
     order = (0, 4, 1, 2, 3)
-    return shared.finish(out, order) if hasattr(out, "_cvrl_slot") else out.permute(order)
+    return shared.finish(out, order) if pooled is not None else out.permute(order)
 
 
 def spatial_crops(width: int, height: int, n: int) -> list[tuple[int, int, int]]:
