@@ -71,14 +71,29 @@ pub struct VideoSpec {
     pub fps_den: u32,
 }
 
-/// A video record encoded in memory, ready to append to a shard.
+/// A video record encoded in memory, ready to append to a shard: its header's bytes, then
+/// its chunks' bytes, which follow the header in the file.
 #[derive(Debug)]
 pub struct EncodedRecord {
     pub header: RecordHeader,
-    /// The whole record: header then chunks.
-    pub bytes: Vec<u8>,
-    /// CRC-32C of `bytes`.
+    /// The record header as stored (`FORMAT.md#3-video-record`).
+    pub head: Vec<u8>,
+    /// The chunks, back to back, as stored after the header.
+    pub data: Vec<u8>,
+    /// CRC-32C of the whole record: `head`, then `data`.
     pub checksum: u32,
+}
+
+impl EncodedRecord {
+    /// The record's bytes in the shard file.
+    pub fn stored_len(&self) -> usize {
+        self.head.len() + self.data.len()
+    }
+
+    /// Gives back the chunks' buffer, for [`RecordBuilder::with_buffer`] to fill again.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.data
+    }
 }
 
 /// Builds one record frame by frame: frames are buffered per chunk and compressed as each
@@ -90,12 +105,27 @@ pub struct RecordBuilder<'e> {
     pending: Vec<u8>,
     pending_frames: u32,
     num_frames: u32,
-    chunks: Vec<(u32, u32, Vec<u8>)>,
+    /// First frame, frames and compressed length of each chunk so far.
+    chunks: Vec<(u32, u32, usize)>,
+    /// The compressed chunks, back to back: the record's `data`.
+    data: Vec<u8>,
 }
 
 impl<'e> RecordBuilder<'e> {
     /// Starts a record. `chunk_frames` is the number of frames per chunk (the last may be shorter).
     pub fn new(spec: VideoSpec, chunk_frames: u32, encoder: &'e mut ChunkEncoder) -> Result<Self> {
+        Self::with_buffer(spec, chunk_frames, encoder, Vec::new())
+    }
+
+    /// [`new`](Self::new), compressing into `buffer` (emptied first): the buffer of a record
+    /// already written ([`EncodedRecord::into_buffer`]). A sharder that reuses its buffers
+    /// does not page-fault every video's compressed bytes in again.
+    pub fn with_buffer(
+        spec: VideoSpec,
+        chunk_frames: u32,
+        encoder: &'e mut ChunkEncoder,
+        mut buffer: Vec<u8>,
+    ) -> Result<Self> {
         if spec.video_id.is_empty() || spec.video_id.len() > MAX_ID_LEN {
             return Err(invalid(&spec.video_id, "video id must be 1..=4096 bytes"));
         }
@@ -103,6 +133,7 @@ impl<'e> RecordBuilder<'e> {
             return Err(invalid(&spec.video_id, "chunk size and fps must be positive"));
         }
         let cap = spec.layout.frame_bytes() * chunk_frames as usize;
+        buffer.clear();
         Ok(RecordBuilder {
             spec,
             encoder,
@@ -111,6 +142,7 @@ impl<'e> RecordBuilder<'e> {
             pending_frames: 0,
             num_frames: 0,
             chunks: Vec::new(),
+            data: buffer,
         })
     }
 
@@ -145,12 +177,12 @@ impl<'e> RecordBuilder<'e> {
         if self.pending_frames == 0 {
             return Ok(());
         }
-        let compressed = self
-            .encoder
-            .encode(&self.spec.layout, &self.pending)
+        let start = self.data.len();
+        self.encoder
+            .encode_into(&self.spec.layout, &self.pending, &mut self.data)
             .map_err(|e| invalid(&self.spec.video_id, &format!("chunk compression failed: {e}")))?;
         let first = self.num_frames - self.pending_frames;
-        self.chunks.push((first, self.pending_frames, compressed));
+        self.chunks.push((first, self.pending_frames, self.data.len() - start));
         self.pending.clear();
         self.pending_frames = 0;
         Ok(())
@@ -167,22 +199,20 @@ impl<'e> RecordBuilder<'e> {
         }
         let id = self.spec.video_id.as_bytes();
         let header_len = header_len(id.len(), self.chunks.len());
-        let data_len: usize = self.chunks.iter().map(|c| c.2.len()).sum();
-        let record_len = header_len + data_len;
+        let record_len = header_len + self.data.len();
         let mut entries = Vec::with_capacity(self.chunks.len());
-        let mut offset = header_len as u64;
-        for (first_frame, num_frames, data) in &self.chunks {
-            let length = u32::try_from(data.len())
+        let mut at = 0;
+        for &(first_frame, num_frames, len) in &self.chunks {
+            let length = u32::try_from(len)
                 .map_err(|_| invalid(&self.spec.video_id, "chunk larger than 4 GiB"))?;
-            let crc32c = crc32c::crc32c(data);
             entries.push(ChunkEntry {
-                offset,
+                offset: (header_len + at) as u64,
                 length,
-                first_frame: *first_frame,
-                num_frames: *num_frames,
-                crc32c,
+                first_frame,
+                num_frames,
+                crc32c: crc32c::crc32c(&self.data[at..at + len]),
             });
-            offset += u64::from(length);
+            at += len;
         }
         let header = RecordHeader {
             video_id: self.spec.video_id.clone(),
@@ -194,14 +224,15 @@ impl<'e> RecordBuilder<'e> {
             chunks: entries,
             codec: self.encoder.mode().codec(),
         };
-        let mut bytes = Vec::with_capacity(record_len);
-        write_header(&header, &mut bytes);
-        debug_assert_eq!(bytes.len(), header_len);
-        for (_, _, data) in &self.chunks {
-            bytes.extend_from_slice(data);
-        }
-        let checksum = crc32c::crc32c(&bytes);
-        Ok(EncodedRecord { header, bytes, checksum })
+        let mut head = Vec::with_capacity(header_len);
+        write_header(&header, &mut head);
+        debug_assert_eq!(head.len(), header_len);
+        // The chunks' CRCs extend the header's to the whole record's, without another pass
+        // over the chunks.
+        let checksum = header.chunks.iter().fold(crc32c::crc32c(&head), |crc, c| {
+            crc32c::crc32c_combine(crc, c.crc32c, c.length as usize)
+        });
+        Ok(EncodedRecord { header, head, data: self.data, checksum })
     }
 }
 
@@ -531,10 +562,12 @@ impl ShardWriter {
         let offset = pad8(self.len as usize) as u64;
         let padding = (offset - self.len) as usize;
         self.out.write_all(&[0u8; 8][..padding]).at(&self.tmp)?;
-        self.out.write_all(&record.bytes).at(&self.tmp)?;
-        self.len = offset + record.bytes.len() as u64;
+        self.out.write_all(&record.head).at(&self.tmp)?;
+        self.out.write_all(&record.data).at(&self.tmp)?;
+        let length = record.stored_len() as u64;
+        self.len = offset + length;
         self.records += 1;
-        Ok(RecordLocation { offset, length: record.bytes.len() as u64 })
+        Ok(RecordLocation { offset, length })
     }
 
     /// Flushes, syncs to disk and renames to the final name. Returns the file size.
@@ -545,5 +578,72 @@ impl ShardWriter {
         std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
         sync_parent(&self.path);
         Ok(self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::PredictorMode;
+
+    fn spec(layout: FrameLayout) -> VideoSpec {
+        VideoSpec { video_id: "v".into(), layout, fps_num: 30, fps_den: 1 }
+    }
+
+    fn record(mode: PredictorMode, frames: &[Vec<u8>], buffer: Option<Vec<u8>>) -> EncodedRecord {
+        let layout = FrameLayout::new(24, 16, PixelFormat::Yuv420p).unwrap();
+        let mut enc = ChunkEncoder::new(1, mode).unwrap();
+        let mut b = match buffer {
+            Some(buf) => RecordBuilder::with_buffer(spec(layout), 4, &mut enc, buf).unwrap(),
+            None => RecordBuilder::new(spec(layout), 4, &mut enc).unwrap(),
+        };
+        for f in frames {
+            b.push_frame(f).unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn a_reused_buffer_gives_the_same_record() {
+        let fb = FrameLayout::new(24, 16, PixelFormat::Yuv420p).unwrap().frame_bytes();
+        let mut x = 7u32;
+        let frames: Vec<Vec<u8>> = (0..11)
+            .map(|_| {
+                (0..fb)
+                    .map(|_| {
+                        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                        (x >> 24) as u8 & 0x3f
+                    })
+                    .collect()
+            })
+            .collect();
+        for mode in [PredictorMode::Plain, PredictorMode::Interleaved, PredictorMode::Adaptive] {
+            let fresh = record(mode, &frames, None);
+            let reused = record(mode, &frames, Some(vec![0xaa; 100_000]));
+            assert_eq!(fresh.head, reused.head, "{mode:?}");
+            assert_eq!(fresh.data, reused.data, "{mode:?}");
+            assert_eq!(fresh.header.chunks.len(), 3);
+            // The checksum combined from the chunks' CRCs is the CRC of the stored bytes.
+            let stored = [reused.head.as_slice(), reused.data.as_slice()].concat();
+            assert_eq!(reused.checksum, crc32c::crc32c(&stored), "{mode:?}");
+            assert_eq!(reused.stored_len(), stored.len());
+            for c in &reused.header.chunks {
+                let at = c.offset as usize;
+                assert_eq!(c.crc32c, crc32c::crc32c(&stored[at..at + c.length as usize]));
+            }
+            // And it parses as a record, header and chunk table.
+            let parsed = parse_record(Path::new("mem"), &stored, 0).unwrap();
+            assert_eq!(parsed, reused.header);
+        }
+    }
+
+    #[test]
+    fn a_failed_encode_leaves_the_buffer_as_it_was() {
+        let layout = FrameLayout::new(24, 16, PixelFormat::Yuv420p).unwrap();
+        let mut enc = ChunkEncoder::new(1, PredictorMode::Plain).unwrap();
+        let mut out = b"before".to_vec();
+        let half_a_frame = vec![0u8; layout.frame_bytes() / 2];
+        assert!(enc.encode_into(&layout, &half_a_frame, &mut out).is_err());
+        assert_eq!(out, b"before");
     }
 }

@@ -12,6 +12,7 @@
 
 use super::bits::Fault;
 use super::decode::{check_frame, fault_error};
+use super::encode::append_zstd_frame;
 use super::error::CodecError;
 use super::mode::{Predictor, PredictorMode};
 use super::plane::{geoms, Geom};
@@ -19,7 +20,6 @@ use super::predict::{predict_plane, PredictScratch};
 use super::sparse::{self, Streams, N_STREAMS};
 use super::unpredict::unpredict_plane;
 use crate::pixel::FrameLayout;
-use std::io;
 
 /// How far back a frame's reference is: frame `k` refers to frame `k - REF_DISTANCE`.
 pub(super) const REF_DISTANCE: usize = 2;
@@ -68,8 +68,8 @@ impl Scratch {
     }
 }
 
-/// Encodes `frames` (`n` frames of `layout`, back to back) as a codec 3 chunk, with a
-/// `compressor` set up by [`configure`].
+/// Appends `frames` (`n` frames of `layout`, back to back) to `out` as a codec 3 chunk, with
+/// a `compressor` set up by [`configure`].
 pub(super) fn encode(
     compressor: &mut zstd::bulk::Compressor<'static>,
     candidates: &[Predictor],
@@ -77,11 +77,11 @@ pub(super) fn encode(
     sc: &mut Scratch,
     layout: &FrameLayout,
     frames: &[u8],
-) -> Result<Vec<u8>, CodecError> {
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     let fb = layout.frame_bytes();
     let gs = geoms(layout);
     let np = gs.len();
-    let mut out = Vec::with_capacity(frames.len() / 3);
     for (k, frame) in frames.chunks_exact(fb).enumerate() {
         sc.header.clear();
         sc.header.resize(header_len(&gs), 0);
@@ -110,12 +110,12 @@ pub(super) fn encode(
             sc.streams.encode_plane(g, &sc.residual[g.off..][..g.len()]);
         }
         sc.streams.finish();
-        append_frame(compressor, &sc.header, &mut out)?;
+        append_zstd_frame(compressor, &sc.header, out)?;
         for s in 0..N_STREAMS {
-            append_frame(compressor, sc.streams.get(s), &mut out)?;
+            append_zstd_frame(compressor, sc.streams.get(s), out)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The zstd settings of every codec 3 zstd frame, set once on a codec 3 encoder's
@@ -130,20 +130,6 @@ pub(super) fn configure(
     use zstd::zstd_safe::CParameter::{ChecksumFlag, MinMatch};
     compressor.set_parameter(ChecksumFlag(false)).map_err(CodecError::Zstd)?;
     compressor.set_parameter(MinMatch(7)).map_err(CodecError::Zstd)
-}
-
-/// Compresses `data` as one zstd frame straight into `out`'s spare capacity.
-fn append_frame(
-    compressor: &mut zstd::bulk::Compressor<'static>,
-    data: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
-    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
-    let start = out.len();
-    let mut tail = io::Cursor::new(out);
-    tail.set_position(start as u64);
-    compressor.compress_to_buffer(data, &mut tail).map_err(CodecError::Zstd)?;
-    Ok(())
 }
 
 /// The decoder's buffers.

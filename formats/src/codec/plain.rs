@@ -4,28 +4,22 @@
 //! random access inside a chunk: no frame depends on another, so a reader decompresses
 //! exactly the frames a clip uses (a stride-2 clip reads half of each chunk).
 
+use super::encode::append_zstd_frame;
 use super::error::CodecError;
 use std::io;
 
-/// Compresses `n` frames of `fb` bytes each (`frames`) into a chunk: one zstd frame each.
+/// Appends `frames` (whole frames of `fb` bytes each) to `out` as a chunk: one zstd frame
+/// each.
 pub(super) fn encode(
     compressor: &mut zstd::bulk::Compressor<'static>,
     frames: &[u8],
     fb: usize,
-) -> Result<Vec<u8>, CodecError> {
-    // Each frame is compressed straight into the chunk's spare capacity: a `Vec` a frame,
-    // copied and freed, cost the sharder page faults and copies (perf on `cvrl-shard build
-    // --predictor plain`).
-    let bound = zstd::zstd_safe::compress_bound(fb);
-    let mut out = Vec::with_capacity(frames.len() / 2 + bound);
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     for frame in frames.chunks_exact(fb) {
-        out.reserve(bound);
-        let start = out.len();
-        let mut tail = io::Cursor::new(&mut out);
-        tail.set_position(start as u64);
-        compressor.compress_to_buffer(frame, &mut tail).map_err(CodecError::Zstd)?;
+        append_zstd_frame(compressor, frame, out)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Finds where each of the `n_frames` zstd frames of a chunk starts (and, last, where the
