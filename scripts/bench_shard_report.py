@@ -32,7 +32,7 @@ names = {
     "shard_default": f"cvrl-shard, default ({params['predictor']}, zstd {params['zstd_level']}, chunk {params['chunk_frames']})",
     "shard_raw": "cvrl-shard --predictor raw",
     "shard_raw_l1": "cvrl-shard --predictor raw --zstd-level 1",
-    "shard_plain": "cvrl-shard --predictor plain (codec 2: zstd 1 per frame)",
+    "shard_plain": "cvrl-shard --predictor plain (codec 2: zstd 1 per frame, raw literals)",
     "shard_adaptive": "cvrl-shard --predictor adaptive (codec 1: prediction from the frame before)",
 }
 print(f"## 1. Throughput ({nvideos} videos = {copies} copies of each, {total_frames} frames, short side 256, 2 cores)\n")

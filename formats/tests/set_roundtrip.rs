@@ -220,6 +220,32 @@ fn plain_and_interleaved_sets_decode_only_the_frames_a_strided_clip_uses() {
 }
 
 #[test]
+fn the_reader_refuses_a_flipped_byte_in_a_chunk_of_every_codec() {
+    // Codec 2 and 3 frames carry no zstd checksum and may decode a flipped literal into
+    // other pixels: the chunk's CRC-32C, checked before decoding, is what refuses it.
+    let vs = videos();
+    for predictor in [PredictorMode::Adaptive, PredictorMode::Plain, PredictorMode::Interleaved] {
+        let dir = tempfile::tempdir().unwrap();
+        write_set_with(dir.path(), &vs, predictor);
+        let set = ShardSet::open(dir.path()).unwrap();
+        let i = set.find("a/one").unwrap();
+        let (row, path) = (&set.videos()[i], set.shard_path(i).to_path_buf());
+        let chunk = row.chunks[1];
+        let at = (row.offset + chunk.offset) as usize + chunk.length as usize / 2;
+        drop(set);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let set = ShardSet::open(dir.path()).unwrap();
+        let mut reader = set.reader().unwrap();
+        let mut out = Vec::new();
+        reader.read_frames(i, 0, 8, 1, &mut out).unwrap();
+        let err = reader.read_frames(i, 8, 8, 1, &mut out).unwrap_err();
+        assert!(matches!(err, FormatError::ChunkChecksum { chunk: 1, .. }), "{predictor}: {err}");
+    }
+}
+
+#[test]
 fn a_shard_file_lists_its_records_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     write_set(dir.path(), &videos());

@@ -27,14 +27,14 @@ impl ChunkEncoder {
     /// `level` is the zstd level (1..=22; negative levels are zstd's fast modes).
     pub fn new(level: i32, mode: PredictorMode) -> Result<Self, CodecError> {
         let mut compressor = zstd::bulk::Compressor::new(level).map_err(CodecError::Zstd)?;
-        if mode == PredictorMode::Interleaved {
-            super::interleaved::configure(&mut compressor)?;
-        } else {
+        match mode {
+            PredictorMode::Interleaved => super::interleaved::configure(&mut compressor)?,
+            PredictorMode::Plain => super::plain::configure(&mut compressor)?,
             // 4 bytes per chunk buy detection of any corruption inside the frame, so a
             // damaged chunk fails to decode instead of yielding wrong pixels.
-            compressor
+            _ => compressor
                 .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
-                .map_err(CodecError::Zstd)?;
+                .map_err(CodecError::Zstd)?,
         }
         Ok(ChunkEncoder {
             mode,

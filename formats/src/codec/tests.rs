@@ -450,3 +450,75 @@ fn motion_predictors_pay_on_panning_footage() {
         enc(&[Predictor::Raw, Predictor::Temporal, Predictor::Med, Predictor::TemporalMed]);
     assert!(all < no_motion, "with motion {all} B, without {no_motion} B");
 }
+
+/// What RFC 8878 says of one zstd frame: its content checksum flag, and the literals
+/// section type (0 raw, 1 RLE, 2 Huffman, 3 Huffman with the previous table) of each
+/// compressed block. Returns those and the frame's length.
+fn zstd_frame_facts(frame: &[u8]) -> (bool, Vec<u8>, usize) {
+    assert_eq!(frame[..4], 0xFD2F_B528u32.to_le_bytes(), "zstd magic number");
+    let fhd = frame[4];
+    let (fcs_flag, single_segment, checksum, dict_flag) =
+        (fhd >> 6, fhd & 0x20 != 0, fhd & 0x04 != 0, fhd & 0x03);
+    let window = usize::from(!single_segment);
+    let dict = [0, 1, 2, 4][usize::from(dict_flag)];
+    let fcs = [usize::from(single_segment), 2, 4, 8][usize::from(fcs_flag)];
+    let mut at = 5 + window + dict + fcs;
+    let mut literals = Vec::new();
+    loop {
+        let h = u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], 0]);
+        let (last, kind, size) = (h & 1 == 1, (h >> 1) & 3, (h >> 3) as usize);
+        at += 3;
+        match kind {
+            0 => at += size,
+            1 => at += 1,
+            2 => {
+                literals.push(frame[at] & 3);
+                at += size;
+            }
+            _ => panic!("reserved block type"),
+        }
+        if last {
+            break;
+        }
+    }
+    (checksum, literals, at + if checksum { 4 } else { 0 })
+}
+
+#[test]
+fn plain_frames_store_literals_raw_and_no_checksum() {
+    // Several 128 KiB blocks a frame, each with part of a black bar (a letterboxed film):
+    // zstd codes the bar as matches, so every block is a compressed one with literals. The
+    // rest holds 16 grey levels, which Huffman codes would halve.
+    let layout = FrameLayout::new(512, 384, PixelFormat::Yuv420p).unwrap();
+    let fb = layout.frame_bytes();
+    let mut frames = clip(&layout, 3, 2, 1, 4);
+    for (i, b) in frames.iter_mut().enumerate() {
+        *b = if (i % fb) % (64 << 10) < (16 << 10) { 16 } else { 100 + *b % 16 };
+    }
+    let chunk =
+        ChunkEncoder::new(1, PredictorMode::Plain).unwrap().encode(&layout, &frames).unwrap();
+    let mut at = 0;
+    let mut blocks = 0;
+    for _ in 0..3 {
+        let (checksum, literals, len) = zstd_frame_facts(&chunk[at..]);
+        assert!(!checksum, "codec 2 frames carry no content checksum");
+        assert!(literals.iter().all(|&t| t <= 1), "Huffman-coded literals: {literals:?}");
+        blocks += literals.len();
+        at += len;
+    }
+    assert_eq!(at, chunk.len(), "three frames tile the chunk");
+    assert!(blocks >= 6, "{blocks} compressed blocks");
+    assert!(chunk.len() < frames.len() * 9 / 10, "zstd found matches: {} bytes", chunk.len());
+    let mut out = vec![0; frames.len()];
+    let n = ChunkDecoder::new()
+        .unwrap()
+        .decode_wanted(super::Codec::Plain, &layout, 3, &chunk, &mut out, &[0, 1, 2])
+        .unwrap();
+    assert_eq!(n, 3);
+    assert!(out == frames);
+    // The other codecs' encoders keep zstd's defaults: Huffman-coded literals.
+    let chunk = ChunkEncoder::new(1, PredictorMode::Raw).unwrap().encode(&layout, &frames).unwrap();
+    let (checksum, literals, len) = zstd_frame_facts(&chunk);
+    assert!(checksum && len == chunk.len());
+    assert!(literals.contains(&2), "{literals:?}");
+}
