@@ -54,6 +54,7 @@ mod plane;
 mod predict;
 mod residuals;
 mod sparse;
+mod sums;
 mod unpredict;
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! predict from (`FORMAT.md#322-predictors`).
 
 use super::plane::Geom;
+use super::sums::sum_abs_diff;
 
 /// Motion search range in pixels for full-resolution planes (half for chroma). Panning at
 /// 256p moves up to ~7 pixels a frame on the test clips; a wider search slows the encoder.
@@ -77,7 +78,7 @@ pub(super) fn search_vector(g: &Geom, cur: &[u8], prev: &[u8]) -> (i8, i8) {
             let sy = (y as i64 + i64::from(dy)) as usize;
             let sx = (x0 as i64 + i64::from(dx) * s as i64) as usize;
             let b = &prev[sy * w + sx..][..x1 - x0];
-            total += row_sad(a, b);
+            total += sum_abs_diff(a, b);
             if total >= limit {
                 break;
             }
@@ -96,57 +97,4 @@ pub(super) fn search_vector(g: &Geom, cur: &[u8], prev: &[u8]) -> (i8, i8) {
         }
     }
     (best.1 as i8, best.2 as i8)
-}
-
-/// Sum of absolute differences of two rows of equal length.
-fn row_sad(a: &[u8], b: &[u8]) -> u64 {
-    let n = a.len().min(b.len());
-    let (wide, done) = sad_16_at_a_time(&a[..n], &b[..n]);
-    wide + a[done..n].iter().zip(&b[done..n]).map(|(&p, &q)| u64::from(p.abs_diff(q))).sum::<u64>()
-}
-
-/// The sum of absolute differences of the first multiple of 16 bytes of `a` and `b` (equal
-/// lengths), and that many, with SSE2's `psadbw` (every x86_64 CPU has SSE2): LLVM's own
-/// vectorisation of the byte loop fed `psadbw` 4 bytes at a time, and the search took a
-/// tenth of the default sharder's CPU time (perf on `cvrl-shard build`).
-#[cfg(target_arch = "x86_64")]
-fn sad_16_at_a_time(a: &[u8], b: &[u8]) -> (u64, usize) {
-    use std::arch::x86_64::{
-        __m128i, _mm_add_epi64, _mm_loadu_si128, _mm_sad_epu8, _mm_setzero_si128, _mm_storeu_si128,
-    };
-    let n = a.len().min(b.len()) / 16 * 16;
-    let mut lanes = [0u64; 2];
-    // SAFETY: SSE2 is part of every x86_64 CPU; the loads read bytes i..i + 16 < n, inside
-    // both slices (unaligned loads), and the store writes the 16 bytes of `lanes`.
-    unsafe {
-        let mut acc = _mm_setzero_si128();
-        for i in (0..n).step_by(16) {
-            let x = _mm_loadu_si128(a.as_ptr().add(i).cast::<__m128i>());
-            let y = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
-            acc = _mm_add_epi64(acc, _mm_sad_epu8(x, y));
-        }
-        _mm_storeu_si128(lanes.as_mut_ptr().cast::<__m128i>(), acc);
-    }
-    (lanes[0] + lanes[1], n)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn sad_16_at_a_time(_: &[u8], _: &[u8]) -> (u64, usize) {
-    (0, 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn row_sad_is_the_sum_of_absolute_differences() {
-        let a: Vec<u8> = (0..53u32).map(|i| (i * 97 % 256) as u8).collect();
-        let b: Vec<u8> = (0..53u32).map(|i| (i * 31 % 256) as u8).collect();
-        for len in [0, 1, 15, 16, 17, 32, 53] {
-            let want: u64 = (0..len).map(|i| u64::from(a[i].abs_diff(b[i]))).sum();
-            assert_eq!(row_sad(&a[..len], &b[..len]), want, "{len} bytes");
-        }
-        assert_eq!(row_sad(&[255; 40], &[0; 40]), 40 * 255);
-    }
 }

@@ -5,6 +5,7 @@
 use super::mode::{Predictor, PredictorMode};
 use super::motion::{search_vector, shift_plane};
 use super::plane::Geom;
+use super::sums::sum_abs_i8;
 
 /// LOCO-I's median edge detector, `clamp(a + b - c, min(a, b), max(a, b))`.
 #[inline(always)]
@@ -79,6 +80,7 @@ pub(super) fn predict_plane(
         return (0, 0);
     }
     let mut any_vector = false;
+    let mut chosen = vec![Predictor::Raw; g.nbx];
     for by in 0..g.nby {
         let (y0, y1) = (by * g.bh, ((by + 1) * g.bh).min(g.h));
         for bx in 0..g.nbx {
@@ -87,14 +89,7 @@ pub(super) fn predict_plane(
             // (zero flags dominate, and small residuals are cheap in every stream).
             let cost = |p: Predictor| -> u32 {
                 let buf = &sc.cand[p as usize];
-                (y0..y1)
-                    .map(|y| {
-                        buf[y * g.w + x0..y * g.w + x1]
-                            .iter()
-                            .map(|&r| u32::from((r as i8).unsigned_abs()))
-                            .sum::<u32>()
-                    })
-                    .sum()
+                (y0..y1).map(|y| sum_abs_i8(&buf[y * g.w + x0..y * g.w + x1])).sum()
             };
             let mut best = (u32::MAX, Predictor::Raw);
             for &p in &cands {
@@ -106,9 +101,19 @@ pub(super) fn predict_plane(
             let p = best.1;
             any_vector |= p.uses_vector();
             codes[by * g.nbx + bx] = p.code();
-            let buf = &sc.cand[p as usize];
-            for y in y0..y1 {
-                dst[y * g.w + x0..y * g.w + x1].copy_from_slice(&buf[y * g.w + x0..y * g.w + x1]);
+            chosen[bx] = p;
+        }
+        // Each row of the block row from the chosen residuals, a copy per run of blocks
+        // with the same predictor rather than one per block (a `memmove` call each).
+        for y in y0..y1 {
+            let mut bx = 0;
+            while bx < g.nbx {
+                let p = chosen[bx];
+                let run = chosen[bx..].iter().take_while(|&&q| q == p).count();
+                let (x0, x1) = (bx * g.bw, ((bx + run) * g.bw).min(g.w));
+                let at = y * g.w;
+                dst[at + x0..at + x1].copy_from_slice(&sc.cand[p as usize][at + x0..at + x1]);
+                bx += run;
             }
         }
     }

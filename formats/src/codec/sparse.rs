@@ -81,8 +81,13 @@ impl Streams {
                     bytes[N_NONZERO].extend_from_slice(group);
                     continue;
                 }
-                let mut word = [0u8; 8];
-                word[..group.len()].copy_from_slice(group);
+                // A whole group as one 8-byte load; only a row's last group may be shorter
+                // (a copy of variable length is a `memmove` call).
+                let word: [u8; 8] = group.try_into().unwrap_or_else(|_| {
+                    let mut word = [0u8; 8];
+                    word[..group.len()].copy_from_slice(group);
+                    word
+                });
                 let mask = nonzero_mask(word);
                 flags[k].put(mask as u32, group.len() as u32);
                 // The non-zero bytes in order, without a branch per byte.
