@@ -101,4 +101,29 @@ mod tests {
         }
         assert_eq!(pixel_sum(1, 128, 128, 128), 255);
     }
+
+    #[test]
+    fn group_contexts_sum_the_ten_bytes_above() {
+        // Every |v| up to 128 (v = -128 included), in every position of a window.
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..2000 {
+            let up: Vec<u8> = (0..PAD_L + 24 + PAD_R)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    [0x80, 0x7f, 0x81, 0, 1, 0xff, x as u8, (x >> 8) as u8][(x >> 29) as usize]
+                })
+                .collect();
+            let mut abs = vec![0; up.len()];
+            let mut ctx = vec![0; 3];
+            row_group_contexts(&up, &mut abs, &mut ctx);
+            for (gi, &c) in ctx.iter().enumerate() {
+                let sum: u32 = (0..10)
+                    .map(|i| u32::from((up[PAD_L + gi * 8 - 1 + i] as i8).unsigned_abs()))
+                    .sum();
+                assert_eq!(usize::from(c), z_ctx(sum), "group {gi}");
+            }
+        }
+    }
 }
