@@ -92,7 +92,8 @@ struct BuildArgs {
     /// motion search, from the frame two before, so a stride-2 clip decodes only the frames
     /// it uses, and residuals that decode 8 at a time; adaptive: the same from the frame
     /// before (0.75-0.9x the disk, a third of the reads per CPU second); plain: no
-    /// prediction, each frame its own zstd frame (about twice the disk, the cheapest reads);
+    /// prediction, each frame its own zstd frame (about twice the disk, the cheapest reads,
+    /// the fastest build);
     /// med, temporal or raw (for comparison). BENCHMARKS.md, Loader.
     #[arg(long, default_value_t = cvrl_formats::codec::PredictorMode::default())]
     predictor: cvrl_formats::codec::PredictorMode,
