@@ -141,6 +141,11 @@ pub fn build(
     })
 }
 
+/// The largest record buffer kept for the next videos: a long video's is freed once written
+/// rather than held for the rest of the build. A 10 s clip at the default short side takes
+/// 11-46 MB (BENCHMARKS.md, Sharder table 2: 44-153 KB a frame, by predictor and size).
+const KEEP_BUFFER_MAX: usize = 256 << 20;
+
 /// Decodes and encodes `todo` in parallel, appending to `out` in input order.
 ///
 /// Each record is compressed into a buffer that an earlier record was written from. With a
@@ -176,8 +181,11 @@ fn encode_all(
                     let (record, info) = *b;
                     progress.video_done(u64::from(info.num_frames), None);
                     out.append(input, inputs, &record, &info)?;
-                    if let Ok(mut b) = buffers.lock() {
-                        b.push(record.into_buffer());
+                    let buffer = record.into_buffer();
+                    if buffer.capacity() <= KEEP_BUFFER_MAX {
+                        if let Ok(mut b) = buffers.lock() {
+                            b.push(buffer);
+                        }
                     }
                 }
                 Encoded::Failed(f) => {
