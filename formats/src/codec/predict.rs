@@ -24,6 +24,8 @@ pub(super) struct PredictScratch {
     row: Vec<u8>,
     /// The current and the previous row of the plane [`med_residual`] predicts.
     med_rows: [Vec<i16>; 2],
+    /// The predictor chosen for each block of a block row.
+    chosen: Vec<Predictor>,
 }
 
 impl PredictScratch {
@@ -80,7 +82,9 @@ pub(super) fn predict_plane(
         return (0, 0);
     }
     let mut any_vector = false;
-    let mut chosen = vec![Predictor::Raw; g.nbx];
+    let chosen = &mut sc.chosen;
+    chosen.clear();
+    chosen.resize(g.nbx, Predictor::Raw);
     for by in 0..g.nby {
         let (y0, y1) = (by * g.bh, ((by + 1) * g.bh).min(g.h));
         for bx in 0..g.nbx {
