@@ -370,7 +370,7 @@ pub(super) fn fault_error(fault: &Fault, frame: usize, plane: usize) -> CodecErr
 /// AVX2 and the bit instructions every AVX2 CPU also has (BMI1, BMI2, POPCNT, LZCNT): the
 /// AVX2 builds of the residual passes are compiled for all of them (the hardware popcount
 /// alone gives about 8 % more codec 3 reads per CPU second).
-fn has_avx2() -> bool {
+pub(super) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("bmi1")

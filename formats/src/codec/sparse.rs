@@ -13,6 +13,7 @@
 
 use super::bits::{BitReader, BitWriter, ByteReader, Fault};
 use super::context::{row_group_contexts, LIT_K, PAD_L, PAD_R};
+use super::decode::has_avx2;
 use super::plane::Geom;
 
 /// Zero-flag streams `Z0..Z8`, one per quiet group context.
@@ -31,6 +32,8 @@ pub(super) struct Streams {
     up: Vec<u8>,
     abs: Vec<u8>,
     ctx: Vec<u8>,
+    /// Take [`encode_avx2`]: the CPU has AVX2 and its bit instructions (`has_avx2`).
+    avx2: bool,
 }
 
 impl Streams {
@@ -41,7 +44,14 @@ impl Streams {
             up: Vec::new(),
             abs: Vec::new(),
             ctx: Vec::new(),
+            avx2: has_avx2(),
         }
+    }
+
+    /// Streams that never take the AVX2 build of [`Streams::encode_plane`].
+    #[cfg(test)]
+    pub(super) fn without_avx2() -> Self {
+        Streams { avx2: false, ..Streams::new() }
     }
 
     pub(super) fn clear(&mut self) {
@@ -65,45 +75,81 @@ impl Streams {
 
     /// Appends the residual plane `res` to the streams.
     pub(super) fn encode_plane(&mut self, g: &Geom, res: &[u8]) {
-        let w = g.w;
-        let Streams { flags, bytes, up, abs, ctx } = self;
-        for r in [&mut *up, &mut *abs] {
-            r.clear();
-            r.resize(PAD_L + w + PAD_R, 0);
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is only true when the CPU has every feature of the build
+            // (`Streams::new`, `has_avx2`).
+            unsafe { encode_avx2(self, g, res) };
+            return;
         }
-        ctx.resize(w.div_ceil(8), 0);
-        for row in res.chunks_exact(w) {
-            // The decoder's context loop: the same contexts by construction.
-            row_group_contexts(up, abs, ctx);
-            for (group, &k) in row.chunks(8).zip(ctx.iter()) {
-                let k = usize::from(k);
-                if k >= LIT_K {
-                    bytes[N_NONZERO].extend_from_slice(group);
-                    continue;
-                }
-                // A whole group as one 8-byte load; only a row's last group may be shorter
-                // (a copy of variable length is a `memmove` call).
-                let word: [u8; 8] = group.try_into().unwrap_or_else(|_| {
-                    let mut word = [0u8; 8];
-                    word[..group.len()].copy_from_slice(group);
-                    word
-                });
-                let mask = nonzero_mask(word);
-                flags[k].put(mask as u32, group.len() as u32);
-                // The non-zero bytes in order, without a branch per byte.
-                let from = &GATHER[mask];
-                let n = mask.count_ones() as usize;
-                let nz = &mut bytes[k / 3];
-                let at = nz.len();
-                nz.resize(at + 8, 0);
-                for (o, &i) in nz[at..].iter_mut().zip(from) {
-                    *o = word[usize::from(i)];
-                }
-                nz.truncate(at + n);
+        encode_body::<false>(self, g, res);
+    }
+}
+
+/// [`encode_body`] compiled for AVX2 and its bit instructions (everything it calls is
+/// `#[inline(always)]`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt,lzcnt")]
+unsafe fn encode_avx2(streams: &mut Streams, g: &Geom, res: &[u8]) {
+    encode_body::<true>(streams, g, res)
+}
+
+/// `SIMD`: gather the non-zero bytes with a byte shuffle (only from [`encode_avx2`]).
+#[inline(always)]
+fn encode_body<const SIMD: bool>(streams: &mut Streams, g: &Geom, res: &[u8]) {
+    let w = g.w;
+    let Streams { flags, bytes, up, abs, ctx, .. } = streams;
+    for r in [&mut *up, &mut *abs] {
+        r.clear();
+        r.resize(PAD_L + w + PAD_R, 0);
+    }
+    ctx.resize(w.div_ceil(8), 0);
+    for row in res.chunks_exact(w) {
+        // The decoder's context loop: the same contexts by construction.
+        row_group_contexts(up, abs, ctx);
+        for (group, &k) in row.chunks(8).zip(ctx.iter()) {
+            let k = usize::from(k);
+            if k >= LIT_K {
+                bytes[N_NONZERO].extend_from_slice(group);
+                continue;
             }
-            up[PAD_L..PAD_L + w].copy_from_slice(row);
+            // A whole group as one 8-byte load; only a row's last group may be shorter
+            // (a copy of variable length is a `memmove` call).
+            let word: [u8; 8] = group.try_into().unwrap_or_else(|_| {
+                let mut word = [0u8; 8];
+                word[..group.len()].copy_from_slice(group);
+                word
+            });
+            let mask = nonzero_mask(word);
+            flags[k].put(mask as u32, group.len() as u32);
+            // The non-zero bytes in order, without a branch per byte: all 8 bytes written,
+            // the stream cut back to the non-zero ones.
+            let nz = &mut bytes[k / 3];
+            let at = nz.len();
+            nz.extend_from_slice(&gather::<SIMD>(word, mask));
+            nz.truncate(at + mask.count_ones() as usize);
+        }
+        up[PAD_L..PAD_L + w].copy_from_slice(row);
+    }
+}
+
+/// The non-zero bytes of a group, in order, from its zero-flag `mask` (then bytes of no
+/// meaning): the inverse of [`scatter`].
+#[inline(always)]
+fn gather<const SIMD: bool>(word: [u8; 8], mask: usize) -> [u8; 8] {
+    let from = &GATHER[mask & 0xff];
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        use std::arch::x86_64::{_mm_cvtsi128_si64, _mm_cvtsi64_si128, _mm_shuffle_epi8};
+        // SAFETY: `SIMD` is true only in the AVX2 build (`encode_avx2`), whose CPU check
+        // covers SSSE3; every index of `GATHER` is below 8.
+        unsafe {
+            let v = _mm_cvtsi64_si128(i64::from_le_bytes(word));
+            let r = _mm_shuffle_epi8(v, _mm_cvtsi64_si128(i64::from_le_bytes(*from)));
+            return _mm_cvtsi128_si64(r).to_le_bytes();
         }
     }
+    from.map(|i| word[usize::from(i & 7)])
 }
 
 /// The decoder's readers of one frame's streams.
@@ -365,6 +411,49 @@ mod tests {
             let nonzero: Vec<u8> = word.iter().copied().filter(|&b| b != 0).collect();
             assert_eq!(picked, nonzero);
             assert_eq!(scatter::<false>(picked_word(&picked), mask), word, "gather then scatter");
+        }
+    }
+
+    #[test]
+    fn both_gathers_and_both_encoders_agree() {
+        for mask in 0..256usize {
+            let word = [11, 22, 33, 44, 55, 66, 77, 88];
+            let n = mask.count_ones() as usize;
+            let want: Vec<u8> = (0..8).filter(|&i| mask >> i & 1 == 1).map(|i| word[i]).collect();
+            assert_eq!(gather::<false>(word, mask)[..n], want[..], "{mask:08b}");
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                assert_eq!(gather::<true>(word, mask)[..n], want[..], "{mask:08b}");
+            }
+        }
+        // Whole planes, quiet and busy areas, rows that end in a short group, 3 channels.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for (w, h, s) in [(61, 9, 1), (64, 4, 1), (33 * 3, 5, 3), (5, 3, 1)] {
+            let g = Geom { off: 0, w, h, s, bw: 16 * s, bh: 16, nbx: 1, nby: 1 };
+            let res: Vec<u8> = (0..w * h)
+                .map(|i| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let busy = (i / w) % 3 == 2;
+                    if busy || state.is_multiple_of(5) {
+                        (state >> 40) as u8
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let mut portable = Streams::without_avx2();
+            let mut fast = Streams::new();
+            for st in [&mut portable, &mut fast] {
+                st.clear();
+                st.encode_plane(&g, &res);
+                st.finish();
+            }
+            for k in 0..N_STREAMS {
+                assert_eq!(portable.get(k), fast.get(k), "{w}x{h}: stream {k}");
+            }
+            assert!((0..N_STREAMS).any(|k| !portable.get(k).is_empty()));
         }
     }
 
