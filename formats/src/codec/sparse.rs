@@ -137,19 +137,7 @@ fn encode_body<const SIMD: bool>(streams: &mut Streams, g: &Geom, res: &[u8]) {
 /// meaning): the inverse of [`scatter`].
 #[inline(always)]
 fn gather<const SIMD: bool>(word: [u8; 8], mask: usize) -> [u8; 8] {
-    let from = &GATHER[mask & 0xff];
-    #[cfg(target_arch = "x86_64")]
-    if SIMD {
-        use std::arch::x86_64::{_mm_cvtsi128_si64, _mm_cvtsi64_si128, _mm_shuffle_epi8};
-        // SAFETY: `SIMD` is true only in the AVX2 build (`encode_avx2`), whose CPU check
-        // covers SSSE3; every index of `GATHER` is below 8.
-        unsafe {
-            let v = _mm_cvtsi64_si128(i64::from_le_bytes(word));
-            let r = _mm_shuffle_epi8(v, _mm_cvtsi64_si128(i64::from_le_bytes(*from)));
-            return _mm_cvtsi128_si64(r).to_le_bytes();
-        }
-    }
-    from.map(|i| word[usize::from(i & 7)])
+    shuffle8::<SIMD>(word, &GATHER[mask & 0xff])
 }
 
 /// The decoder's readers of one frame's streams.
@@ -284,12 +272,18 @@ fn decode_body<const SIMD: bool>(
 /// The group's 8 residuals from its zero-flag `mask` and its non-zero `bytes`, in order.
 #[inline(always)]
 fn scatter<const SIMD: bool>(bytes: [u8; 8], mask: usize) -> [u8; 8] {
-    let from = &SCATTER[mask & 0xff];
+    shuffle8::<SIMD>(bytes, &SCATTER[mask & 0xff])
+}
+
+/// `out[i] = bytes[from[i]]`, where index 8 gives a zero: one byte shuffle in the AVX2
+/// builds (`SIMD`, only from [`encode_avx2`] and [`decode_avx2`]).
+#[inline(always)]
+fn shuffle8<const SIMD: bool>(bytes: [u8; 8], from: &[u8; 8]) -> [u8; 8] {
     #[cfg(target_arch = "x86_64")]
     if SIMD {
         use std::arch::x86_64::{_mm_cvtsi128_si64, _mm_cvtsi64_si128, _mm_shuffle_epi8};
-        // SAFETY: `SIMD` is true only in the AVX2 build (`decode_avx2`), whose CPU check
-        // covers SSSE3. Index 8 picks byte 8 of the register, which the load zeroed.
+        // SAFETY: `SIMD` is true only in the AVX2 builds, whose CPU check covers SSSE3.
+        // Index 8 picks byte 8 of the register, which the load zeroed.
         unsafe {
             let v = _mm_cvtsi64_si128(i64::from_le_bytes(bytes));
             let r = _mm_shuffle_epi8(v, _mm_cvtsi64_si128(i64::from_le_bytes(*from)));
