@@ -6,10 +6,13 @@ use super::mode::{Predictor, PredictorMode};
 use super::motion::{search_vector, shift_plane};
 use super::plane::Geom;
 use super::sums::add_abs_i8_lanes;
+use std::ops::{Add, Sub};
 
-/// LOCO-I's median edge detector, `clamp(a + b - c, min(a, b), max(a, b))`.
+/// LOCO-I's median edge detector, `clamp(a + b - c, min(a, b), max(a, b))`, in any integer
+/// type that holds `a + b - c`: i32 in the decoder, i16 in the encoder's vectorised rows
+/// ([`med_residual`]).
 #[inline(always)]
-pub(super) fn med(a: i32, b: i32, c: i32) -> i32 {
+pub(super) fn med<T: Copy + Ord + Add<Output = T> + Sub<Output = T>>(a: T, b: T, c: T) -> T {
     (a + b - c).clamp(a.min(b), a.max(b))
 }
 
@@ -209,9 +212,7 @@ fn med_residual(
             }
             let neighbours = row[..w - s].iter().zip(&up[s..]).zip(&up[..w - s]);
             for ((o, &d), ((&a, &b), &c)) in o_rest.iter_mut().zip(d_rest).zip(neighbours) {
-                // med(a, b, c) = clamp(a + b - c, min(a, b), max(a, b)).
-                let pred = (a + b - c).max(a.min(b)).min(a.max(b));
-                *o = (d - pred) as u8;
+                *o = (d - med(a, b, c)) as u8;
             }
         }
         std::mem::swap(up, row);
